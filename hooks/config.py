@@ -1,0 +1,78 @@
+"""Operator-tunable settings. Read from the environment once by the HTTP layer (the Helm chart
+sets the variables) and passed to the pure hooks as an argument, so hooks stay free of I/O."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+ENV_PREFIX = "LLMSS_"
+
+
+@dataclass(frozen=True)
+class Config:
+    # runtimeClassName given to pods of securityLevel "high" (the original hard-codes gvisor).
+    high_security_runtime_class: str = "gvisor"
+    # Registries RuntimeEnvironment images may come from; empty means any registry.
+    image_registry_allowlist: tuple[str, ...] = ()
+    # How long a sandbox that asked for a warm pod waits for one before a cold start.
+    warm_pod_wait_seconds: int = 30
+    # Lifetime given to sandboxes that do not set spec.lifetimeSeconds; 0 means unlimited.
+    default_lifetime_seconds: int = 0
+    # Where the API component runs: sandboxes accept traffic only from its pods.
+    api_namespace: str = "llmsafespace"
+    # Cluster DNS, the only in-cluster destination a sandbox may reach by default.
+    dns_namespace: str = "kube-system"
+    dns_pod_labels: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
+    # "kubernetes" emits standard NetworkPolicies only (the only flavour so far).
+    network_policy_flavour: str = "kubernetes"
+    # StorageClass used for volumes whose retentionPolicy is Retain (its reclaimPolicy should be
+    # Retain); empty means such sandboxes must name a class themselves.
+    retain_storage_class: str = ""
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str) -> str:
+            return env.get(ENV_PREFIX + name, default).strip()
+
+        def integer(name: str, default: int) -> int:
+            raw = get(name, str(default))
+            try:
+                value = int(raw)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from exc
+            if value < 0:
+                raise ValueError(f"{ENV_PREFIX}{name} must not be negative, got {value}")
+            return value
+
+        def pairs(name: str, default: str) -> tuple[tuple[str, str], ...]:
+            out = []
+            for item in filter(None, (p.strip() for p in get(name, default).split(","))):
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"{ENV_PREFIX}{name} entries must be key=value, got {item!r}")
+                out.append((key.strip(), value.strip()))
+            return tuple(sorted(out))
+
+        defaults = Config()
+        flavour = get("NETWORK_POLICY_FLAVOUR", defaults.network_policy_flavour)
+        if flavour != "kubernetes":
+            raise ValueError(f"{ENV_PREFIX}NETWORK_POLICY_FLAVOUR must be 'kubernetes', got {flavour!r}")
+        return Config(
+            high_security_runtime_class=get("HIGH_SECURITY_RUNTIME_CLASS", defaults.high_security_runtime_class),
+            image_registry_allowlist=tuple(
+                sorted(filter(None, (r.strip() for r in get("IMAGE_REGISTRY_ALLOWLIST", "").split(","))))
+            ),
+            warm_pod_wait_seconds=integer("WARM_POD_WAIT_SECONDS", defaults.warm_pod_wait_seconds),
+            default_lifetime_seconds=integer("DEFAULT_LIFETIME_SECONDS", defaults.default_lifetime_seconds),
+            api_namespace=get("API_NAMESPACE", defaults.api_namespace),
+            dns_namespace=get("DNS_NAMESPACE", defaults.dns_namespace),
+            dns_pod_labels=pairs("DNS_POD_LABELS", "k8s-app=kube-dns"),
+            network_policy_flavour=flavour,
+            retain_storage_class=get("RETAIN_STORAGE_CLASS", ""),
+        )
+
+
+DEFAULT_CONFIG = Config()

@@ -1,0 +1,37 @@
+"""Kubernetes resource quantities ("500m", "1.5", "512Mi", "1e3") as exact Decimals.
+
+A small parser rather than kubernetes.utils.parse_quantity: importing the kubernetes client costs
+about a second and 100 MB, too much for the hook server. tests/test_quantity.py checks this parser
+against kubernetes.utils.parse_quantity."""
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_SUFFIXES = {
+    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18"),
+}
+_QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+
+
+def parse_quantity(value: str | int | float) -> Decimal:
+    """Parse a quantity; raise ValueError with a readable message when it is not one."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a quantity")
+    if isinstance(value, (int, float)):
+        return Decimal(str(value))
+    match = _QUANTITY.match(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 1Gi)")
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        base = Decimal(number)
+        if suffix[:1] in ("e", "E"):
+            return base * (Decimal(10) ** int(suffix[1:]))
+        return base * _SUFFIXES[suffix]
+    except (InvalidOperation, OverflowError) as exc:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity") from exc

@@ -1,0 +1,370 @@
+"""Pydantic models of every spec of our API group, mirroring the CRD schemas in crds/, plus the
+semantic checks a schema cannot express (quantities that parse, CIDRs, domains, paths).
+
+tests/test_crd_model_agreement.py proves that the models and the CRDs agree on field names,
+defaults and enums, so a default lives in two places only under test."""
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from . import constants as C
+from .quantity import parse_quantity
+
+SecurityLevel = Literal["standard", "high", "custom"]
+Protocol = Literal["TCP", "UDP"]
+
+CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
+MEMORY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti)$"
+# RFC 1123 hostname, optionally with one leading wildcard label ("*.example.com").
+DOMAIN_PATTERN = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_DOMAIN = re.compile(DOMAIN_PATTERN)
+# Seccomp Localhost profiles are paths relative to the kubelet's seccomp root.
+SECCOMP_PATH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+_SECCOMP_PATH = re.compile(SECCOMP_PATH_PATTERN)
+PACKAGE_PATTERN = r"^[A-Za-z0-9@][A-Za-z0-9._/@+-]*([=<>!~^]=?[A-Za-z0-9.*+-]+)?$"
+_PACKAGE = re.compile(PACKAGE_PATTERN)
+
+
+class Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are ignored because the API
+    server already prunes them from structural schemas."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def _check_quantity(value: Optional[str], what: str) -> Optional[str]:
+    if value is None:
+        return value
+    if parse_quantity(value) <= 0:
+        raise ValueError(f"{what} must be greater than zero")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared parts
+
+
+class Port(Model):
+    port: int = Field(ge=1, le=65535)
+    protocol: Protocol = "TCP"
+
+
+class NetworkRule(Model):
+    """One egress destination: a domain (resolved through cluster DNS; enforced as the public
+    address space, as in the original design) or a CIDR, with optional ports."""
+
+    domain: Optional[str] = Field(default=None, max_length=253)
+    cidr: Optional[str] = None
+    ports: list[Port] = Field(default_factory=list, max_length=64)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _DOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a valid domain name (lower-case, like api.example.com)")
+        return value
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            try:
+                ipaddress.ip_network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a valid CIDR ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> "NetworkRule":
+        if (self.domain is None) == (self.cidr is None):
+            raise ValueError("an egress rule needs exactly one of domain or cidr")
+        return self
+
+
+class Resources(Model):
+    cpu: str = Field(default=C.DEFAULT_CPU, pattern=CPU_PATTERN)
+    memory: str = Field(default=C.DEFAULT_MEMORY, pattern=MEMORY_PATTERN)
+    ephemeral_storage: str = Field(default=C.DEFAULT_EPHEMERAL_STORAGE, pattern=MEMORY_PATTERN)
+    cpu_pinning: bool = False
+
+    @field_validator("cpu", "memory", "ephemeral_storage")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        return _check_quantity(value, "a resource quantity")  # type: ignore[return-value]
+
+
+class SeccompProfile(Model):
+    type: Literal["RuntimeDefault", "Localhost"] = C.SECCOMP_RUNTIME_DEFAULT
+    localhost_profile: Optional[str] = Field(default=None, max_length=255, pattern=SECCOMP_PATH_PATTERN)
+
+    @model_validator(mode="after")
+    def _localhost_needs_path(self) -> "SeccompProfile":
+        if self.type == C.SECCOMP_LOCALHOST and not self.localhost_profile:
+            raise ValueError("seccompProfile.type Localhost needs localhostProfile")
+        if self.type != C.SECCOMP_LOCALHOST and self.localhost_profile:
+            raise ValueError("seccompProfile.localhostProfile is only allowed with type Localhost")
+        return self
+
+
+class SecurityContext(Model):
+    # Non-root is not optional: uid/gid 0 are rejected by the schema (minimum 1).
+    run_as_user: int = Field(default=C.DEFAULT_RUN_AS_USER, ge=1, le=2147483647)
+    run_as_group: int = Field(default=C.DEFAULT_RUN_AS_GROUP, ge=1, le=2147483647)
+    seccomp_profile: SeccompProfile = Field(default_factory=SeccompProfile)
+
+
+def _check_paths(paths: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for path in paths:
+        if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
+            raise ValueError(f"{path!r} must be an absolute, normalised path other than /")
+        if path in seen:
+            raise ValueError(f"{path!r} is listed twice")
+        seen.add(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Sandbox
+
+
+class NetworkAccess(Model):
+    egress: list[NetworkRule] = Field(default_factory=list, max_length=128)
+    ingress: bool = False
+
+
+class Filesystem(Model):
+    read_only_root: bool = True
+    writable_paths: list[str] = Field(default_factory=lambda: list(C.DEFAULT_WRITABLE_PATHS), max_length=32)
+
+    @field_validator("read_only_root")
+    @classmethod
+    def _always_read_only(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("readOnlyRoot cannot be disabled; list the directories that must be writable in writablePaths")
+        return value
+
+    @field_validator("writable_paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        return _check_paths(value)
+
+
+class Storage(Model):
+    persistent: bool = False
+    volume_size: str = Field(default=C.DEFAULT_VOLUME_SIZE, pattern=MEMORY_PATTERN)
+    retention_policy: Literal["Delete", "Retain"] = C.RETENTION_DELETE
+    storage_class_name: Optional[str] = Field(default=None, max_length=253)
+
+    @field_validator("volume_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        return _check_quantity(value, "volumeSize")  # type: ignore[return-value]
+
+
+class ProfileRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: Optional[str] = Field(default=None, max_length=63)
+
+
+class WarmPoolRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class SandboxSpec(Model):
+    runtime: str = Field(min_length=1, max_length=253)
+    security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
+    timeout: int = Field(default=C.DEFAULT_TIMEOUT_SECONDS, ge=1, le=C.MAX_TIMEOUT_SECONDS)
+    lifetime_seconds: Optional[int] = Field(default=None, ge=0, le=31_536_000)
+    resources: Resources = Field(default_factory=Resources)
+    network_access: NetworkAccess = Field(default_factory=NetworkAccess)
+    filesystem: Filesystem = Field(default_factory=Filesystem)
+    storage: Storage = Field(default_factory=Storage)
+    security_context: SecurityContext = Field(default_factory=SecurityContext)
+    profile_ref: Optional[ProfileRef] = None
+    warm_pool_ref: Optional[WarmPoolRef] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# SandboxProfile
+
+
+class ProfileNetworkPolicy(Model):
+    type: Literal["egress", "ingress"]
+    rules: list[NetworkRule] = Field(default_factory=list, max_length=128)
+
+
+class ResourceDefaults(Model):
+    cpu: Optional[str] = Field(default=None, pattern=CPU_PATTERN)
+    memory: Optional[str] = Field(default=None, pattern=MEMORY_PATTERN)
+    ephemeral_storage: Optional[str] = Field(default=None, pattern=MEMORY_PATTERN)
+
+    @field_validator("cpu", "memory", "ephemeral_storage")
+    @classmethod
+    def _positive(cls, value: Optional[str]) -> Optional[str]:
+        return _check_quantity(value, "a resource default")
+
+
+class FilesystemConfig(Model):
+    read_only_paths: list[str] = Field(default_factory=list, max_length=32)
+    writable_paths: list[str] = Field(default_factory=list, max_length=32)
+
+    @field_validator("read_only_paths", "writable_paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        return _check_paths(value)
+
+
+class SandboxProfileSpec(Model):
+    language: str = Field(min_length=1, max_length=63)
+    security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
+    seccomp_profile: Optional[str] = Field(default=None, max_length=255)
+    network_policies: list[ProfileNetworkPolicy] = Field(default_factory=list, max_length=16)
+    pre_installed_packages: list[str] = Field(default_factory=list, max_length=512)
+    resource_defaults: ResourceDefaults = Field(default_factory=ResourceDefaults)
+    filesystem_config: FilesystemConfig = Field(default_factory=FilesystemConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# RuntimeEnvironment
+
+
+class ResourceRequirements(Model):
+    min_cpu: Optional[str] = None
+    min_memory: Optional[str] = None
+    recommended_cpu: Optional[str] = None
+    recommended_memory: Optional[str] = None
+
+
+class RuntimeEnvironmentSpec(Model):
+    image: str = Field(min_length=1, max_length=1024)
+    language: str = Field(min_length=1, max_length=63)
+    version: Optional[str] = Field(default=None, max_length=63)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    pre_installed_packages: list[str] = Field(default_factory=list, max_length=1024)
+    package_manager: Optional[str] = Field(default=None, max_length=63)
+    security_features: list[str] = Field(default_factory=list, max_length=32)
+    resource_requirements: ResourceRequirements = Field(default_factory=ResourceRequirements)
+
+
+# ---------------------------------------------------------------------------------------------
+# WarmPool and WarmPod
+
+
+class AutoScaling(Model):
+    enabled: bool = False
+    target_utilization: int = Field(default=C.DEFAULT_TARGET_UTILIZATION, ge=1, le=100)
+    scale_down_delay: int = Field(default=C.DEFAULT_SCALE_DOWN_DELAY_SECONDS, ge=0, le=86_400)
+
+
+class PreloadScript(Model):
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    script: str = Field(min_length=1, max_length=16_384)
+
+
+class PoolResources(Model):
+    cpu: str = Field(default=C.DEFAULT_CPU, pattern=CPU_PATTERN)
+    memory: str = Field(default=C.DEFAULT_MEMORY, pattern=MEMORY_PATTERN)
+    ephemeral_storage: str = Field(default=C.DEFAULT_EPHEMERAL_STORAGE, pattern=MEMORY_PATTERN)
+
+    @field_validator("cpu", "memory", "ephemeral_storage")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        return _check_quantity(value, "a resource quantity")  # type: ignore[return-value]
+
+
+class WarmPoolSpec(Model):
+    runtime: str = Field(min_length=1, max_length=253)
+    security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
+    min_size: int = Field(default=1, ge=0, le=1000)
+    max_size: int = Field(default=0, ge=0, le=1000)  # 0 = unbounded
+    auto_scaling: AutoScaling = Field(default_factory=AutoScaling)
+    ttl: int = Field(default=0, ge=0, le=604_800)  # seconds an idle warm pod lives; 0 = forever
+    resources: PoolResources = Field(default_factory=PoolResources)
+    preload_scripts: list[PreloadScript] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "WarmPoolSpec":
+        if self.max_size and self.min_size > self.max_size:
+            raise ValueError(f"minSize ({self.min_size}) must not exceed maxSize ({self.max_size}); maxSize 0 means unbounded")
+        names = [p.name for p in self.preload_scripts]
+        if len(names) != len(set(names)):
+            raise ValueError("preloadScripts names must be unique")
+        return self
+
+
+class PoolRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class Assignment(Model):
+    sandbox_name: str = Field(min_length=1, max_length=253)
+    sandbox_uid: str = Field(min_length=1, max_length=64)
+
+
+class WarmPodSpec(Model):
+    pool_ref: PoolRef
+    runtime: str = Field(min_length=1, max_length=253)
+    image: str = Field(min_length=1, max_length=1024)
+    security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
+    resources: PoolResources = Field(default_factory=PoolResources)
+    preload_scripts: list[PreloadScript] = Field(default_factory=list, max_length=16)
+    assignment: Optional[Assignment] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning pydantic errors into condition messages
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = "spec"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += "." + to_camel(str(part)) if "_" in str(part) else "." + str(part)
+    return out
+
+
+def describe(error: ValidationError) -> str:
+    """One human-readable line per problem, joined; stable order for deterministic status."""
+    lines = []
+    for err in error.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch":
+            msg = f"{err.get('input')!r} does not match the required pattern {err['ctx']['pattern']}"
+        elif err["type"] == "literal_error":
+            msg = f"{err.get('input')!r} is not one of {err['ctx']['expected']}"
+        lines.append(f"{_location(tuple(err['loc']))}: {msg}")
+    return "; ".join(sorted(set(lines)))
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message is meant for a status condition."""
+
+
+def parse_spec(model: type[Model], obj: dict[str, Any]) -> Any:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise SpecError("spec: must be an object")
+    try:
+        return model.model_validate(spec)
+    except ValidationError as exc:
+        raise SpecError(describe(exc)) from None
+
+
+def check_package(name: str) -> bool:
+    return bool(_PACKAGE.match(name)) and len(name) <= 214
+
+
+def check_seccomp_path(path: str) -> bool:
+    return bool(_SECCOMP_PATH.match(path)) and ".." not in path.split("/")
