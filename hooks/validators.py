@@ -91,15 +91,18 @@ class NetworkRule(Model):
 
 
 class Resources(Model):
-    cpu: str = Field(default=C.DEFAULT_CPU, pattern=CPU_PATTERN)
-    memory: str = Field(default=C.DEFAULT_MEMORY, pattern=MEMORY_PATTERN)
-    ephemeral_storage: str = Field(default=C.DEFAULT_EPHEMERAL_STORAGE, pattern=MEMORY_PATTERN)
+    # No schema default for the quantities: a profile's resourceDefaults must be able to fill
+    # them, and an API-server default would be indistinguishable from a user's choice. The
+    # effective defaults (500m / 512Mi / 1Gi, as in the original) are applied in hooks/resolve.py.
+    cpu: Optional[str] = Field(default=None, pattern=CPU_PATTERN)
+    memory: Optional[str] = Field(default=None, pattern=MEMORY_PATTERN)
+    ephemeral_storage: Optional[str] = Field(default=None, pattern=MEMORY_PATTERN)
     cpu_pinning: bool = False
 
     @field_validator("cpu", "memory", "ephemeral_storage")
     @classmethod
-    def _positive(cls, value: str) -> str:
-        return _check_quantity(value, "a resource quantity")  # type: ignore[return-value]
+    def _positive(cls, value: Optional[str]) -> Optional[str]:
+        return _check_quantity(value, "a resource quantity")
 
 
 class SeccompProfile(Model):
@@ -119,7 +122,8 @@ class SecurityContext(Model):
     # Non-root is not optional: uid/gid 0 are rejected by the schema (minimum 1).
     run_as_user: int = Field(default=C.DEFAULT_RUN_AS_USER, ge=1, le=2147483647)
     run_as_group: int = Field(default=C.DEFAULT_RUN_AS_GROUP, ge=1, le=2147483647)
-    seccomp_profile: SeccompProfile = Field(default_factory=SeccompProfile)
+    # Default RuntimeDefault applied in hooks/resolve.py, after the profile's seccompProfile.
+    seccomp_profile: Optional[SeccompProfile] = None
 
 
 def _check_paths(paths: list[str]) -> list[str]:
@@ -144,7 +148,8 @@ class NetworkAccess(Model):
 
 class Filesystem(Model):
     read_only_root: bool = True
-    writable_paths: list[str] = Field(default_factory=lambda: list(C.DEFAULT_WRITABLE_PATHS), max_length=32)
+    # Default (/tmp, /workspace) applied in hooks/resolve.py, after the profile's writablePaths.
+    writable_paths: Optional[list[str]] = Field(default=None, max_length=32)
 
     @field_validator("read_only_root")
     @classmethod
@@ -155,8 +160,8 @@ class Filesystem(Model):
 
     @field_validator("writable_paths")
     @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        return _check_paths(value)
+    def _paths(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        return None if value is None else _check_paths(value)
 
 
 class Storage(Model):
@@ -182,7 +187,9 @@ class WarmPoolRef(Model):
 
 class SandboxSpec(Model):
     runtime: str = Field(min_length=1, max_length=253)
-    security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
+    # Default "standard" applied in hooks/resolve.py: a profile's level is a floor the sandbox
+    # may raise but never lower, so an API-server default would read as a forbidden weakening.
+    security_level: Optional[SecurityLevel] = None
     timeout: int = Field(default=C.DEFAULT_TIMEOUT_SECONDS, ge=1, le=C.MAX_TIMEOUT_SECONDS)
     lifetime_seconds: Optional[int] = Field(default=None, ge=0, le=31_536_000)
     resources: Resources = Field(default_factory=Resources)

@@ -1,0 +1,1 @@
+"""LLMSafeSpace Metacontroller hooks: pure functions from (request, now, config) to response."""

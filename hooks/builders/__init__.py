@@ -1,0 +1,1 @@
+"""One small module per child kind. Builders are pure: plain values in, one JSON object out."""

@@ -1,0 +1,96 @@
+"""NetworkPolicies of a sandbox. Default deny in both directions, then narrow allowances:
+ingress from the API component on the sandbox port, DNS to the cluster DNS, the egress rules
+the sandbox (and its profile) ask for, and ingress only when asked."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Iterable
+
+from .. import constants as C
+from ..config import Config
+from ..validators import NetworkRule
+
+API_VERSION = "networking.k8s.io/v1"
+# The original design's default ports for an egress rule that names none.
+DEFAULT_EGRESS_PORTS = ((443, "TCP"), (80, "TCP"))
+
+
+def _policy(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(sorted(labels.items()))},
+        "spec": {"podSelector": {"matchLabels": dict(sorted(selector.items()))}, **spec},
+    }
+
+
+def default_deny(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str]) -> dict[str, Any]:
+    return _policy(name, namespace, labels, selector, {"policyTypes": ["Ingress", "Egress"]})
+
+
+def _api_peer(config: Config) -> dict[str, Any]:
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.api_namespace}},
+        "podSelector": {"matchLabels": {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_API}},
+    }
+
+
+def api_access(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], config: Config) -> dict[str, Any]:
+    port = [{"port": C.SANDBOX_PORT, "protocol": "TCP"}]
+    return _policy(name, namespace, labels, selector, {
+        "ingress": [{"from": [_api_peer(config)], "ports": port}],
+        # The sandbox may answer the API and call back into it, as in the original design.
+        "egress": [{"to": [_api_peer(config)]}],
+        "policyTypes": ["Ingress", "Egress"],
+    })
+
+
+def dns(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], config: Config) -> dict[str, Any]:
+    return _policy(name, namespace, labels, selector, {
+        "egress": [{
+            "to": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.dns_namespace}},
+                "podSelector": {"matchLabels": dict(config.dns_pod_labels)},
+            }],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        }],
+        "policyTypes": ["Egress"],
+    })
+
+
+def _ports(rule: NetworkRule) -> list[dict[str, Any]]:
+    pairs = sorted({(p.port, p.protocol) for p in rule.ports}) or sorted(DEFAULT_EGRESS_PORTS)
+    return [{"port": port, "protocol": proto} for port, proto in pairs]
+
+
+def ip_block(rule: NetworkRule) -> dict[str, Any]:
+    """A domain cannot be expressed in a NetworkPolicy: it becomes the public IPv4 space (the
+    original design's rule). A CIDR is kept, minus any private range inside it."""
+    cidr = rule.cidr or C.PUBLIC_CIDR
+    net = ipaddress.ip_network(cidr, strict=False)
+    if net.version != 4:
+        return {"cidr": cidr}
+    excluded = sorted(p for p in C.PRIVATE_CIDRS if ipaddress.ip_network(p).subnet_of(net))  # type: ignore[arg-type]
+    return {"cidr": cidr, "except": excluded} if excluded else {"cidr": cidr}
+
+
+def egress(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], rules: Iterable[NetworkRule]) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+    for rule in rules:
+        entry = {"to": [{"ipBlock": ip_block(rule)}], "ports": _ports(rule)}
+        if entry not in out:
+            out.append(entry)
+    return _policy(name, namespace, labels, selector, {"egress": out, "policyTypes": ["Egress"]})
+
+
+def ingress(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], rules: Iterable[NetworkRule], open_port: bool) -> dict[str, Any]:
+    """networkAccess.ingress opens the sandbox port to any source; profile ingress rules open
+    the ports they list to the CIDRs they list."""
+    out: list[dict[str, Any]] = []
+    if open_port:
+        out.append({"ports": [{"port": C.SANDBOX_PORT, "protocol": "TCP"}]})
+    for rule in rules:
+        entry = {"from": [{"ipBlock": ip_block(rule)}], "ports": _ports(rule) if rule.ports else [{"port": C.SANDBOX_PORT, "protocol": "TCP"}]}
+        if entry not in out:
+            out.append(entry)
+    return _policy(name, namespace, labels, selector, {"ingress": out, "policyTypes": ["Ingress"]})

@@ -1,0 +1,143 @@
+"""The sandbox Pod. The only place that decides pod security, for cold sandboxes and warm pods
+alike: non-root, read-only root filesystem, every capability dropped, no privilege escalation,
+seccomp always set, no service-account token, no service links, writable paths as size-limited
+emptyDirs, gVisor (or the configured runtime class) for securityLevel high."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .. import constants as C
+from ..config import Config
+
+
+@dataclass(frozen=True)
+class PodShape:
+    image: str
+    security_level: str
+    cpu: str
+    memory: str
+    ephemeral_storage: str
+    writable_paths: tuple[str, ...]
+    run_as_user: int = C.DEFAULT_RUN_AS_USER
+    run_as_group: int = C.DEFAULT_RUN_AS_GROUP
+    seccomp_type: str = C.SECCOMP_RUNTIME_DEFAULT
+    seccomp_localhost_profile: Optional[str] = None
+    cpu_pinning: bool = False
+    termination_grace_seconds: int = C.DEFAULT_TIMEOUT_SECONDS
+    persistent_claim: Optional[str] = None
+    service_account: Optional[str] = None
+    # (name, script) pairs run in order as init containers before the pod becomes Ready.
+    preload_scripts: tuple[tuple[str, str], ...] = ()
+
+
+def seccomp_profile(shape: PodShape) -> dict[str, Any]:
+    profile: dict[str, Any] = {"type": shape.seccomp_type}
+    if shape.seccomp_type == C.SECCOMP_LOCALHOST and shape.seccomp_localhost_profile:
+        profile["localhostProfile"] = shape.seccomp_localhost_profile
+    return profile
+
+
+def container_security_context(shape: PodShape) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsGroup": shape.run_as_group,
+        "runAsNonRoot": True,
+        "runAsUser": shape.run_as_user,
+        "seccompProfile": seccomp_profile(shape),
+    }
+
+
+def _volumes(shape: PodShape) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, path in enumerate(sorted(shape.writable_paths)):
+        vol = f"writable-{index}"
+        # Each scratch directory is capped at the pod's ephemeral storage; the container's
+        # ephemeral-storage limit caps their sum.
+        volumes.append({"name": vol, "emptyDir": {"sizeLimit": shape.ephemeral_storage}})
+        mounts.append({"name": vol, "mountPath": path})
+    if shape.persistent_claim:
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": shape.persistent_claim}})
+        mounts.append({"name": "data", "mountPath": C.DATA_MOUNT_PATH})
+    return volumes, mounts
+
+
+def build_pod(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    shape: PodShape,
+    config: Config,
+) -> dict[str, Any]:
+    quantities = {"cpu": shape.cpu, "memory": shape.memory, "ephemeral-storage": shape.ephemeral_storage}
+    volumes, mounts = _volumes(shape)
+    security = container_security_context(shape)
+    container: dict[str, Any] = {
+        "name": C.SANDBOX_CONTAINER,
+        "image": shape.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": C.SANDBOX_PORT_NAME, "containerPort": C.SANDBOX_PORT, "protocol": "TCP"}],
+        # requests == limits: Guaranteed QoS, which CPU pinning (static CPU manager) requires.
+        "resources": {"limits": dict(quantities), "requests": dict(quantities)},
+        "securityContext": security,
+        "livenessProbe": {
+            "httpGet": {"path": C.LIVENESS_PATH, "port": C.SANDBOX_PORT},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 10,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": C.READINESS_PATH, "port": C.SANDBOX_PORT},
+            "initialDelaySeconds": 2,
+            "periodSeconds": 5,
+        },
+        "volumeMounts": mounts,
+    }
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "enableServiceLinks": False,
+        "hostIPC": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "restartPolicy": "Always",
+        "securityContext": {
+            "fsGroup": shape.run_as_group,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "runAsGroup": shape.run_as_group,
+            "runAsNonRoot": True,
+            "runAsUser": shape.run_as_user,
+            "seccompProfile": seccomp_profile(shape),
+        },
+        "terminationGracePeriodSeconds": shape.termination_grace_seconds,
+        "volumes": volumes,
+    }
+    if shape.service_account:
+        spec["serviceAccountName"] = shape.service_account
+    if shape.preload_scripts:
+        spec["initContainers"] = [
+            {
+                "name": f"preload-{script_name}",
+                "image": shape.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/bin/sh", "-c", script],
+                "resources": {"limits": dict(quantities), "requests": dict(quantities)},
+                "securityContext": dict(security),
+                "volumeMounts": mounts,
+            }
+            for script_name, script in shape.preload_scripts
+        ]
+    if shape.security_level == "high":
+        spec["runtimeClassName"] = config.high_security_runtime_class
+    annotations = dict(annotations)
+    if shape.cpu_pinning:
+        spec["nodeSelector"] = {C.NODE_SELECTOR_CPU_PINNING: "true"}
+        annotations[C.ANNOTATION_CPU_PINNING] = "true"
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(sorted(labels.items()))}
+    if annotations:
+        metadata["annotations"] = dict(sorted(annotations.items()))
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}

@@ -1,0 +1,58 @@
+"""Status conditions with Kubernetes conventions: lastTransitionTime moves only when a
+condition's status changes, so an unchanged world produces an unchanged status (and no
+extra sync through Metacontroller's own status write)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from .meta import fmt_time
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+
+
+def render(
+    wanted: list[Condition],
+    previous_status: Any,
+    now: datetime,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Conditions in a stable order (by type), carrying over each previous lastTransitionTime
+    when its status did not change. Conditions the hook does not manage (e.g. Metacontroller's
+    `Updated`) are kept as they were."""
+    previous: dict[str, Mapping[str, Any]] = {}
+    if isinstance(previous_status, Mapping):
+        for cond in previous_status.get("conditions") or []:
+            if isinstance(cond, Mapping) and isinstance(cond.get("type"), str):
+                previous[cond["type"]] = cond
+    out: dict[str, dict[str, Any]] = {}
+    for cond in wanted:
+        old = previous.get(cond.type)
+        stamp = old.get("lastTransitionTime") if old and old.get("status") == cond.status else None
+        entry: dict[str, Any] = {
+            "type": cond.type,
+            "status": cond.status,
+            "reason": cond.reason,
+            "message": cond.message,
+            "lastTransitionTime": stamp if isinstance(stamp, str) else fmt_time(now),
+        }
+        if generation is not None:
+            entry["observedGeneration"] = generation
+        out[cond.type] = entry
+    managed = {c.type for c in wanted}
+    for type_, old in previous.items():
+        if type_ not in managed and type_ == "Updated":
+            out[type_] = dict(old)
+    return [out[k] for k in sorted(out)]
+
+
+def generation(obj: Mapping[str, Any]) -> int | None:
+    value = obj.get("metadata", {}).get("generation")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,115 @@
+"""Names, labels and small accessors on the JSON objects Metacontroller sends."""
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from . import constants as C
+
+_INVALID_LABEL_CHARS = re.compile(r"[^a-z0-9-]")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def dns_label(*parts: str, max_len: int = C.MAX_DNS_LABEL) -> str:
+    """A DNS-1035 label (what Service names need) built from parts, deterministic for any input.
+
+    Names that are already valid and short enough are kept as they are; anything else (dots,
+    upper case, too long) is cleaned, truncated and given a hash of the original, so two different
+    sandboxes can never share a child name."""
+    raw = "-".join(parts)
+    clean = _INVALID_LABEL_CHARS.sub("-", raw.lower())
+    if clean == raw and len(raw) <= max_len and raw[:1].isalpha() and raw[-1:].isalnum():
+        return raw
+    digest = _digest(raw)
+    head = clean[: max_len - len(digest) - 1].strip("-") or "x"
+    if not head[0].isalpha():
+        head = ("x" + head)[: max_len - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}"
+
+
+def label_value(value: str) -> str:
+    """A valid label value (<= 63 chars, alphanumeric at both ends) for any string."""
+    if len(value) <= C.MAX_LABEL_VALUE and re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value):
+        return value
+    return dns_label(value, max_len=C.MAX_LABEL_VALUE)
+
+
+def name(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+def namespace(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("namespace", ""))
+
+
+def uid(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("uid", ""))
+
+
+def labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    value = obj.get("metadata", {}).get("labels") or {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    value = obj.get("metadata", {}).get("annotations") or {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def is_deleting(obj: Mapping[str, Any]) -> bool:
+    return bool(obj.get("metadata", {}).get("deletionTimestamp"))
+
+
+def is_reserved_label(key: str) -> bool:
+    return key in C.RESERVED_LABEL_KEYS or key.startswith(C.LABEL_PREFIX) or ".llmsafespace.dev/" in key
+
+
+def user_labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    """The parent's labels minus every key the controller owns: they may decorate children but can
+    never influence a selector."""
+    return {k: v for k, v in labels(obj).items() if not is_reserved_label(k)}
+
+
+def objects(section: Any, gvk: str) -> list[dict[str, Any]]:
+    """Objects of one kind from a `children` or `related` map, sorted by namespace/name.
+
+    Metacontroller hook v2 keys maps by `namespace/name` or `name`; never rely on the key."""
+    if not isinstance(section, Mapping):
+        return []
+    group = section.get(gvk) or {}
+    if not isinstance(group, Mapping):
+        return []
+    items = [o for o in group.values() if isinstance(o, Mapping) and isinstance(o.get("metadata"), Mapping)]
+    return sorted(items, key=lambda o: (namespace(o), name(o)))  # type: ignore[arg-type, return-value]
+
+
+def find(items: Iterable[Mapping[str, Any]], obj_name: str) -> dict[str, Any] | None:
+    for item in items:
+        if name(item) == obj_name:
+            return dict(item)
+    return None
+
+
+# Time: all time values are RFC 3339 UTC with second precision, like the API server writes them.
+
+def fmt_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def created(obj: Mapping[str, Any]) -> datetime | None:
+    return parse_time(obj.get("metadata", {}).get("creationTimestamp"))

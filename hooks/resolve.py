@@ -1,0 +1,290 @@
+"""From a Sandbox spec, its RuntimeEnvironment and its SandboxProfile, the effective settings
+the child builders use. Every default and every precedence rule of the product lives here:
+
+    sandbox field  >  profile default  >  built-in default (the original design's)
+
+except that a sandbox may never weaken its profile: its security level may only be equal or
+stricter, its seccomp profile must be the profile's when the profile names one, and it may not make
+a path writable that the profile lists as read-only. The runtime's minimum resources are a floor:
+an explicit request below it is an error, a defaulted one is raised to it."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional
+
+from . import constants as C
+from .meta import name
+from .quantity import parse_quantity
+from .validators import (
+    NetworkRule,
+    Port,
+    RuntimeEnvironmentSpec,
+    SandboxProfileSpec,
+    SandboxSpec,
+    SpecError,
+    parse_spec,
+)
+
+SECURITY_RANK = {"standard": 0, "custom": 1, "high": 2}
+
+
+class ResolutionError(Exception):
+    """The sandbox cannot be built now; reason is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str, *, waiting: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        # waiting: the inputs may still arrive (e.g. a runtime not validated yet); not a user error.
+        self.waiting = waiting
+
+
+@dataclass(frozen=True)
+class Seccomp:
+    type: str
+    localhost_profile: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Effective:
+    """Everything that shapes a sandbox's pod and network, fully defaulted."""
+
+    runtime_name: str
+    image: str
+    security_level: str
+    cpu: str
+    memory: str
+    ephemeral_storage: str
+    cpu_pinning: bool
+    writable_paths: tuple[str, ...]
+    run_as_user: int
+    run_as_group: int
+    seccomp: Seccomp
+    egress: tuple[NetworkRule, ...]
+    ingress: bool
+    ingress_rules: tuple[NetworkRule, ...]
+    persistent: bool
+    volume_size: str
+    retention_policy: str
+    storage_class_name: Optional[str]
+    timeout: int
+    profile_name: Optional[str]
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime resolution
+
+_VERSION_PART = re.compile(r"(\d+)|(\D+)")
+
+
+def _version_key(version: str) -> tuple[Any, ...]:
+    # "3.10" > "3.9": compare numeric runs as numbers.
+    return tuple((0, int(n)) if n else (1, s) for n, s in _VERSION_PART.findall(version or ""))
+
+
+def runtime_available(rte: Mapping[str, Any]) -> Optional[bool]:
+    status = rte.get("status")
+    if not isinstance(status, Mapping) or not isinstance(status.get("available"), bool):
+        return None
+    return bool(status["available"])
+
+
+def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec]:
+    """Resolve `spec.runtime` to one RuntimeEnvironment.
+
+    1. A RuntimeEnvironment whose name equals the reference wins.
+    2. Otherwise `language:version` matches spec.language and spec.version; a bare `language`
+       matches every version of it and the highest version wins.
+    Among several candidates the available ones win, then the highest version, then the
+    lexicographically smallest name, so the choice is deterministic."""
+    parsed: list[tuple[str, RuntimeEnvironmentSpec, Mapping[str, Any]]] = []
+    for rte in runtimes:
+        try:
+            parsed.append((name(rte), parse_spec(RuntimeEnvironmentSpec, dict(rte)), rte))
+        except SpecError:
+            continue  # an invalid runtime is reported on the runtime itself, never chosen here
+    exact = [p for p in parsed if p[0] == reference]
+    if exact:
+        candidates = exact
+    else:
+        language, _, version = reference.partition(":")
+        candidates = [
+            p for p in parsed
+            if p[1].language == language and (not version or (p[1].version or "") == version)
+        ]
+    if not candidates:
+        raise ResolutionError("RuntimeNotFound", f"no RuntimeEnvironment matches runtime {reference!r} (by name, or as language:version)")
+    # Stable sorts, least significant key first: name, then highest version, then availability.
+    candidates.sort(key=lambda p: p[0])
+    candidates.sort(key=lambda p: _version_key(p[1].version or ""), reverse=True)
+    candidates.sort(key=lambda p: runtime_available(p[2]) is not True)
+    chosen_name, spec, obj = candidates[0]
+    available = runtime_available(obj)
+    if available is None:
+        raise ResolutionError("RuntimeNotValidated", f"RuntimeEnvironment {chosen_name!r} has not been validated yet", waiting=True)
+    if not available:
+        raise ResolutionError("RuntimeUnavailable", f"RuntimeEnvironment {chosen_name!r} is not available: {_status_message(obj)}")
+    return chosen_name, spec
+
+
+def _status_message(obj: Mapping[str, Any]) -> str:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("status") == "False" and cond.get("message"):
+            return str(cond["message"])
+    return "see its status"
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile lookup
+
+
+def find_profile(spec: SandboxSpec, sandbox_ns: str, profiles: Iterable[Mapping[str, Any]]) -> Optional[tuple[str, SandboxProfileSpec]]:
+    if spec.profile_ref is None:
+        return None
+    ns = spec.profile_ref.namespace or sandbox_ns
+    for obj in profiles:
+        meta = obj.get("metadata") or {}
+        if meta.get("name") == spec.profile_ref.name and meta.get("namespace", sandbox_ns) == ns:
+            try:
+                profile = parse_spec(SandboxProfileSpec, dict(obj))
+            except SpecError as exc:
+                raise ResolutionError("ProfileInvalid", f"SandboxProfile {ns}/{spec.profile_ref.name} is invalid: {exc}") from None
+            validated = (obj.get("status") or {}).get("validated") if isinstance(obj.get("status"), Mapping) else None
+            if validated is False:
+                raise ResolutionError("ProfileInvalid", f"SandboxProfile {ns}/{spec.profile_ref.name} failed validation: {_status_message(obj)}")
+            return f"{ns}/{spec.profile_ref.name}", profile
+    raise ResolutionError("ProfileNotFound", f"SandboxProfile {ns}/{spec.profile_ref.name} not found")
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging
+
+
+def inside_private(cidr: str) -> bool:
+    net = ipaddress.ip_network(cidr, strict=False)
+    if net.version == 6:
+        return any(net.subnet_of(ipaddress.ip_network(p)) for p in ("fc00::/7", "fe80::/10", "::1/128"))
+    return any(net.subnet_of(ipaddress.ip_network(p)) for p in C.PRIVATE_CIDRS) or net.subnet_of(ipaddress.ip_network("127.0.0.0/8"))
+
+
+def _floor(explicit: Optional[str], defaulted: str, minimum: Optional[str], what: str) -> str:
+    if minimum is None:
+        return explicit or defaulted
+    try:
+        floor = parse_quantity(minimum)
+    except ValueError:
+        return explicit or defaulted  # an unparsable minimum is reported on the runtime itself
+    if explicit is not None:
+        if parse_quantity(explicit) < floor:
+            raise ResolutionError("BelowRuntimeMinimum", f"spec.resources.{what} {explicit} is below the runtime's minimum {minimum}")
+        return explicit
+    return minimum if parse_quantity(defaulted) < floor else defaulted
+
+
+def _dedupe_rules(rules: Iterable[NetworkRule]) -> tuple[NetworkRule, ...]:
+    seen: dict[str, NetworkRule] = {}
+    for rule in rules:
+        ports = tuple(sorted({(p.port, p.protocol) for p in rule.ports}))
+        canon = NetworkRule(domain=rule.domain, cidr=rule.cidr, ports=[Port(port=p, protocol=q) for p, q in ports])
+        seen.setdefault(canon.model_dump_json(), canon)
+    return tuple(seen[k] for k in sorted(seen))
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def merge(
+    spec: SandboxSpec,
+    runtime_name: str,
+    runtime: RuntimeEnvironmentSpec,
+    profile: Optional[tuple[str, SandboxProfileSpec]],
+    retain_storage_class: str = "",
+) -> Effective:
+    prof = profile[1] if profile else None
+
+    # Security level: the profile's is a floor.
+    level = spec.security_level or (prof.security_level if prof else C.DEFAULT_SECURITY_LEVEL)
+    if prof and SECURITY_RANK[level] < SECURITY_RANK[prof.security_level]:
+        raise ResolutionError("SecurityWeakening", f"securityLevel {level!r} is weaker than the profile's {prof.security_level!r}")
+
+    # Seccomp: a profile's Localhost profile is binding.
+    sc = spec.security_context.seccomp_profile
+    if prof and prof.seccomp_profile:
+        if sc is not None and (sc.type != C.SECCOMP_LOCALHOST or sc.localhost_profile != prof.seccomp_profile):
+            raise ResolutionError("SecurityWeakening", f"the profile requires seccomp profile {prof.seccomp_profile!r}; the sandbox may not replace it")
+        seccomp = Seccomp(C.SECCOMP_LOCALHOST, prof.seccomp_profile)
+    elif sc is not None:
+        seccomp = Seccomp(sc.type, sc.localhost_profile)
+    else:
+        seccomp = Seccomp(C.SECCOMP_RUNTIME_DEFAULT)
+    if level == "custom" and seccomp.type != C.SECCOMP_LOCALHOST:
+        raise ResolutionError("InvalidSpec", "securityLevel custom needs a Localhost seccomp profile, from the sandbox or its profile")
+
+    # Resources: sandbox > profile > built-in, then the runtime's minimum.
+    defaults = prof.resource_defaults if prof else None
+    req = runtime.resource_requirements
+    cpu = _floor(spec.resources.cpu, (defaults and defaults.cpu) or C.DEFAULT_CPU, req.min_cpu, "cpu")
+    memory = _floor(spec.resources.memory, (defaults and defaults.memory) or C.DEFAULT_MEMORY, req.min_memory, "memory")
+    ephemeral = spec.resources.ephemeral_storage or (defaults and defaults.ephemeral_storage) or C.DEFAULT_EPHEMERAL_STORAGE
+
+    # Filesystem: writable paths may not reach into the profile's read-only paths.
+    if spec.filesystem.writable_paths is not None:
+        writable = spec.filesystem.writable_paths
+    elif prof and prof.filesystem_config.writable_paths:
+        writable = prof.filesystem_config.writable_paths
+    else:
+        writable = list(C.DEFAULT_WRITABLE_PATHS)
+    if prof:
+        for path in writable:
+            for ro in prof.filesystem_config.read_only_paths:
+                if _under(path, ro) or _under(ro, path):
+                    raise ResolutionError("SecurityWeakening", f"writable path {path!r} overlaps the profile's read-only path {ro!r}")
+
+    # Network: the profile's rules are added to the sandbox's own.
+    egress = list(spec.network_access.egress)
+    ingress_rules: list[NetworkRule] = []
+    if prof:
+        for policy in prof.network_policies:
+            (egress if policy.type == "egress" else ingress_rules).extend(policy.rules)
+
+    for rule in egress:
+        if rule.cidr and inside_private(rule.cidr):
+            raise ResolutionError("InvalidSpec", f"egress to {rule.cidr} is not allowed: it lies in a private or link-local address range")
+
+    storage = spec.storage
+    storage_class = storage.storage_class_name
+    if storage.persistent and storage.retention_policy == C.RETENTION_RETAIN and not storage_class:
+        if not retain_storage_class:
+            raise ResolutionError(
+                "InvalidSpec",
+                "storage.retentionPolicy Retain needs storage.storageClassName (a class whose reclaimPolicy is Retain), "
+                "or the operator's retain storage class (chart value storage.retainStorageClassName)",
+            )
+        storage_class = retain_storage_class
+
+    return Effective(
+        runtime_name=runtime_name,
+        image=runtime.image,
+        security_level=level,
+        cpu=cpu,
+        memory=memory,
+        ephemeral_storage=ephemeral,
+        cpu_pinning=spec.resources.cpu_pinning,
+        writable_paths=tuple(sorted(writable)),
+        run_as_user=spec.security_context.run_as_user,
+        run_as_group=spec.security_context.run_as_group,
+        seccomp=seccomp,
+        egress=_dedupe_rules(egress),
+        ingress=spec.network_access.ingress,
+        ingress_rules=_dedupe_rules(ingress_rules),
+        persistent=storage.persistent,
+        volume_size=storage.volume_size,
+        retention_policy=storage.retention_policy,
+        storage_class_name=storage_class,
+        timeout=spec.timeout,
+        profile_name=profile[0] if profile else None,
+    )
+

@@ -1,0 +1,25 @@
+"""Every hook the server answers, in one table: path -> (controller, hook, function).
+
+metacontroller/*.yaml must name exactly these paths (tests/test_manifests.py checks it)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Mapping, NamedTuple
+
+from . import sandbox_sync
+from .config import Config
+
+HookFunction = Callable[[Mapping[str, Any], datetime, Config], dict[str, Any]]
+
+
+class Route(NamedTuple):
+    controller: str
+    hook: str  # sync | finalize | customize
+    function: HookFunction
+
+
+ROUTES: dict[str, Route] = {
+    "/sandbox/customize": Route("sandbox", "customize", sandbox_sync.customize),
+    "/sandbox/sync": Route("sandbox", "sync", sandbox_sync.sync),
+    "/sandbox/finalize": Route("sandbox", "finalize", sandbox_sync.finalize),
+}

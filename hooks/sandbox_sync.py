@@ -1,0 +1,384 @@
+"""The Sandbox controller's hooks (CompositeController): customize, sync and finalize.
+
+Pure functions of (request, now, config). Children: Pod (cold start only), Service,
+ServiceAccount, PersistentVolumeClaim (persistent storage), NetworkPolicies. Related:
+RuntimeEnvironments, the SandboxProfile, the WarmPools of the namespace and the WarmPods bound to
+this sandbox.
+
+Safety rules (ARCHITECTURE.md): an invalid or unresolvable spec never deletes existing children
+(they are returned unchanged and the error goes into conditions); internal errors raise, so the
+HTTP layer answers 5xx and Metacontroller retries; user labels never override controller labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping, Optional
+
+from . import constants as C
+from . import warm
+from .builders import network_policy as np
+from .builders.pod import PodShape, build_pod
+from .builders.service import build_service
+from .builders.service_account import build_service_account
+from .builders.storage import build_pvc
+from .conditions import Condition, generation, render
+from .config import DEFAULT_CONFIG, Config
+from .meta import (
+    created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, uid, user_labels,
+)
+from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
+from .validators import SandboxSpec, SpecError, parse_spec
+
+CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY)
+# Server-managed metadata that must not be echoed back when children are kept as observed.
+_SYSTEM_METADATA = (
+    "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
+    "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
+)
+LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
+FINALIZE_POLL_SECONDS = 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and labels
+
+
+@dataclass(frozen=True)
+class Names:
+    base: str  # sandbox-<name>, a DNS-1035 label: Service, Pod, ServiceAccount
+
+    @staticmethod
+    def of(parent: Mapping[str, Any]) -> "Names":
+        return Names(dns_label("sandbox", name(parent)))
+
+    @property
+    def pvc(self) -> str:
+        return f"{self.base}-data"
+
+    def policy(self, suffix: str) -> str:
+        return f"{self.base}-{suffix}"
+
+
+def selector(parent: Mapping[str, Any]) -> dict[str, str]:
+    """What Service and NetworkPolicies select: the sandbox's UID, which no other object has."""
+    return {C.LABEL_APP: C.APP_NAME, C.LABEL_SANDBOX_UID: uid(parent)}
+
+
+def identity_labels(parent: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        C.LABEL_SANDBOX_ID: label_value(name(parent)),
+        C.LABEL_SANDBOX_UID: uid(parent),
+    }
+
+
+def child_labels(parent: Mapping[str, Any]) -> dict[str, str]:
+    # User labels first, controller labels last: a user label can never override ours.
+    return {
+        **user_labels(parent),
+        C.LABEL_APP: C.APP_NAME,
+        C.LABEL_COMPONENT: C.COMPONENT_SANDBOX,
+        C.LABEL_MANAGED_BY: C.MANAGED_BY,
+        **identity_labels(parent),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Customize
+
+
+def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Related objects. Depends only on the parent's spec, name and UID: Metacontroller caches the
+    answer per (UID, generation)."""
+    parent = _parent(request, "parent")
+    ns = namespace(parent)
+    rules: list[dict[str, Any]] = [
+        # Cluster-scoped; resolution by language:version needs all of them (there are few).
+        {"apiVersion": C.API_VERSION, "resource": "runtimeenvironments"},
+        {"apiVersion": C.API_VERSION, "resource": "warmpools", "namespace": ns},
+        {
+            "apiVersion": C.API_VERSION, "resource": "warmpods", "namespace": ns,
+            "labelSelector": {"matchLabels": {C.LABEL_SANDBOX_UID: uid(parent)}},
+        },
+    ]
+    spec = parent.get("spec") if isinstance(parent.get("spec"), Mapping) else {}
+    ref = spec.get("profileRef") if isinstance(spec, Mapping) else None
+    if isinstance(ref, Mapping) and isinstance(ref.get("name"), str) and ref["name"]:
+        rules.append({
+            "apiVersion": C.API_VERSION, "resource": "sandboxprofiles",
+            "namespace": ref.get("namespace") or ns, "names": [ref["name"]],
+        })
+    return {"relatedResources": rules}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync
+
+
+def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    parent = _parent(request, "parent")
+    if request.get("finalizing") or is_deleting(parent):
+        return finalize(request, now, config)
+    children = request.get("children") or {}
+    related = request.get("related") or {}
+    pods = [p for p in objects(children, C.GVK_POD)]
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+
+    try:
+        spec = parse_spec(SandboxSpec, dict(parent))
+    except SpecError as exc:
+        return _unusable(parent, children, previous, "InvalidSpec", str(exc), False, now)
+    try:
+        runtime_name, runtime = resolve_runtime(spec.runtime, objects(related, C.GVK_RUNTIME))
+        profile = find_profile(spec, namespace(parent), objects(related, C.GVK_PROFILE))
+        eff = merge(spec, runtime_name, runtime, profile, config.retain_storage_class)
+    except ResolutionError as exc:
+        return _unusable(parent, children, previous, exc.reason, exc.message, exc.waiting, now)
+
+    names = Names.of(parent)
+    labels = child_labels(parent)
+    sel = selector(parent)
+    ns = namespace(parent)
+    status: dict[str, Any] = {
+        "runtimeEnvironment": eff.runtime_name,
+        "serviceName": names.base,
+        "endpoint": f"{names.base}.{ns}.svc.cluster.local",
+    }
+    if eff.profile_name:
+        status["profile"] = eff.profile_name
+    validated = Condition("Validated", "True", "Valid", _valid_message(eff))
+    resync: list[float] = []
+
+    # Lifetime: after it, every child but a retained volume goes; the object stays for inspection.
+    lifetime = spec.lifetime_seconds if spec.lifetime_seconds is not None else config.default_lifetime_seconds
+    if lifetime:
+        expires = (created(parent) or now) + timedelta(seconds=lifetime)
+        status["expiresAt"] = fmt_time(expires)
+        if now >= expires:
+            kept = [build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name)] if eff.persistent and eff.retention_policy == C.RETENTION_RETAIN else []
+            return _response(parent, previous, now, {**status, "phase": C.PHASE_TERMINATED}, [
+                validated, Condition("Ready", "False", "LifetimeExpired", f"the sandbox's lifetime of {lifetime}s ended at {status['expiresAt']}"),
+            ], kept, None)
+        resync.append((expires - now).total_seconds())
+
+    cold_pod = next((p for p in pods if name(p) == names.base), None)
+    decision = warm.decide(spec, parent, eff, related, cold_pod is not None, now, config)
+    if decision.resync_after:
+        resync.append(decision.resync_after)
+
+    desired: list[dict[str, Any]] = [
+        build_service(names.base, ns, labels, sel),
+        np.default_deny(names.policy("default-deny"), ns, labels, sel),
+        np.api_access(names.policy("api-access"), ns, labels, sel, config),
+        np.dns(names.policy("dns"), ns, labels, sel, config),
+    ]
+    if eff.egress:
+        desired.append(np.egress(names.policy("egress"), ns, labels, sel, eff.egress))
+    if eff.ingress or eff.ingress_rules:
+        desired.append(np.ingress(names.policy("ingress"), ns, labels, sel, eff.ingress_rules, eff.ingress))
+
+    conditions = [validated]
+    if decision.mode != "none":
+        conditions.append(_warm_condition(decision))
+        if decision.pool:
+            status["warmPool"] = decision.pool
+
+    if decision.mode in ("none", "cold"):
+        desired.append(build_service_account(names.base, ns, labels))
+        if eff.persistent:
+            desired.append(build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name))
+        desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent), _shape(eff, names), config))
+        if decision.mode == "cold":
+            status["warmPodUsed"] = False
+        phase, ready = _cold_phase(cold_pod)
+        if cold_pod is not None:
+            status.update(_pod_status(cold_pod))
+    elif decision.mode == "warm":
+        assert decision.warm_pod is not None
+        wp = decision.warm_pod
+        wp_status = wp.get("status") or {}
+        status["warmPodRef"] = {"name": name(wp), "namespace": namespace(wp) or ns}
+        status["warmPodUsed"] = True
+        status["podName"] = wp_status.get("podName")
+        status["podNamespace"] = wp_status.get("podNamespace") or ns
+        ref = previous.get("warmPodRef") if isinstance(previous, Mapping) else None
+        start = previous.get("startTime") if isinstance(ref, Mapping) and ref.get("name") == name(wp) else None
+        status["startTime"] = start if isinstance(start, str) else fmt_time(now)
+        phase, ready = C.PHASE_RUNNING, Condition("Ready", "True", "WarmPodReady", f"warm pod {name(wp)} is ready")
+    else:  # waiting for a warm pod: no pod of our own, but the policies are in place already
+        phase, ready = C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message)
+    conditions.append(ready)
+    status["phase"] = phase
+    return _response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
+
+
+def _shape(eff: Effective, names: Names) -> PodShape:
+    return PodShape(
+        image=eff.image,
+        security_level=eff.security_level,
+        cpu=eff.cpu,
+        memory=eff.memory,
+        ephemeral_storage=eff.ephemeral_storage,
+        writable_paths=eff.writable_paths,
+        run_as_user=eff.run_as_user,
+        run_as_group=eff.run_as_group,
+        seccomp_type=eff.seccomp.type,
+        seccomp_localhost_profile=eff.seccomp.localhost_profile,
+        cpu_pinning=eff.cpu_pinning,
+        termination_grace_seconds=eff.timeout,
+        persistent_claim=names.pvc if eff.persistent else None,
+        service_account=names.base,
+    )
+
+
+def _pod_annotations(parent: Mapping[str, Any]) -> dict[str, str]:
+    return {C.ANNOTATION_SANDBOX: f"{namespace(parent)}/{name(parent)}"}
+
+
+def _valid_message(eff: Effective) -> str:
+    text = f"runtime {eff.runtime_name}, security level {eff.security_level}"
+    return text + (f", profile {eff.profile_name}" if eff.profile_name else "")
+
+
+def _warm_condition(decision: warm.WarmDecision) -> Condition:
+    if decision.mode == "warm":
+        return Condition("WarmPod", "True", decision.reason, decision.message)
+    if decision.mode == "waiting":
+        return Condition("WarmPod", "Unknown", decision.reason, decision.message)
+    return Condition("WarmPod", "False", decision.reason, decision.message)
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def _cold_phase(pod: Optional[Mapping[str, Any]]) -> tuple[str, Condition]:
+    if pod is None:
+        return C.PHASE_CREATING, Condition("Ready", "False", "PodCreating", "the sandbox pod is being created")
+    pod_phase = (pod.get("status") or {}).get("phase")
+    if is_deleting(pod):
+        return C.PHASE_CREATING, Condition("Ready", "False", "PodReplacing", "the sandbox pod is being deleted and will be recreated")
+    if pod_phase == "Running":
+        if pod_ready(pod):
+            return C.PHASE_RUNNING, Condition("Ready", "True", "PodReady", "the sandbox pod is ready")
+        return C.PHASE_RUNNING, Condition("Ready", "False", "PodNotReady", "the sandbox pod is running but not ready")
+    if pod_phase in ("Failed", "Succeeded"):
+        message = (pod.get("status") or {}).get("message") or f"the sandbox pod is {pod_phase}"
+        return C.PHASE_FAILED, Condition("Ready", "False", "PodFailed", str(message))
+    return C.PHASE_CREATING, Condition("Ready", "False", "PodPending", "the sandbox pod is starting")
+
+
+def _pod_status(pod: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"podName": name(pod), "podNamespace": namespace(pod)}
+    start = (pod.get("status") or {}).get("startTime")
+    if isinstance(start, str):
+        out["startTime"] = start
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Unusable spec: keep what exists, report why
+
+
+def keep_observed(children: Any) -> list[dict[str, Any]]:
+    """Observed children as desired children, minus status and server-managed metadata, so
+    Metacontroller changes nothing. Pods and volumes of a running sandbox survive a bad edit."""
+    kept = []
+    for gvk in CHILD_KINDS:
+        for obj in objects(children, gvk):
+            copy = {k: v for k, v in obj.items() if k != "status"}
+            meta = {k: v for k, v in obj["metadata"].items() if k not in _SYSTEM_METADATA}
+            if isinstance(meta.get("annotations"), Mapping):
+                meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
+                if not meta["annotations"]:
+                    del meta["annotations"]
+            copy["metadata"] = meta
+            kept.append(copy)
+    return kept
+
+
+def _unusable(parent: Mapping[str, Any], children: Any, previous: Any, reason: str, message: str,
+              waiting: bool, now: datetime) -> dict[str, Any]:
+    kept = keep_observed(children)
+    pods = objects(children, C.GVK_POD)
+    status: dict[str, Any] = {}
+    validated = Condition("Validated", "Unknown" if waiting else "False", reason, message)
+    if pods:
+        phase, ready = _cold_phase(pods[0])
+        status.update(_pod_status(pods[0]))
+    elif kept:
+        phase, ready = C.PHASE_PENDING if waiting else C.PHASE_FAILED, Condition("Ready", "False", reason, message)
+    else:
+        phase = C.PHASE_PENDING if waiting else C.PHASE_FAILED
+        ready = Condition("Ready", "False", reason, message)
+    # Carry over what the previous, valid spec established (for a sandbox that keeps running).
+    if isinstance(previous, Mapping) and kept:
+        for key in ("runtimeEnvironment", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed", "expiresAt"):
+            if key in previous:
+                status.setdefault(key, previous[key])
+    status["phase"] = phase
+    return _response(parent, previous, now, status, [validated, ready], kept, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finalize
+
+
+def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Ordered teardown: the pod goes first while its network policies stay in force; the rest
+    (policies, Service, account, volume) goes once no pod of this sandbox is observed. A warm
+    pod is released by its pool when the pool sees the sandbox deleting; we wait until its
+    WarmPod is gone. A volume with retentionPolicy Retain lives on as its PersistentVolume
+    (its storage class reclaims with Retain); the claim itself is owned and goes with the sandbox."""
+    parent = _parent(request, "parent")
+    children = request.get("children") or {}
+    related = request.get("related") or {}
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    pods = objects(children, C.GVK_POD)
+    my_uid = uid(parent)
+    warm_pods = [
+        wp for wp in objects(related, C.GVK_WARMPOD)
+        if isinstance((wp.get("spec") or {}).get("assignment"), Mapping)
+        and wp["spec"]["assignment"].get("sandboxUID") == my_uid
+    ]
+    keep = [c for c in keep_observed(children) if c.get("kind") != "Pod"]
+    status = {k: v for k, v in (previous or {}).items() if k not in ("conditions", "observedGeneration")} if isinstance(previous, Mapping) else {}
+    if pods or warm_pods:
+        waiting_for = [f"pod {name(p)}" for p in pods] + [f"warm pod {name(w)}" for w in warm_pods]
+        status["phase"] = C.PHASE_TERMINATING
+        cond = Condition("Ready", "False", "Terminating", "waiting for " + ", ".join(waiting_for) + " to terminate")
+        response = _response(parent, previous, now, status, [cond], keep, FINALIZE_POLL_SECONDS)
+        response["finalized"] = False
+        return response
+    status["phase"] = C.PHASE_TERMINATED
+    cond = Condition("Ready", "False", "Terminated", "the sandbox pod is gone; remaining children are deleted")
+    response = _response(parent, previous, now, status, [cond], [], None)
+    response["finalized"] = True
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _parent(request: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    parent = request.get(key)
+    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
+        raise BadRequest(f"request.{key} must be an object with metadata")
+    return parent
+
+
+class BadRequest(ValueError):
+    """The request is not a well-formed Metacontroller request (answered with HTTP 400)."""
+
+
+def _response(parent: Mapping[str, Any], previous: Any, now: datetime, status: dict[str, Any],
+              conditions: list[Condition], children: list[dict[str, Any]], resync: Optional[float]) -> dict[str, Any]:
+    status = {k: v for k, v in status.items() if v is not None}
+    status["conditions"] = render(conditions, previous, now, generation(parent))
+    ordered = sorted(children, key=lambda c: (c.get("apiVersion", ""), c.get("kind", ""), c["metadata"]["name"]))
+    response: dict[str, Any] = {"status": dict(sorted(status.items())), "children": ordered}
+    if resync is not None and resync > 0:
+        response["resyncAfterSeconds"] = round(resync, 3)
+    return response

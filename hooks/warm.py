@@ -1,0 +1,144 @@
+"""The Sandbox's side of the warm-pod protocol (ARCHITECTURE.md, "Warm pods without locks").
+
+The sandbox only ever *reads* warm pods: it picks the pool that may serve it (recorded in
+status.warmPool), waits a bounded time for that pool to bind a Ready WarmPod to its UID, then adopts
+it or falls back to a cold start. The WarmPool hook is the single writer of assignments."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Mapping, Optional
+
+from . import constants as C
+from .config import Config
+from .meta import annotations, created, is_deleting, name, namespace, objects, uid
+from .quantity import parse_quantity
+from .resolve import Effective
+from .validators import SandboxSpec, SpecError, WarmPoolSpec, parse_spec
+
+# Sandbox.status.warmPodUsed: True = served by a warm pod, False = cold start; absent = undecided.
+WARM_PHASE_ASSIGNED = "Assigned"
+
+
+@dataclass(frozen=True)
+class WarmDecision:
+    mode: str  # "none" (warm pod not requested), "waiting", "warm", "cold"
+    pool: Optional[str] = None
+    warm_pod: Optional[Mapping[str, Any]] = None
+    reason: str = ""
+    message: str = ""
+    resync_after: Optional[float] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def requested(spec: SandboxSpec, parent: Mapping[str, Any]) -> bool:
+    return spec.warm_pool_ref is not None or annotations(parent).get(C.ANNOTATION_USE_WARM_POD) == "true"
+
+
+def pool_shape_fits(pool_spec: WarmPoolSpec, pool_obj: Mapping[str, Any], eff: Effective) -> Optional[str]:
+    """Why this pool cannot serve the sandbox, or None when it can. A warm pod is built with the
+    pool's settings and the defaults for everything else, so the sandbox must ask for no more."""
+    status = pool_obj.get("status") if isinstance(pool_obj.get("status"), Mapping) else {}
+    pool_runtime = status.get("runtimeEnvironment") if isinstance(status, Mapping) else None
+    if pool_runtime != eff.runtime_name:
+        return f"pool runtime {pool_runtime or pool_spec.runtime!r} is not the sandbox's {eff.runtime_name!r}"
+    if pool_spec.security_level != eff.security_level:
+        return f"pool security level {pool_spec.security_level!r} differs from the sandbox's {eff.security_level!r}"
+    if eff.persistent:
+        return "sandboxes with persistent storage always start cold"
+    if eff.cpu_pinning:
+        return "sandboxes with CPU pinning always start cold"
+    if eff.seccomp.type != C.SECCOMP_RUNTIME_DEFAULT:
+        return "warm pods use the RuntimeDefault seccomp profile"
+    if (eff.run_as_user, eff.run_as_group) != (C.DEFAULT_RUN_AS_USER, C.DEFAULT_RUN_AS_GROUP):
+        return "warm pods run as the default user and group"
+    if not set(eff.writable_paths) <= set(C.DEFAULT_WRITABLE_PATHS):
+        return "warm pods only have the default writable paths"
+    res = pool_spec.resources
+    for what, want, have in (("cpu", eff.cpu, res.cpu), ("memory", eff.memory, res.memory),
+                             ("ephemeral storage", eff.ephemeral_storage, res.ephemeral_storage)):
+        if parse_quantity(want) > parse_quantity(have):
+            return f"the sandbox needs {want} {what}, the pool's pods have {have}"
+    return None
+
+
+def choose_pool(spec: SandboxSpec, parent: Mapping[str, Any], eff: Effective, related: Any) -> tuple[Optional[str], str]:
+    """The pool that may serve this sandbox (deterministic: the explicit reference, else the
+    first compatible pool by name), or (None, why not)."""
+    pools = [p for p in objects(related, C.GVK_WARMPOOL) if namespace(p) in ("", namespace(parent)) and not is_deleting(p)]
+    if spec.warm_pool_ref is not None:
+        pools = [p for p in pools if name(p) == spec.warm_pool_ref.name]
+        if not pools:
+            return None, f"WarmPool {spec.warm_pool_ref.name!r} not found"
+    reasons = []
+    for pool in pools:
+        try:
+            pool_spec = parse_spec(WarmPoolSpec, dict(pool))
+        except SpecError as exc:
+            reasons.append(f"{name(pool)}: invalid ({exc})")
+            continue
+        why = pool_shape_fits(pool_spec, pool, eff)
+        if why is None:
+            return name(pool), ""
+        reasons.append(f"{name(pool)}: {why}")
+    if not reasons:
+        return None, "no WarmPool in this namespace"
+    return None, "no compatible WarmPool (" + "; ".join(reasons) + ")"
+
+
+def owned_by_pool(warm_pod: Mapping[str, Any], pool: str) -> bool:
+    for ref in warm_pod.get("metadata", {}).get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("kind") == C.KIND_WARMPOOL and ref.get("name") == pool:
+            return True
+    return False
+
+
+def bound_warm_pod(parent: Mapping[str, Any], related: Any, pool: str) -> Optional[Mapping[str, Any]]:
+    """The WarmPod the pool bound to this sandbox's UID, if any (oldest first if, against the
+    protocol, there were several)."""
+    my_uid = uid(parent)
+    for wp in objects(related, C.GVK_WARMPOD):
+        spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
+        assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
+        if (
+            isinstance(assignment, Mapping)
+            and my_uid
+            and assignment.get("sandboxUID") == my_uid
+            and namespace(wp) in ("", namespace(parent))
+            and owned_by_pool(wp, pool)
+            and not is_deleting(wp)
+        ):
+            return wp
+    return None
+
+
+def decide(
+    spec: SandboxSpec,
+    parent: Mapping[str, Any],
+    eff: Effective,
+    related: Any,
+    cold_pod_observed: bool,
+    now: datetime,
+    config: Config,
+) -> WarmDecision:
+    if not requested(spec, parent):
+        return WarmDecision("none")
+    pool, why_not = choose_pool(spec, parent, eff, related)
+    if cold_pod_observed:
+        # Sticky: once a cold pod exists the sandbox stays cold, and the pool releases its pod.
+        return WarmDecision("cold", pool, reason="ColdStart", message="running on a cold-started pod")
+    if pool is None:
+        return WarmDecision("cold", None, reason="NoCompatiblePool", message=why_not)
+    wp = bound_warm_pod(parent, related, pool)
+    status = wp.get("status") if wp is not None and isinstance(wp.get("status"), Mapping) else {}
+    if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
+        return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
+    start = created(parent) or now
+    deadline = start + timedelta(seconds=config.warm_pod_wait_seconds)
+    if now < deadline:
+        what = f"warm pod {name(wp)} is bound, waiting for it to be ready" if wp is not None else f"waiting for pool {pool} to bind a warm pod"
+        return WarmDecision("waiting", pool, wp, "WaitingForWarmPod", what, resync_after=(deadline - now).total_seconds())
+    return WarmDecision(
+        "cold", pool, reason="WarmPodWaitTimeout",
+        message=f"no warm pod of pool {pool} was ready within {config.warm_pod_wait_seconds}s; started cold",
+    )
