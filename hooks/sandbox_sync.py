@@ -308,11 +308,10 @@ def _unusable(parent: Mapping[str, Any], children: Any, previous: Any, reason: s
     if pods:
         phase, ready = _cold_phase(pods[0])
         status.update(_pod_status(pods[0]))
-    elif kept:
-        phase, ready = C.PHASE_PENDING if waiting else C.PHASE_FAILED, Condition("Ready", "False", reason, message)
     else:
         phase = C.PHASE_PENDING if waiting else C.PHASE_FAILED
-        ready = Condition("Ready", "False", reason, message)
+        why = "waiting for its inputs" if waiting else "its spec cannot be used"
+        ready = Condition("Ready", "False", reason, f"the sandbox cannot start: {why} (see the Validated condition)")
     # Carry over what the previous, valid spec established (for a sandbox that keeps running).
     if isinstance(previous, Mapping) and kept:
         for key in ("runtimeEnvironment", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed", "expiresAt"):

@@ -1,0 +1,214 @@
+"""Representative Sandbox sync/finalize requests, shared by golden, schema and security tests."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from hooks import constants as C
+from hooks import sandbox_sync
+from tests.factory import (
+    NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, sync_request,
+)
+
+RTE = runtime()
+
+
+def _children_of(parent: dict[str, Any], **pod_status: Any) -> list[dict[str, Any]]:
+    """What the API server holds after the first sync of `parent` (before any deletion) was applied."""
+    alive = {**parent, "metadata": {k: v for k, v in parent["metadata"].items() if k != "deletionTimestamp"}}
+    first = sandbox_sync.sync(sync_request(alive, related=[RTE]), NOW)
+    out = []
+    for child in first["children"]:
+        status = pod_status if child["kind"] == "Pod" else {}
+        out.append(observed(child, parent, **status))
+    return out
+
+
+def _warm_pool(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
+        "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wp", name), "generation": 1,
+                     "creationTimestamp": "2026-11-22T10:00:00Z"},
+        "spec": {"runtime": "python:3.10", "minSize": 2, **spec},
+        "status": {"runtimeEnvironment": "python-3.10", "image": RTE["spec"]["image"], "availablePods": 2},
+    }
+
+
+def _warm_pod(parent: dict[str, Any], pool: dict[str, Any], phase: str) -> dict[str, Any]:
+    name = f"{pool['metadata']['name']}-0"
+    return {
+        "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOD,
+        "metadata": {
+            "name": name, "namespace": "demo", "uid": fake_uid("wpod", name), "generation": 2,
+            "creationTimestamp": "2026-11-22T10:00:05Z",
+            "labels": {C.LABEL_SANDBOX_UID: parent["metadata"]["uid"], C.LABEL_WARMPOOL: pool["metadata"]["name"]},
+            "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "name": pool["metadata"]["name"],
+                                 "uid": pool["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": {"poolRef": {"name": pool["metadata"]["name"]}, "runtime": "python:3.10", "image": RTE["spec"]["image"],
+                 "assignment": {"sandboxName": parent["metadata"]["name"], "sandboxUID": parent["metadata"]["uid"]}},
+        "status": {"phase": phase, "podName": name, "podNamespace": "demo"},
+    }
+
+
+def minimal() -> dict[str, Any]:
+    return sync_request(sandbox(), related=[RTE])
+
+
+def security_high() -> dict[str, Any]:
+    return sync_request(sandbox("secure", spec={"securityLevel": "high"}), related=[RTE])
+
+
+def security_custom() -> dict[str, Any]:
+    return sync_request(sandbox("custom", spec={
+        "securityLevel": "custom",
+        "securityContext": {"runAsUser": 2000, "runAsGroup": 3000,
+                            "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/python-strict.json"}},
+    }), related=[RTE])
+
+
+def persistent_storage() -> dict[str, Any]:
+    return sync_request(sandbox("notebook", spec={"storage": {"persistent": True, "volumeSize": "10Gi"}}), related=[RTE])
+
+
+def persistent_retained() -> dict[str, Any]:
+    return sync_request(sandbox("archive", spec={"storage": {
+        "persistent": True, "retentionPolicy": "Retain", "storageClassName": "retained-ssd"}}), related=[RTE])
+
+
+def egress_rules() -> dict[str, Any]:
+    return sync_request(sandbox("fetcher", spec={"networkAccess": {"egress": [
+        {"domain": "pypi.org", "ports": [{"port": 443, "protocol": "TCP"}]},
+        {"domain": "files.pythonhosted.org"},
+        {"cidr": "203.0.113.0/24", "ports": [{"port": 5432}, {"port": 53, "protocol": "UDP"}]},
+    ]}}), related=[RTE])
+
+
+def ingress() -> dict[str, Any]:
+    return sync_request(sandbox("webapp", spec={"networkAccess": {"ingress": True}}), related=[RTE])
+
+
+def cpu_pinning() -> dict[str, Any]:
+    return sync_request(sandbox("pinned", spec={"resources": {"cpu": "2", "memory": "4Gi", "cpuPinning": True}}), related=[RTE])
+
+
+def profile_applied() -> dict[str, Any]:
+    prof = profile(securityLevel="high", seccompProfile="profiles/python.json",
+                   resourceDefaults={"cpu": "1", "memory": "1Gi"},
+                   filesystemConfig={"writablePaths": ["/tmp", "/home/sandbox"], "readOnlyPaths": ["/opt/app"]},
+                   networkPolicies=[{"type": "egress", "rules": [{"domain": "pypi.org", "ports": [{"port": 443}]}]}],
+                   preInstalledPackages=["numpy==2.1.0", "pandas"])
+    return sync_request(sandbox("analyst", spec={"profileRef": {"name": "data-science"}}), related=[RTE, prof])
+
+
+def observed_running() -> dict[str, Any]:
+    parent = sandbox("live")
+    children = _children_of(parent, **running_pod_status())
+    parent["status"] = {"phase": "Creating", "conditions": [
+        {"type": "Validated", "status": "True", "reason": "Valid", "message": "x", "lastTransitionTime": "2026-11-22T11:59:51Z"},
+        {"type": "Ready", "status": "False", "reason": "PodPending", "message": "x", "lastTransitionTime": "2026-11-22T11:59:51Z"},
+    ]}
+    return sync_request(parent, children=children, related=[RTE])
+
+
+def observed_failed() -> dict[str, Any]:
+    parent = sandbox("crashed")
+    children = _children_of(parent, phase="Failed", message="The node was low on resource: memory.", reason="Evicted")
+    return sync_request(parent, children=children, related=[RTE])
+
+
+def finalize_terminating() -> dict[str, Any]:
+    parent = sandbox("leaving", deleting=True, spec={"storage": {"persistent": True}})
+    children = _children_of(parent, **running_pod_status())
+    return sync_request(parent, children=children, related=[RTE], finalizing=True)
+
+
+def finalize_done() -> dict[str, Any]:
+    parent = sandbox("gone", deleting=True, status={"phase": "Terminating", "podName": "sandbox-gone"})
+    children = [c for c in _children_of(parent) if c["kind"] != "Pod"]
+    return sync_request(parent, children=children, related=[RTE], finalizing=True)
+
+
+def invalid_new() -> dict[str, Any]:
+    return sync_request(sandbox("broken", spec={"resources": {"cpu": "lots"}, "timeout": 0}), related=[RTE])
+
+
+def invalid_with_children() -> dict[str, Any]:
+    parent = sandbox("edited", spec={"storage": {"persistent": True}})
+    children = _children_of(parent, **running_pod_status())
+    parent["spec"]["runtime"] = "cobol:85"  # an edit to a runtime that does not exist
+    parent["metadata"]["generation"] = 2
+    parent["status"] = {"phase": "Running", "runtimeEnvironment": "python-3.10", "serviceName": "sandbox-edited",
+                        "endpoint": "sandbox-edited.demo.svc.cluster.local"}
+    return sync_request(parent, children=children, related=[RTE])
+
+
+def runtime_missing() -> dict[str, Any]:
+    return sync_request(sandbox("orphan", spec={"runtime": "ruby:3.3"}), related=[RTE])
+
+
+def runtime_not_validated() -> dict[str, Any]:
+    return sync_request(sandbox("early"), related=[runtime(available=None)])
+
+
+def lifetime_expired() -> dict[str, Any]:
+    parent = sandbox("expired", spec={"lifetimeSeconds": 5, "storage": {"persistent": True, "retentionPolicy": "Retain",
+                                                                        "storageClassName": "retained-ssd"}})
+    return sync_request(parent, children=_children_of(parent, **running_pod_status()), related=[RTE])
+
+
+def long_name_and_user_labels() -> dict[str, Any]:
+    name = "an-unusually-long-sandbox-name-that-an-agent-framework-generated.session-0042"
+    return sync_request(sandbox(name, labels={
+        "team": "research", "app": "spoofed", "component": "api",
+        C.LABEL_SANDBOX_UID: "someone-elses-uid", "controller-uid": "x",
+    }), related=[RTE])
+
+
+def warm_waiting() -> dict[str, Any]:
+    return sync_request(sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}), related=[RTE, _warm_pool()])
+
+
+def warm_bound() -> dict[str, Any]:
+    parent = sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, status={"warmPool": "python-pool"})
+    pool = _warm_pool()
+    return sync_request(parent, related=[RTE, pool, _warm_pod(parent, pool, "Assigned")])
+
+
+def warm_timeout() -> dict[str, Any]:
+    parent = sandbox("slow", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, created="2026-11-22T11:58:00Z",
+                     status={"warmPool": "python-pool"})
+    return sync_request(parent, related=[RTE, _warm_pool()])
+
+
+def warm_incompatible() -> dict[str, Any]:
+    parent = sandbox("big", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"resources": {"memory": "8Gi"}})
+    return sync_request(parent, related=[RTE, _warm_pool()])
+
+
+SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
+    "minimal": minimal,
+    "security-high": security_high,
+    "security-custom": security_custom,
+    "persistent-storage": persistent_storage,
+    "persistent-retained": persistent_retained,
+    "egress-rules": egress_rules,
+    "ingress": ingress,
+    "cpu-pinning": cpu_pinning,
+    "profile-applied": profile_applied,
+    "observed-running": observed_running,
+    "observed-failed": observed_failed,
+    "invalid-new": invalid_new,
+    "invalid-with-children": invalid_with_children,
+    "runtime-missing": runtime_missing,
+    "runtime-not-validated": runtime_not_validated,
+    "lifetime-expired": lifetime_expired,
+    "long-name-and-user-labels": long_name_and_user_labels,
+    "warm-waiting": warm_waiting,
+    "warm-bound": warm_bound,
+    "warm-timeout": warm_timeout,
+    "warm-incompatible": warm_incompatible,
+}
+FINALIZE_CASES: dict[str, Callable[[], dict[str, Any]]] = {
+    "finalize-terminating": finalize_terminating,
+    "finalize-done": finalize_done,
+}

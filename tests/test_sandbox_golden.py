@@ -1,0 +1,44 @@
+"""Golden desired state for representative sandboxes; every child validated against the real
+Kubernetes schemas, every pod checked against the security bar."""
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from hooks import jsonio, sandbox_sync
+from tests.factory import NOW
+from tests.golden import check_golden
+from tests.sandbox_cases import FINALIZE_CASES, SYNC_CASES
+from tests.security import assert_pod_hardened
+
+K8S_VERSION = "1.33"
+ALL = {**{k: (v, sandbox_sync.sync) for k, v in SYNC_CASES.items()},
+       **{k: (v, sandbox_sync.finalize) for k, v in FINALIZE_CASES.items()}}
+
+
+@pytest.mark.parametrize("case", sorted(ALL))
+def test_golden(case: str) -> None:
+    build, hook = ALL[case]
+    request = build()
+    check_golden(f"sandbox/{case}.json", request, hook(request, NOW))
+
+
+@pytest.mark.parametrize("case", sorted(ALL))
+def test_children_validate_strictly(case: str) -> None:
+    build, hook = ALL[case]
+    for child in hook(build(), NOW)["children"]:
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("case", sorted(ALL))
+def test_pods_are_hardened(case: str) -> None:
+    build, hook = ALL[case]
+    for child in hook(build(), NOW)["children"]:
+        if child["kind"] == "Pod":
+            assert_pod_hardened(child)
+
+
+@pytest.mark.parametrize("case", sorted(ALL))
+def test_deterministic(case: str) -> None:
+    build, hook = ALL[case]
+    assert jsonio.dumps(hook(build(), NOW)) == jsonio.dumps(hook(build(), NOW))

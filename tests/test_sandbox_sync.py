@@ -1,0 +1,215 @@
+"""Table tests of the Sandbox hook's rules."""
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from hooks import constants as C
+from hooks import sandbox_sync
+from hooks.config import Config
+from tests import sandbox_cases as cases
+from tests.factory import NOW, observed, profile, running_pod_status, runtime, sandbox, sync_request
+
+RTE = runtime()
+
+
+def kinds(response: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["kind"], c["metadata"]["name"]): c for c in response["children"]}
+
+
+def cond(response: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in response["status"]["conditions"] if c["type"] == type_)
+
+
+def test_user_labels_never_override_controller_labels() -> None:
+    out = sandbox_sync.sync(cases.long_name_and_user_labels(), NOW)
+    for child in out["children"]:
+        labels = child["metadata"]["labels"]
+        assert labels["app"] == "llmsafespace"
+        assert labels["component"] == "sandbox"
+        assert labels[C.LABEL_SANDBOX_UID] != "someone-elses-uid"
+        assert "controller-uid" not in labels  # Metacontroller adds it; a user value would break the sync
+        assert labels["team"] == "research"
+    service = next(c for c in out["children"] if c["kind"] == "Service")
+    assert service["spec"]["selector"][C.LABEL_SANDBOX_UID] == cases.long_name_and_user_labels()["parent"]["metadata"]["uid"]
+
+
+def test_child_names_fit_kubernetes_limits() -> None:
+    out = sandbox_sync.sync(cases.long_name_and_user_labels(), NOW)
+    for child in out["children"]:
+        name = child["metadata"]["name"]
+        assert len(name) <= (63 if child["kind"] in ("Service", "Pod", "ServiceAccount") else 253), name
+        for value in child["metadata"]["labels"].values():
+            assert len(value) <= 63
+
+
+def test_similar_names_do_not_collide() -> None:
+    a = sandbox_sync.sync(sync_request(sandbox("a.b"), related=[RTE]), NOW)
+    b = sandbox_sync.sync(sync_request(sandbox("a-b"), related=[RTE]), NOW)
+    assert a["status"]["serviceName"] != b["status"]["serviceName"]
+
+
+def test_invalid_edit_keeps_every_child() -> None:
+    request = cases.invalid_with_children()
+    out = sandbox_sync.sync(request, NOW)
+    observed_names = {(o["kind"], o["metadata"]["name"]) for group in request["children"].values() for o in group.values()}
+    assert set(kinds(out)) == observed_names
+    assert cond(out, "Validated")["status"] == "False"
+    assert cond(out, "Validated")["reason"] == "RuntimeNotFound"
+    assert out["status"]["phase"] == "Running"  # the pod is still serving
+    for child in out["children"]:  # nothing server-managed is echoed back
+        assert "status" not in child
+        assert not {"uid", "resourceVersion", "ownerReferences", "managedFields"} & set(child["metadata"])
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ({"resources": {"cpu": "lots"}}, "InvalidSpec"),
+    ({"runtime": "ruby:3.3"}, "RuntimeNotFound"),
+    ({"securityLevel": "custom"}, "InvalidSpec"),
+    ({"storage": {"persistent": True, "retentionPolicy": "Retain"}}, "InvalidSpec"),
+    ({"networkAccess": {"egress": [{"cidr": "10.1.0.0/16"}]}}, "InvalidSpec"),
+    ({"networkAccess": {"egress": [{"cidr": "169.254.169.254/32"}]}}, "InvalidSpec"),
+    ({"profileRef": {"name": "missing"}}, "ProfileNotFound"),
+])
+def test_new_invalid_sandbox_fails_with_reason(spec: dict[str, Any], reason: str) -> None:
+    out = sandbox_sync.sync(sync_request(sandbox(spec=spec), related=[RTE]), NOW)
+    assert out["status"]["phase"] == "Failed"
+    assert out["children"] == []
+    assert cond(out, "Validated")["reason"] == reason
+
+
+def test_unavailable_runtime_is_reported() -> None:
+    out = sandbox_sync.sync(sync_request(sandbox(), related=[runtime(available=False)]), NOW)
+    assert out["status"]["phase"] == "Failed"
+    assert cond(out, "Validated")["reason"] == "RuntimeUnavailable"
+
+
+def test_runtime_not_validated_waits_instead_of_failing() -> None:
+    out = sandbox_sync.sync(cases.runtime_not_validated(), NOW)
+    assert out["status"]["phase"] == "Pending"
+    assert cond(out, "Validated")["status"] == "Unknown"
+
+
+def test_profile_weakening_is_rejected() -> None:
+    prof = profile(securityLevel="high")
+    out = sandbox_sync.sync(sync_request(sandbox(spec={"profileRef": {"name": "data-science"}, "securityLevel": "standard"}),
+                                         related=[RTE, prof]), NOW)
+    assert cond(out, "Validated")["reason"] == "SecurityWeakening"
+    raised = sandbox_sync.sync(sync_request(sandbox(spec={"profileRef": {"name": "data-science"}}), related=[RTE, prof]), NOW)
+    pod = next(c for c in raised["children"] if c["kind"] == "Pod")
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+
+
+def test_runtime_class_is_configurable() -> None:
+    out = sandbox_sync.sync(cases.security_high(), NOW, Config(high_security_runtime_class="kata"))
+    pod = next(c for c in out["children"] if c["kind"] == "Pod")
+    assert pod["spec"]["runtimeClassName"] == "kata"
+    standard = sandbox_sync.sync(cases.minimal(), NOW)
+    assert "runtimeClassName" not in next(c for c in standard["children"] if c["kind"] == "Pod")["spec"]
+
+
+def test_defaults_match_the_original_design() -> None:
+    out = sandbox_sync.sync(cases.minimal(), NOW)
+    pod = next(c for c in out["children"] if c["kind"] == "Pod")
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"}
+    assert container["resources"]["requests"] == container["resources"]["limits"]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp", "/workspace"]
+    assert all(v["emptyDir"]["sizeLimit"] == "1Gi" for v in pod["spec"]["volumes"])
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 8080}
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 300
+    persistent = sandbox_sync.sync(cases.persistent_storage(), NOW)
+    pvc = next(c for c in persistent["children"] if c["kind"] == "PersistentVolumeClaim")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    default = sandbox_sync.sync(sync_request(sandbox(spec={"storage": {"persistent": True}}), related=[RTE]), NOW)
+    claim = next(c for c in default["children"] if c["kind"] == "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+def test_cpu_pinning_sets_node_selector_and_annotation() -> None:
+    pod = next(c for c in sandbox_sync.sync(cases.cpu_pinning(), NOW)["children"] if c["kind"] == "Pod")
+    assert pod["spec"]["nodeSelector"] == {"cpu-pinning": "true"}
+    assert pod["metadata"]["annotations"][C.ANNOTATION_CPU_PINNING] == "true"
+
+
+def test_network_policies() -> None:
+    out = kinds(sandbox_sync.sync(cases.egress_rules(), NOW))
+    deny = out[("NetworkPolicy", "sandbox-fetcher-default-deny")]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    api = out[("NetworkPolicy", "sandbox-fetcher-api-access")]["spec"]
+    assert api["ingress"][0]["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    dns = out[("NetworkPolicy", "sandbox-fetcher-dns")]["spec"]["egress"][0]
+    assert {p["protocol"] for p in dns["ports"]} == {"UDP", "TCP"} and all(p["port"] == 53 for p in dns["ports"])
+    egress = out[("NetworkPolicy", "sandbox-fetcher-egress")]["spec"]["egress"]
+    public = [r for r in egress if r["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0"]
+    assert all(set(C.PRIVATE_CIDRS) <= set(r["to"][0]["ipBlock"]["except"]) for r in public)
+    assert {"port": 80, "protocol": "TCP"} in public[0]["ports"] or {"port": 80, "protocol": "TCP"} in public[1]["ports"]
+    cidr_rule = next(r for r in egress if r["to"][0]["ipBlock"]["cidr"] == "203.0.113.0/24")
+    assert cidr_rule["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 5432, "protocol": "TCP"}]
+    assert ("NetworkPolicy", "sandbox-fetcher-ingress") not in out
+    opened = kinds(sandbox_sync.sync(cases.ingress(), NOW))[("NetworkPolicy", "sandbox-webapp-ingress")]
+    assert opened["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+
+
+def test_condition_transition_time_moves_only_on_status_change() -> None:
+    first = sandbox_sync.sync(cases.minimal(), NOW)
+    parent = copy.deepcopy(cases.minimal()["parent"])
+    parent["status"] = first["status"]
+    later = NOW + timedelta(minutes=5)
+    again = sandbox_sync.sync(sync_request(parent, related=[RTE]), later)
+    assert again["status"] == first["status"]  # same world, same status: no extra sync
+    children = [observed(c, parent, **(running_pod_status() if c["kind"] == "Pod" else {})) for c in first["children"]]
+    running = sandbox_sync.sync(sync_request(parent, children=children, related=[RTE]), later)
+    assert cond(running, "Ready")["lastTransitionTime"] == "2026-11-22T12:05:00Z"
+    assert cond(running, "Validated")["lastTransitionTime"] == cond(first, "Validated")["lastTransitionTime"]
+    assert running["status"]["phase"] == "Running"
+    assert running["status"]["startTime"] == "2026-11-22T11:59:56Z"
+
+
+def test_lifetime_schedules_a_resync_and_then_terminates() -> None:
+    parent = sandbox(spec={"lifetimeSeconds": 600})
+    out = sandbox_sync.sync(sync_request(parent, related=[RTE]), NOW)
+    assert out["resyncAfterSeconds"] == 590.0  # created 10 s before NOW
+    assert out["status"]["expiresAt"] == "2026-11-22T12:09:50Z"
+    done = sandbox_sync.sync(sync_request(parent, related=[RTE]), NOW + timedelta(seconds=590))
+    assert done["status"]["phase"] == "Terminated" and done["children"] == []
+    default = sandbox_sync.sync(sync_request(sandbox(), related=[RTE]), NOW, Config(default_lifetime_seconds=3600))
+    assert default["status"]["expiresAt"] == "2026-11-22T12:59:50Z"
+
+
+def test_finalize_waits_for_the_pod_then_finalizes() -> None:
+    waiting = sandbox_sync.finalize(cases.finalize_terminating(), NOW)
+    assert waiting["finalized"] is False
+    assert waiting["status"]["phase"] == "Terminating"
+    assert all(c["kind"] != "Pod" for c in waiting["children"])
+    assert any(c["metadata"]["name"].endswith("default-deny") for c in waiting["children"])  # isolation holds to the end
+    done = sandbox_sync.finalize(cases.finalize_done(), NOW)
+    assert done["finalized"] is True and done["children"] == []
+    # sync on a deleting parent behaves as finalize (Metacontroller calls finalize, but be safe).
+    assert sandbox_sync.sync(cases.finalize_terminating(), NOW)["finalized"] is False
+
+
+def test_customize_asks_for_runtime_profile_pools_and_own_warm_pods() -> None:
+    parent = sandbox(spec={"profileRef": {"name": "p", "namespace": "shared"}})
+    rules = sandbox_sync.customize({"parent": parent}, NOW)["relatedResources"]
+    by_resource = {r["resource"]: r for r in rules}
+    assert by_resource["sandboxprofiles"] == {"apiVersion": C.API_VERSION, "resource": "sandboxprofiles", "namespace": "shared", "names": ["p"]}
+    assert by_resource["warmpods"]["labelSelector"]["matchLabels"] == {C.LABEL_SANDBOX_UID: parent["metadata"]["uid"]}
+    assert "namespace" not in by_resource["runtimeenvironments"]
+    assert "sandboxprofiles" not in {r["resource"] for r in sandbox_sync.customize({"parent": sandbox()}, NOW)["relatedResources"]}
+
+
+@pytest.mark.parametrize("request_", [{}, {"parent": None}, {"parent": {"spec": {}}}, {"parent": "x"}])
+def test_malformed_requests_raise_bad_request(request_: dict[str, Any]) -> None:
+    with pytest.raises(sandbox_sync.BadRequest):
+        sandbox_sync.sync(request_, NOW)
+
+
+def test_missing_children_and_related_maps_are_tolerated() -> None:
+    out = sandbox_sync.sync({"parent": sandbox()}, NOW)
+    assert out["status"]["phase"] == "Failed"  # no runtime visible
+    assert cond(out, "Validated")["reason"] == "RuntimeNotFound"
