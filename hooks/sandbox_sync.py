@@ -140,6 +140,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     ns = namespace(parent)
     status: dict[str, Any] = {
         "runtimeEnvironment": eff.runtime_name,
+        "securityLevel": eff.security_level,
         "serviceName": names.base,
         "endpoint": f"{names.base}.{ns}.svc.cluster.local",
     }
@@ -314,7 +315,7 @@ def _unusable(parent: Mapping[str, Any], children: Any, previous: Any, reason: s
         ready = Condition("Ready", "False", reason, f"the sandbox cannot start: {why} (see the Validated condition)")
     # Carry over what the previous, valid spec established (for a sandbox that keeps running).
     if isinstance(previous, Mapping) and kept:
-        for key in ("runtimeEnvironment", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed", "expiresAt"):
+        for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed", "expiresAt"):
             if key in previous:
                 status.setdefault(key, previous[key])
     status["phase"] = phase

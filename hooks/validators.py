@@ -86,7 +86,7 @@ class NetworkRule(Model):
     @model_validator(mode="after")
     def _one_destination(self) -> "NetworkRule":
         if (self.domain is None) == (self.cidr is None):
-            raise ValueError("an egress rule needs exactly one of domain or cidr")
+            raise ValueError("a network rule needs exactly one of domain or cidr")
         return self
 
 

@@ -204,7 +204,7 @@ def test_every_field_has_a_description(kind: str) -> None:
 PRINTER_COLUMNS: dict[str, list[tuple[str, str, str, int]]] = {  # name, type, jsonPath, priority
     "Sandbox": [
         ("Runtime", "string", ".spec.runtime", 0),
-        ("Security", "string", ".spec.securityLevel", 0),
+        ("Security", "string", ".status.securityLevel", 0),
         ("Status", "string", ".status.phase", 0),
         ("Pod", "string", ".status.podName", 1),
         ("Warm", "boolean", ".status.warmPodUsed", 1),
@@ -243,7 +243,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
     "Sandbox": {
         "phase": ("string", None), "podName": ("string", None), "podNamespace": ("string", None),
         "startTime": ("string", "date-time"), "endpoint": ("string", None), "serviceName": ("string", None),
-        "expiresAt": ("string", "date-time"), "runtimeEnvironment": ("string", None), "profile": ("string", None),
+        "expiresAt": ("string", "date-time"), "runtimeEnvironment": ("string", None), "securityLevel": ("string", None), "profile": ("string", None),
         "warmPool": ("string", None), "warmPodRef": ("object", None), "warmPodUsed": ("boolean", None),
         "resources": ("object", None),
     },

@@ -42,3 +42,17 @@ def test_pods_are_hardened(case: str) -> None:
 def test_deterministic(case: str) -> None:
     build, hook = ALL[case]
     assert jsonio.dumps(hook(build(), NOW)) == jsonio.dumps(hook(build(), NOW))
+
+
+@pytest.mark.parametrize("case", sorted(ALL))
+def test_status_fits_the_crd_schema(case: str) -> None:
+    """The API server prunes status fields the CRD does not declare (MC #805): every field the
+    hook writes must be in the schema, with the right type."""
+    from tests.crdutil import validate_cr
+
+    build, hook = ALL[case]
+    request = build()
+    # Only the status is under test: some cases carry specs the CRD itself would refuse.
+    parent = {**request["parent"], "spec": {"runtime": "python:3.10"},
+              "status": {**hook(request, NOW)["status"], "observedGeneration": 1}}
+    validate_cr(parent)
