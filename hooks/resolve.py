@@ -204,6 +204,8 @@ def merge(
     retain_storage_class: str = "",
 ) -> Effective:
     prof = profile[1] if profile else None
+    if prof and prof.language != runtime.language:
+        raise ResolutionError("ProfileLanguageMismatch", f"the profile is for language {prof.language!r}, the runtime {runtime_name!r} is {runtime.language!r}")
 
     # Security level: the profile's is a floor.
     level = spec.security_level or (prof.security_level if prof else C.DEFAULT_SECURITY_LEVEL)
@@ -253,6 +255,12 @@ def merge(
     for rule in egress:
         if rule.cidr and inside_private(rule.cidr):
             raise ResolutionError("InvalidSpec", f"egress to {rule.cidr} is not allowed: it lies in a private or link-local address range")
+    # A profile not validated yet is used as it parses; its ingress rules get the same checks here.
+    for rule in ingress_rules:
+        if rule.domain:
+            raise ResolutionError("InvalidSpec", f"ingress from domain {rule.domain!r} is not allowed: a NetworkPolicy can only admit a cidr (a domain would open the sandbox to every public address)")
+        if rule.cidr and inside_private(rule.cidr):
+            raise ResolutionError("InvalidSpec", f"ingress from {rule.cidr} is not allowed: it lies in a private or link-local address range")
 
     storage = spec.storage
     storage_class = storage.storage_class_name
