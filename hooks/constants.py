@@ -116,3 +116,52 @@ PRIVATE_CIDRS: Final = (
 MAX_DNS_LABEL: Final = 63
 MAX_DNS_SUBDOMAIN: Final = 253
 MAX_LABEL_VALUE: Final = 63
+
+# ---------------------------------------------------------------------------------------------
+# RuntimeEnvironment and SandboxProfile validation (status-only hooks).
+
+CONDITION_AVAILABLE: Final = "Available"  # RuntimeEnvironment
+CONDITION_VALIDATED: Final = "Validated"  # SandboxProfile (and Sandbox)
+# Security features a RuntimeEnvironment may claim; anything else fails its validation.
+RUNTIME_SECURITY_FEATURES: Final = ("apparmor", "gvisor", "non-root", "readonly-rootfs", "seccomp", "selinux")
+# Package managers per well-known language; a language not listed accepts any well-formed name.
+PACKAGE_MANAGERS: Final[dict[str, tuple[str, ...]]] = {
+    "python": ("conda", "mamba", "pdm", "pip", "pipenv", "poetry", "uv"),
+    "nodejs": ("bun", "npm", "pnpm", "yarn"),
+    "javascript": ("bun", "npm", "pnpm", "yarn"),
+    "typescript": ("bun", "npm", "pnpm", "yarn"),
+    "go": ("go",),
+    "rust": ("cargo",),
+    "java": ("gradle", "maven"),
+    "ruby": ("bundler", "gem"),
+    "php": ("composer",),
+}
+# Registry of image references without one (Docker's normalisation: "python:3.10" is
+# docker.io/library/python:3.10); index.docker.io is the legacy spelling of the same registry.
+DEFAULT_IMAGE_REGISTRY: Final = "docker.io"
+LEGACY_DOCKER_REGISTRIES: Final = ("index.docker.io", "registry-1.docker.io")
+
+# ---------------------------------------------------------------------------------------------
+# Tenant namespaces: what the decorator reports and applies.
+
+ANNOTATION_HARDENING_STATUS: Final = f"{GROUP}/hardening-status"  # "Applied" | "AppliedWithErrors"
+ANNOTATION_HARDENING_ERRORS: Final = f"{GROUP}/hardening-errors"  # why; removed when there are none
+HARDENING_APPLIED: Final = "Applied"
+HARDENING_APPLIED_WITH_ERRORS: Final = "AppliedWithErrors"
+COMPONENT_TENANT_NAMESPACE: Final = "tenant-namespace"
+TENANT_POLICY_NAME: Final = "llmsafespace-default-deny"
+TENANT_QUOTA_NAME: Final = "llmsafespace-quota"
+TENANT_LIMITS_NAME: Final = "llmsafespace-limits"
+PSA_PREFIX: Final = "pod-security.kubernetes.io/"
+PSA_RESTRICTED: Final = "restricted"
+PSA_BASELINE: Final = "baseline"
+PSA_VERSION: Final = "latest"
+# Sizes used when a namespace does not annotate its own (annotation suffix -> default).
+DEFAULT_TENANT_QUOTA: Final[dict[str, str]] = {
+    "cpu": "8", "memory": "16Gi", "ephemeral-storage": "20Gi", "pods": "20", "storage": "100Gi", "pvcs": "10",
+}
+DEFAULT_TENANT_LIMITS: Final[dict[str, str]] = {
+    "default-cpu": DEFAULT_CPU, "default-memory": DEFAULT_MEMORY, "default-ephemeral-storage": DEFAULT_EPHEMERAL_STORAGE,
+    "default-request-cpu": "100m", "default-request-memory": "128Mi", "default-request-ephemeral-storage": "256Mi",
+    "max-cpu": "4", "max-memory": "8Gi", "max-ephemeral-storage": "10Gi", "max-storage": "50Gi",
+}

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping, NamedTuple
 
 from . import sandbox_sync
+from . import namespace_sync, profile_sync, runtime_sync
 from .config import Config
 
 HookFunction = Callable[[Mapping[str, Any], datetime, Config], dict[str, Any]]
@@ -22,4 +23,8 @@ ROUTES: dict[str, Route] = {
     "/sandbox/customize": Route("sandbox", "customize", sandbox_sync.customize),
     "/sandbox/sync": Route("sandbox", "sync", sandbox_sync.sync),
     "/sandbox/finalize": Route("sandbox", "finalize", sandbox_sync.finalize),
+    "/runtimeenvironment/sync": Route("runtimeenvironment", "sync", runtime_sync.sync),
+    "/sandboxprofile/customize": Route("sandboxprofile", "customize", profile_sync.customize),
+    "/sandboxprofile/sync": Route("sandboxprofile", "sync", profile_sync.sync),
+    "/tenantnamespace/sync": Route("tenantnamespace", "sync", namespace_sync.sync),
 }

@@ -1,0 +1,209 @@
+"""Tenant-namespace hardening: the sync hook of a DecoratorController over Namespaces labelled
+llmsafespace.dev/tenant=true (docs/tenant-namespaces.md).
+
+Pure function of (request, now, config). Attaches to each tenant namespace:
+  - NetworkPolicy llmsafespace-default-deny: every pod, Ingress and Egress denied. Policies are
+    additive, so each sandbox's own allowances (API access, DNS, egress rules) still apply; any
+    other pod in the namespace has no network until someone allows it.
+  - ResourceQuota llmsafespace-quota and LimitRange llmsafespace-limits, sized from the
+    namespace's annotations llmsafespace.dev/quota-<key> and llmsafespace.dev/limit-<key>, with
+    defaults from hooks/constants.py.
+and sets Pod Security Admission labels: enforce=restricted, or enforce=baseline when the
+namespace is annotated llmsafespace.dev/gvisor=true; warn and audit stay restricted either way.
+
+An invalid annotation never blocks hardening: its default is used and the problem is reported in
+the annotation llmsafespace.dev/hardening-errors (status llmsafespace.dev/hardening-status =
+AppliedWithErrors). Annotations rather than Namespace status: a Namespace's status belongs to the
+namespace controller (phase, conditions) and `kubectl get ns -o yaml` shows annotations anyway."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from . import constants as C
+from .config import DEFAULT_CONFIG, Config
+from .meta import annotations as annotations_of
+from .meta import name
+from .quantity import parse_quantity
+from .sandbox_sync import BadRequest
+
+# quota annotation suffix -> ResourceQuota spec.hard keys it sets.
+QUOTA_KEYS: dict[str, tuple[str, ...]] = {
+    "cpu": ("limits.cpu", "requests.cpu"),
+    "memory": ("limits.memory", "requests.memory"),
+    "ephemeral-storage": ("limits.ephemeral-storage", "requests.ephemeral-storage"),
+    "pods": ("pods",),
+    "storage": ("requests.storage",),
+    "pvcs": ("persistentvolumeclaims",),
+}
+COUNT_QUOTAS = ("pods", "pvcs")  # object counts: whole numbers
+# Tenants run sandboxes behind ClusterIP Services; nothing in a tenant namespace may open a node
+# port or a cloud load balancer. Fixed, not annotatable.
+FIXED_QUOTA = {"services.loadbalancers": "0", "services.nodeports": "0"}
+CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+GVISOR_VALUES = ("true", "false")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    quota: dict[str, str]
+    limits: dict[str, str]
+    errors: tuple[str, ...]
+
+
+def _quantity(raw: str, whole: bool, allow_zero: bool) -> Optional[str]:
+    """The trimmed value if it is a usable quantity, else None."""
+    value = raw.strip()
+    try:
+        amount = parse_quantity(value)
+    except ValueError:
+        return None
+    if amount < 0 or (amount == 0 and not allow_zero) or value.startswith("+"):
+        return None
+    if whole and not value.isdigit():
+        return None
+    return value
+
+
+def read_sizes(annotations: Mapping[str, str]) -> Sizes:
+    quota = dict(C.DEFAULT_TENANT_QUOTA)
+    limits = dict(C.DEFAULT_TENANT_LIMITS)
+    explicit_limits: set[str] = set()
+    errors: list[str] = []
+    for key in sorted(annotations):
+        raw = annotations[key]
+        if key.startswith(C.ANNOTATION_QUOTA_PREFIX):
+            suffix, table, is_quota = key[len(C.ANNOTATION_QUOTA_PREFIX):], quota, True
+        elif key.startswith(C.ANNOTATION_LIMIT_PREFIX):
+            suffix, table, is_quota = key[len(C.ANNOTATION_LIMIT_PREFIX):], limits, False
+        else:
+            continue
+        if suffix not in table:
+            errors.append(f"{key}: unknown setting (known: {', '.join(sorted(table))})")
+            continue
+        # A zero quota freezes a namespace on purpose; a zero limit would make every pod unschedulable.
+        value = _quantity(raw, whole=suffix in COUNT_QUOTAS, allow_zero=is_quota)
+        if value is None:
+            if suffix in COUNT_QUOTAS:
+                kind = "a whole number (e.g. 20)"
+            else:
+                kind = ("a non-negative" if is_quota else "a positive") + " quantity (e.g. 4, 500m, 8Gi)"
+            errors.append(f"{key}: {raw!r} is not {kind}; using {table[suffix]}")
+            continue
+        table[suffix] = value
+        if not is_quota:
+            explicit_limits.add(suffix)
+    errors.extend(_reconcile_limits(limits, explicit_limits))
+    return Sizes(quota, limits, tuple(errors))
+
+
+def _reconcile_limits(limits: dict[str, str], explicit: set[str]) -> list[str]:
+    """The API server rejects a LimitRange unless defaultRequest <= default <= max. Lower a
+    default to the max (and a default request to the default): the stricter reading wins, and an
+    explicit value that had to be lowered is reported."""
+    errors: list[str] = []
+    for resource in CONTAINER_RESOURCES:
+        chain = (f"max-{resource}", f"default-{resource}", f"default-request-{resource}")
+        for upper, lower in zip(chain, chain[1:]):
+            if parse_quantity(limits[lower]) > parse_quantity(limits[upper]):
+                if lower in explicit:
+                    errors.append(
+                        f"{C.ANNOTATION_LIMIT_PREFIX}{lower}: {limits[lower]} exceeds "
+                        f"{C.ANNOTATION_LIMIT_PREFIX}{upper} {limits[upper]}; using {limits[upper]}"
+                    )
+                limits[lower] = limits[upper]
+    return errors
+
+
+def _metadata(obj_name: str, ns: str) -> dict[str, Any]:
+    return {
+        "name": obj_name,
+        "namespace": ns,
+        "labels": {
+            C.LABEL_APP: C.APP_NAME,
+            C.LABEL_COMPONENT: C.COMPONENT_TENANT_NAMESPACE,
+            C.LABEL_MANAGED_BY: C.MANAGED_BY,
+        },
+    }
+
+
+def default_deny(ns: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(C.TENANT_POLICY_NAME, ns),
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
+
+
+def resource_quota(ns: str, quota: Mapping[str, str]) -> dict[str, Any]:
+    hard = dict(FIXED_QUOTA)
+    for suffix, keys in QUOTA_KEYS.items():
+        for key in keys:
+            hard[key] = quota[suffix]
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": _metadata(C.TENANT_QUOTA_NAME, ns),
+        "spec": {"hard": dict(sorted(hard.items()))},
+    }
+
+
+def limit_range(ns: str, limits: Mapping[str, str]) -> dict[str, Any]:
+    def per(prefix: str) -> dict[str, str]:
+        return {r: limits[f"{prefix}{r}"] for r in CONTAINER_RESOURCES}
+
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": _metadata(C.TENANT_LIMITS_NAME, ns),
+        "spec": {"limits": [
+            # Containers without limits/requests get defaults; a quota on limits.* and requests.*
+            # would otherwise reject them.
+            {"type": "Container", "default": per("default-"), "defaultRequest": per("default-request-"), "max": per("max-")},
+            {"type": "PersistentVolumeClaim", "max": {"storage": limits["max-storage"]}},
+        ]},
+    }
+
+
+def psa_labels(gvisor: bool) -> dict[str, str]:
+    """Pod Security Admission. Restricted is enforced unless the namespace opted into baseline for
+    gVisor workloads (why: docs/tenant-namespaces.md); warn and audit stay restricted, so a pod that
+    only baseline admits is still visible."""
+    enforce = C.PSA_BASELINE if gvisor else C.PSA_RESTRICTED
+    out: dict[str, str] = {}
+    for mode, level in (("enforce", enforce), ("warn", C.PSA_RESTRICTED), ("audit", C.PSA_RESTRICTED)):
+        out[f"{C.PSA_PREFIX}{mode}"] = level
+        out[f"{C.PSA_PREFIX}{mode}-version"] = C.PSA_VERSION
+    return dict(sorted(out.items()))
+
+
+def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    target = request.get("object")
+    if not isinstance(target, Mapping) or not isinstance(target.get("metadata"), Mapping):
+        raise BadRequest("request.object must be an object with metadata")
+    if target.get("kind") != "Namespace" or target.get("apiVersion") != "v1" or not name(target):
+        raise BadRequest("request.object must be a v1 Namespace with a name")
+    ns = name(target)
+    annotations = annotations_of(target)
+    sizes = read_sizes(annotations)
+    errors = list(sizes.errors)
+    gvisor_raw = annotations.get(C.ANNOTATION_GVISOR)
+    if gvisor_raw is not None and gvisor_raw not in GVISOR_VALUES:
+        errors.append(f"{C.ANNOTATION_GVISOR}: {gvisor_raw!r} is not \"true\" or \"false\"; enforcing restricted")
+    gvisor = gvisor_raw == "true"
+    attachments = sorted(
+        [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits)],
+        key=lambda a: (a["apiVersion"], a["kind"], a["metadata"]["name"]),
+    )
+    return {
+        "labels": psa_labels(gvisor),
+        "annotations": {
+            C.ANNOTATION_HARDENING_STATUS: C.HARDENING_APPLIED_WITH_ERRORS if errors else C.HARDENING_APPLIED,
+            # null removes the key once the namespace's annotations are fixed.
+            C.ANNOTATION_HARDENING_ERRORS: "; ".join(errors) if errors else None,
+        },
+        "attachments": attachments,
+    }
+
