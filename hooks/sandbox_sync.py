@@ -341,7 +341,7 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
     warm_pods = [
         wp for wp in objects(related, C.GVK_WARMPOD)
         if isinstance((wp.get("spec") or {}).get("assignment"), Mapping)
-        and wp["spec"]["assignment"].get("sandboxUID") == my_uid
+        and wp["spec"]["assignment"].get("sandboxUid") == my_uid
     ]
     keep = [c for c in keep_observed(children) if c.get("kind") != "Pod"]
     status = {k: v for k, v in (previous or {}).items() if k not in ("conditions", "observedGeneration")} if isinstance(previous, Mapping) else {}

@@ -103,7 +103,7 @@ def bound_warm_pod(parent: Mapping[str, Any], related: Any, pool: str) -> Option
         if (
             isinstance(assignment, Mapping)
             and my_uid
-            and assignment.get("sandboxUID") == my_uid
+            and assignment.get("sandboxUid") == my_uid
             and namespace(wp) in ("", namespace(parent))
             and owned_by_pool(wp, pool)
             and not is_deleting(wp)

@@ -45,7 +45,7 @@ def _warm_pod(parent: dict[str, Any], pool: dict[str, Any], phase: str) -> dict[
                                  "uid": pool["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}],
         },
         "spec": {"poolRef": {"name": pool["metadata"]["name"]}, "runtime": "python:3.10", "image": RTE["spec"]["image"],
-                 "assignment": {"sandboxName": parent["metadata"]["name"], "sandboxUID": parent["metadata"]["uid"]}},
+                 "assignment": {"sandboxName": parent["metadata"]["name"], "sandboxUid": parent["metadata"]["uid"]}},
         "status": {"phase": phase, "podName": name, "podNamespace": "demo"},
     }
 
