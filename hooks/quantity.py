@@ -6,7 +6,7 @@ against kubernetes.utils.parse_quantity."""
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 
 _SUFFIXES = {
     "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30,
@@ -33,5 +33,5 @@ def parse_quantity(value: str | int | float) -> Decimal:
         if suffix[:1] in ("e", "E"):
             return base * (Decimal(10) ** int(suffix[1:]))
         return base * _SUFFIXES[suffix]
-    except (InvalidOperation, OverflowError) as exc:
+    except (DecimalException, OverflowError) as exc:  # DecimalException: also Overflow of huge exponents (1e1000000)
         raise ValueError(f"{value!r} is not a Kubernetes quantity") from exc

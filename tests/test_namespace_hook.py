@@ -152,6 +152,7 @@ def test_custom_sizes_are_used() -> None:
     ({f"{Q}pods": "1.5"}, "quota-pods: '1.5' is not a whole number", ("quota", "pods"), "20"),
     ({f"{Q}pvcs": "1e1"}, "quota-pvcs", ("quota", "persistentvolumeclaims"), "10"),
     ({f"{Q}storage": "+5Gi"}, "quota-storage", ("quota", "requests.storage"), "100Gi"),
+    ({f"{Q}memory": "1e1000000"}, "quota-memory", ("quota", "limits.memory"), "16Gi"),
     ({f"{L}default-cpu": "0"}, "limit-default-cpu: '0' is not a positive quantity", ("default", "cpu"), C.DEFAULT_CPU),
     ({f"{L}max-memory": "8GB"}, "limit-max-memory", ("max", "memory"), "8Gi"),
     ({f"{Q}gpu": "2"}, "quota-gpu: unknown setting", None, None),

@@ -81,6 +81,7 @@ CASES: list[tuple[str, dict[str, Any], Config, str, str]] = [
     ("package manager malformed for unknown language", {"language": "elixir", "packageManager": "Mix Tool"}, Config(), "CompatibilityCheckFailed", "spec.packageManager"),
     ("resource does not parse", {"resourceRequirements": {"minCpu": "lots"}}, Config(), "CompatibilityCheckFailed", "minCpu"),
     ("resource zero", {"resourceRequirements": {"minMemory": "0"}}, Config(), "CompatibilityCheckFailed", "greater than zero"),
+    ("resource exponent overflows", {"resourceRequirements": {"minCpu": "1e1000000"}}, Config(), "CompatibilityCheckFailed", "not a Kubernetes quantity"),
     ("min cpu above recommended", {"resourceRequirements": {"minCpu": "2", "recommendedCpu": "500m"}}, Config(), "CompatibilityCheckFailed", "minCpu '2' exceeds recommendedCpu '500m'"),
     ("min memory above recommended", {"resourceRequirements": {"minMemory": "1Gi", "recommendedMemory": "512Mi"}}, Config(), "CompatibilityCheckFailed", "minMemory"),
     ("package syntax", {"preInstalledPackages": ["numpy", "rm -rf /"]}, Config(), "CompatibilityCheckFailed", "rm -rf /"),
