@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import jsonio
+from . import jsonio, wire
 from .config import Config
 from .routes import ROUTES, Route
 from .sandbox_sync import BadRequest
@@ -66,6 +66,9 @@ def create_app(
                 return _error(400, f"request body is not valid JSON: {exc}")
             if not isinstance(payload, dict):
                 return _error(400, "request body must be a JSON object")
+            malformed = wire.problem(payload)
+            if malformed:  # not what Metacontroller sends: a 400 naming the place, never a 500 deep inside
+                return _error(400, malformed)
             try:
                 result = route.function(payload, clock(), config)
             except BadRequest as exc:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from . import constants as C
 
 _INVALID_LABEL_CHARS = re.compile(r"[^a-z0-9-]")
+# The tail dns_label gives hashed names; a name already ending like this is hashed too, so no
+# name can be chosen to equal another name's hashed form (tests/test_fuzz.py).
+_HASHED_TAIL = re.compile(r"-[0-9a-f]{10}$")
 
 
 def _digest(text: str) -> str:
@@ -23,7 +26,7 @@ def dns_label(*parts: str, max_len: int = C.MAX_DNS_LABEL) -> str:
     sandboxes can never share a child name."""
     raw = "-".join(parts)
     clean = _INVALID_LABEL_CHARS.sub("-", raw.lower())
-    if clean == raw and len(raw) <= max_len and raw[:1].isalpha() and raw[-1:].isalnum():
+    if clean == raw and len(raw) <= max_len and raw[:1].isalpha() and raw[-1:].isalnum() and not _HASHED_TAIL.search(raw):
         return raw
     digest = _digest(raw)
     head = clean[: max_len - len(digest) - 1].strip("-") or "x"
@@ -99,6 +102,15 @@ def find(items: Iterable[Mapping[str, Any]], obj_name: str) -> dict[str, Any] | 
 
 def fmt_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def add_seconds(moment: datetime, seconds: float) -> datetime:
+    """moment + seconds, saturating at the ends of the calendar instead of raising OverflowError
+    (a creationTimestamp in year 9999 must not fail the hook)."""
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=timezone.utc) if seconds > 0 else datetime.min.replace(tzinfo=timezone.utc)
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -30,8 +30,8 @@ def parse_quantity(value: str | int | float) -> Decimal:
     number, suffix = match.group(1), match.group(2) or ""
     try:
         base = Decimal(number)
-        if suffix[:1] in ("e", "E"):
-            return base * (Decimal(10) ** int(suffix[1:]))
-        return base * _SUFFIXES[suffix]
+        if suffix in _SUFFIXES:  # before the exponent test: "1E" is exa and "1Ei" exbi, not exponents
+            return base * _SUFFIXES[suffix]
+        return base * (Decimal(10) ** int(suffix[1:]))
     except (DecimalException, OverflowError) as exc:  # DecimalException: also Overflow of huge exponents (1e1000000)
         raise ValueError(f"{value!r} is not a Kubernetes quantity") from exc

@@ -11,7 +11,7 @@ HTTP layer answers 5xx and Metacontroller retries; user labels never override co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Mapping, Optional
 
 from . import constants as C
@@ -24,7 +24,7 @@ from .builders.storage import build_pvc
 from .conditions import Condition, generation, render
 from .config import DEFAULT_CONFIG, Config
 from .meta import (
-    created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, uid, user_labels,
+    add_seconds, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, uid, user_labels,
 )
 from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
 from .validators import SandboxSpec, SpecError, parse_spec
@@ -152,7 +152,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     # Lifetime: after it, every child but a retained volume goes; the object stays for inspection.
     lifetime = spec.lifetime_seconds if spec.lifetime_seconds is not None else config.default_lifetime_seconds
     if lifetime:
-        expires = (created(parent) or now) + timedelta(seconds=lifetime)
+        expires = add_seconds(created(parent) or now, lifetime)
         status["expiresAt"] = fmt_time(expires)
         if now >= expires:
             kept = [build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name)] if eff.persistent and eff.retention_policy == C.RETENTION_RETAIN else []
@@ -287,8 +287,12 @@ def keep_observed(children: Any) -> list[dict[str, Any]]:
     """Observed children as desired children, minus status and server-managed metadata, so
     Metacontroller changes nothing. Pods and volumes of a running sandbox survive a bad edit."""
     kept = []
+    seen: set[tuple[str, str, str]] = set()
     for gvk in CHILD_KINDS:
         for obj in objects(children, gvk):
+            if (gvk, namespace(obj), name(obj)) in seen:
+                continue  # the same object under a second key: emit it once
+            seen.add((gvk, namespace(obj), name(obj)))
             copy = {k: v for k, v in obj.items() if k != "status"}
             meta = {k: v for k, v in obj["metadata"].items() if k not in _SYSTEM_METADATA}
             if isinstance(meta.get("annotations"), Mapping):

@@ -6,12 +6,12 @@ it or falls back to a cold start. The WarmPool hook is the single writer of assi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Mapping, Optional
 
 from . import constants as C
 from .config import Config
-from .meta import annotations, created, is_deleting, name, namespace, objects, uid
+from .meta import add_seconds, annotations, created, is_deleting, name, namespace, objects, uid
 from .quantity import parse_quantity
 from .resolve import Effective
 from .validators import SandboxSpec, SpecError, WarmPoolSpec, parse_spec
@@ -134,7 +134,7 @@ def decide(
     if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
         return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
     start = created(parent) or now
-    deadline = start + timedelta(seconds=config.warm_pod_wait_seconds)
+    deadline = add_seconds(start, config.warm_pod_wait_seconds)
     if now < deadline:
         what = f"warm pod {name(wp)} is bound, waiting for it to be ready" if wp is not None else f"waiting for pool {pool} to bind a warm pod"
         return WarmDecision("waiting", pool, wp, "WaitingForWarmPod", what, resync_after=(deadline - now).total_seconds())
