@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from . import sandbox_sync
 from . import namespace_sync, profile_sync, runtime_sync
+from . import warmpod_sync, warmpool_sync
 from .config import Config
 
 HookFunction = Callable[[Mapping[str, Any], datetime, Config], dict[str, Any]]
@@ -27,4 +28,9 @@ ROUTES: dict[str, Route] = {
     "/sandboxprofile/customize": Route("sandboxprofile", "customize", profile_sync.customize),
     "/sandboxprofile/sync": Route("sandboxprofile", "sync", profile_sync.sync),
     "/tenantnamespace/sync": Route("tenantnamespace", "sync", namespace_sync.sync),
+    "/warmpool/customize": Route("warmpool", "customize", warmpool_sync.customize),
+    "/warmpool/sync": Route("warmpool", "sync", warmpool_sync.sync),
+    "/warmpool/finalize": Route("warmpool", "finalize", warmpool_sync.finalize),
+    "/warmpod/sync": Route("warmpod", "sync", warmpod_sync.sync),
+    "/warmpod/finalize": Route("warmpod", "finalize", warmpod_sync.finalize),
 }

@@ -1,0 +1,261 @@
+"""The WarmPod controller's hooks (CompositeController): sync and finalize.
+
+Children, both owned by the WarmPod (so they live and die with it, and the pool manages WarmPods
+only, never Pods):
+  * the Pod, named like the WarmPod, built by hooks/builders/pod.py — the one place that decides
+    pod security — from the WarmPod's spec and the defaults for everything a pool does not set
+    (user/group 1000, RuntimeDefault seccomp, /tmp and /workspace writable, no service account
+    name: token automount is off anyway). Its spec is a pure function of the WarmPod's spec, which
+    the pool never changes, so the only in-place change a Pod ever gets is its labels;
+  * a default-deny NetworkPolicy selecting that Pod by its warmpod label. Nothing reaches an idle
+    warm pod and it reaches nothing. Once assigned, the Pod also carries the sandbox's identity
+    labels, so the sandbox's own NetworkPolicies (additive) open exactly what the sandbox may do and
+    its Service selects the Pod. The warm pod's own policy is a separate child rather than the
+    sandbox's, because the sandbox does not exist while the pod waits in the pool.
+
+Preload scripts (WarmPool spec.preloadScripts) run as init containers, in order, before the sandbox
+container starts, so a pod is only Ready — and only handed out — after they succeeded. They run
+under the same hardening as the sandbox (non-root, read-only root filesystem with the writable
+paths as emptyDirs, no capabilities, seccomp) and under the default-deny policy: they cannot
+download anything, only warm what the image already holds (import libraries, compile bytecode,
+fill /tmp caches). They need /bin/sh in the image. A failing script keeps the pod out of Ready
+(the kubelet restarts init containers with back-off), so the pool never hands it out.
+
+Assignment (written by the pool, immutable): the Pod gets LABEL_SANDBOX_UID / LABEL_SANDBOX_ID.
+A Pod that already carries another sandbox's UID label is never relabelled: the label is kept and
+the WarmPod reports Failed, so the pool drops it and no pod ever serves two sandboxes.
+
+status.phase: Pending (pod missing, starting, or being relabelled), Ready (pod ready, unassigned),
+Assigned (assigned, the pod carries that sandbox's UID label and is ready), Failed (pod ended, or
+label conflict), Terminating (WarmPod being deleted)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from . import constants as C
+from .builders import network_policy as np
+from .builders.pod import PodShape, build_pod
+from .conditions import Condition, generation, render
+from .config import DEFAULT_CONFIG, Config
+from .meta import dns_label, find, fmt_time, is_deleting, label_value, labels, name, namespace, objects, parse_time
+from .sandbox_sync import BadRequest
+from .validators import SpecError, WarmPodSpec, parse_spec
+from .warmpool_sync import keep_as_observed
+
+CHILD_KINDS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
+FINALIZE_POLL_SECONDS = 10.0
+PHASE_PENDING = "Pending"
+PHASE_READY = "Ready"
+PHASE_ASSIGNED = "Assigned"
+PHASE_FAILED = "Failed"
+PHASE_TERMINATING = "Terminating"
+
+
+def pod_name(parent: Mapping[str, Any]) -> str:
+    return dns_label(name(parent))
+
+
+def policy_name(parent: Mapping[str, Any]) -> str:
+    return dns_label(name(parent), "default-deny")
+
+
+def selector(parent: Mapping[str, Any]) -> dict[str, str]:
+    return {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD: label_value(name(parent))}
+
+
+def base_labels(parent: Mapping[str, Any], pool: str) -> dict[str, str]:
+    return {
+        C.LABEL_APP: C.APP_NAME,
+        C.LABEL_COMPONENT: C.COMPONENT_WARMPOD,
+        C.LABEL_MANAGED_BY: C.MANAGED_BY,
+        C.LABEL_WARMPOD: label_value(name(parent)),
+        C.LABEL_WARMPOOL: label_value(pool),
+    }
+
+
+def _policy(parent: Mapping[str, Any], pool: str) -> dict[str, Any]:
+    return np.default_deny(policy_name(parent), namespace(parent), base_labels(parent, pool), selector(parent))
+
+
+def _pool_of(parent: Mapping[str, Any]) -> str:
+    spec = parent.get("spec") if isinstance(parent.get("spec"), Mapping) else {}
+    ref = spec.get("poolRef") if isinstance(spec, Mapping) else None
+    pool = ref.get("name") if isinstance(ref, Mapping) else None
+    return pool if isinstance(pool, str) else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync
+
+
+def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    parent = _parent(request)
+    if request.get("finalizing") or is_deleting(parent):
+        return finalize(request, now, config)
+    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    ns = namespace(parent)
+    pod = find(objects(children, C.GVK_POD), pod_name(parent))
+    status: dict[str, Any] = {"podName": pod_name(parent), "podNamespace": ns}
+
+    try:
+        spec: WarmPodSpec = parse_spec(WarmPodSpec, dict(parent))
+    except SpecError as exc:
+        # Cannot happen through the API server (the CRD has the same rules); never delete a pod
+        # over it anyway. Failed makes the pool replace an unassigned pod.
+        kept = [keep_as_observed(p) for p in objects(children, C.GVK_POD)] + [_policy(parent, _pool_of(parent))]
+        status["phase"] = PHASE_FAILED
+        conditions = [Condition("Validated", "False", "InvalidSpec", str(exc)),
+                      Condition("Ready", "False", "InvalidSpec", "the warm pod's spec cannot be used")]
+        return _response(parent, previous, now, status, conditions, kept, None)
+
+    pool = spec.pool_ref.name
+    pod_labels = base_labels(parent, pool)
+    annotations: dict[str, str] = {}
+    if spec.preload_scripts:
+        digest = hashlib.sha256(json.dumps([p.wire() for p in spec.preload_scripts], sort_keys=True).encode()).hexdigest()
+        annotations[C.ANNOTATION_PRELOAD_HASH] = f"sha256:{digest}"
+
+    observed_uid = labels(pod).get(C.LABEL_SANDBOX_UID) if pod is not None else None
+    wanted_uid = label_value(spec.assignment.sandbox_uid) if spec.assignment else None
+    conflict = observed_uid is not None and observed_uid != wanted_uid
+    if conflict:
+        # Never move a pod from one sandbox to another: keep what it carries.
+        assert pod is not None
+        pod_labels[C.LABEL_SANDBOX_UID] = label_value(str(observed_uid))
+        observed_id = labels(pod).get(C.LABEL_SANDBOX_ID)
+        if observed_id is not None:
+            pod_labels[C.LABEL_SANDBOX_ID] = label_value(observed_id)
+    elif spec.assignment is not None:
+        assert wanted_uid is not None
+        pod_labels[C.LABEL_SANDBOX_UID] = wanted_uid
+        pod_labels[C.LABEL_SANDBOX_ID] = label_value(spec.assignment.sandbox_name)
+        annotations[C.ANNOTATION_SANDBOX] = f"{ns}/{spec.assignment.sandbox_name}"
+
+    desired = [
+        build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec), config),
+        _policy(parent, pool),
+    ]
+    phase, ready, bound = _phase(pod, spec, conflict, observed_uid, wanted_uid)
+    status["phase"] = phase
+    if pod is not None and phase in (PHASE_READY, PHASE_ASSIGNED):
+        heartbeat = parse_time(_ready_since(pod))
+        if heartbeat is not None:
+            status["lastHeartbeat"] = fmt_time(heartbeat)
+    conditions = [Condition("Validated", "True", "Valid", f"runtime {spec.runtime}, security level {spec.security_level}"), ready, bound]
+    return _response(parent, previous, now, status, conditions, desired, None)
+
+
+def _shape(spec: WarmPodSpec) -> PodShape:
+    """Pool settings plus the defaults for everything else; warm.pool_shape_fits admits only
+    sandboxes that ask for no more than this."""
+    return PodShape(
+        image=spec.image,
+        security_level=spec.security_level,
+        cpu=spec.resources.cpu,
+        memory=spec.resources.memory,
+        ephemeral_storage=spec.resources.ephemeral_storage,
+        writable_paths=C.DEFAULT_WRITABLE_PATHS,
+        preload_scripts=tuple((p.name, p.script) for p in spec.preload_scripts),
+    )
+
+
+def _pod_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = pod.get("status")
+    return status if isinstance(status, Mapping) else {}
+
+
+def _ready_condition(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    conditions = _pod_status(pod).get("conditions")
+    for cond in conditions if isinstance(conditions, list) else []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return cond
+    return None
+
+
+def _ready_since(pod: Mapping[str, Any]) -> Any:
+    """When the pod became ready (the kubelet's timestamp, not ours: deterministic)."""
+    cond = _ready_condition(pod)
+    return cond.get("lastTransitionTime") if cond is not None and cond.get("status") == "True" else None
+
+
+def _phase(pod: Optional[Mapping[str, Any]], spec: WarmPodSpec, conflict: bool,
+           observed_uid: Optional[str], wanted_uid: Optional[str]) -> tuple[str, Condition, Condition]:
+    """(phase, Ready condition, Assigned condition) from the observed pod."""
+    if spec.assignment is None:
+        bound = Condition("Assigned", "False", "Unassigned", "waiting in the pool")
+    elif conflict:
+        bound = Condition("Assigned", "False", "PodLabelConflict",
+                          f"the pod already carries sandbox UID {observed_uid}, not {wanted_uid}; it is never relabelled")
+    elif observed_uid == wanted_uid:
+        bound = Condition("Assigned", "True", "PodLabelled", f"serving sandbox {spec.assignment.sandbox_name}")
+    else:
+        bound = Condition("Assigned", "False", "Relabelling", f"labelling the pod for sandbox {spec.assignment.sandbox_name}")
+
+    if pod is None:
+        return PHASE_PENDING, Condition("Ready", "False", "PodCreating", "the pod is being created"), bound
+    if conflict:
+        return PHASE_FAILED, Condition("Ready", "False", "PodLabelConflict", bound.message), bound
+    pod_phase = _pod_status(pod).get("phase")
+    if pod_phase in ("Failed", "Succeeded"):
+        return PHASE_FAILED, Condition("Ready", "False", "PodEnded", f"the pod is {pod_phase}"), bound
+    if is_deleting(pod):
+        return PHASE_PENDING, Condition("Ready", "False", "PodTerminating", "the pod is being deleted and will be recreated"), bound
+    cond = _ready_condition(pod)
+    if pod_phase != "Running" or cond is None or cond.get("status") != "True":
+        return PHASE_PENDING, Condition("Ready", "False", "PodStarting", "the pod (and its preload scripts) is starting"), bound
+    ready = Condition("Ready", "True", "PodReady", "the pod is ready")
+    if spec.assignment is None:
+        return PHASE_READY, ready, bound
+    if bound.status == "True":
+        return PHASE_ASSIGNED, ready, bound
+    return PHASE_PENDING, ready, bound
+
+
+# ---------------------------------------------------------------------------------------------
+# Finalize
+
+
+def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """The pod goes first while the default-deny policy stays in force; the policy goes once no
+    pod is observed."""
+    parent = _parent(request)
+    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    pods = objects(children, C.GVK_POD)
+    status: dict[str, Any] = {"phase": PHASE_TERMINATING, "podName": pod_name(parent), "podNamespace": namespace(parent)}
+    if pods:
+        cond = Condition("Ready", "False", "Terminating", "waiting for the pod to terminate")
+        response = _response(parent, previous, now, status, [cond], [_policy(parent, _pool_of(parent))], FINALIZE_POLL_SECONDS)
+        response["finalized"] = False
+        return response
+    cond = Condition("Ready", "False", "Terminated", "the pod is gone")
+    response = _response(parent, previous, now, status, [cond], [], None)
+    response["finalized"] = True
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _parent(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    parent = request.get("parent")
+    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
+        raise BadRequest("request.parent must be an object with metadata")
+    return parent
+
+
+def _response(parent: Mapping[str, Any], previous: Any, now: datetime, status: dict[str, Any],
+              conditions: list[Condition], children: list[dict[str, Any]], resync: Optional[float]) -> dict[str, Any]:
+    status = dict(status)
+    status["conditions"] = render(conditions, previous, now, generation(parent))
+    response: dict[str, Any] = {
+        "status": dict(sorted(status.items())),
+        "children": sorted(children, key=lambda c: (c["apiVersion"], c["kind"], c["metadata"]["name"])),
+    }
+    if resync is not None and resync > 0:
+        response["resyncAfterSeconds"] = round(resync, 3)
+    return response

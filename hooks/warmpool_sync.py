@@ -1,0 +1,480 @@
+"""The WarmPool controller's hooks (CompositeController): customize, sync and finalize.
+
+Children: WarmPods named `<pool>-<k>`. Related: the Sandboxes of the pool's namespace and every
+RuntimeEnvironment. Pure functions of (pool, observed WarmPods, related objects, now, config).
+
+The pool is the single writer of warm-pod assignments (ARCHITECTURE.md, "Warm pods without
+locks"): it pairs waiting sandboxes (oldest first) with Ready, unassigned WarmPods (oldest first)
+and writes `spec.assignment` plus the sandbox's identity labels into the WarmPod. An assignment is
+copied unchanged forever (the CRD makes it immutable); a WarmPod that served a sandbox is never
+returned to the pool: once its sandbox is gone, deleting, fell back to a cold start, ended or moved
+to another pool, the WarmPod is omitted from the children and Metacontroller deletes it.
+
+Sizing (the original design's section 2, made level-based):
+  * unassigned = available (WarmPod phase Ready) + pending (anything else not assigned);
+  * keep unassigned >= minSize, and <= maxSize when maxSize > 0 (maxSize bounds the idle pods,
+    not the pods sandboxes use: a busy pool still keeps its minimum ready);
+  * autoscaling: utilisation = assigned / (assigned + unassigned) * 100; the pool wants
+    ceil(assigned / (targetUtilization / 100)) pods in total, i.e. that minus assigned idle ones;
+  * growing happens at once; shrinking waits autoScaling.scaleDownDelay seconds after
+    status.lastScaleTime (pool creation if none), removing pending pods first (newest first: least
+    work lost), then the oldest available ones; excess over maxSize goes at once;
+  * ttl > 0: available pods older than ttl are recycled (not a scale event);
+  * unassigned pods built from an older pool spec (another runtime, image, resources, preload
+    scripts) are recycled too: a WarmPod's spec, hence its Pod's, never changes after creation.
+
+Names: k is the smallest integer whose name no observed WarmPod (terminating ones included) has,
+so a dropped pod's name is not reused while it exists and a stale cache re-emits the same names
+(Metacontroller then finds them already there)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional
+
+from . import constants as C
+from . import warm
+from .conditions import Condition, generation, render
+from .config import DEFAULT_CONFIG, Config
+from .meta import created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time, uid
+from .resolve import ResolutionError, merge, resolve_runtime
+from .sandbox_sync import BadRequest
+from .validators import SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec
+
+CHILD_KINDS = (C.GVK_WARMPOD,)
+# Server-managed metadata that must not be echoed back when a child is kept as observed.
+_SYSTEM_METADATA = (
+    "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
+    "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
+)
+LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
+FINALIZE_POLL_SECONDS = 10.0
+PHASE_READY = "Ready"  # WarmPod phases, written by hooks/warmpod_sync.py
+PHASE_FAILED = "Failed"
+PHASE_TERMINATING = "Terminating"
+_ENDED = (C.PHASE_TERMINATED, C.PHASE_FAILED)
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Observed WarmPods
+
+
+@dataclass(frozen=True)
+class Member:
+    obj: Mapping[str, Any]
+    name: str
+    created: datetime
+    phase: Optional[str]
+    assigned: bool
+    sandbox_uid: Optional[str]  # None when assigned with an unreadable assignment: never reusable
+    deleting: bool
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        return self.created, self.name
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        spec = self.obj.get("spec")
+        return spec if isinstance(spec, Mapping) else {}
+
+
+def _member(obj: Mapping[str, Any]) -> Member:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
+    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+    assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
+    sandbox_uid = assignment.get("sandboxUid") if isinstance(assignment, Mapping) else None
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    return Member(
+        obj=obj,
+        name=name(obj),
+        created=created(obj) or _NEVER,
+        phase=phase if isinstance(phase, str) else None,
+        assigned=assignment is not None,
+        sandbox_uid=sandbox_uid if isinstance(sandbox_uid, str) and sandbox_uid else None,
+        deleting=is_deleting(obj),
+    )
+
+
+def member_name(pool_name: str, k: int) -> str:
+    """`<pool>-<k>`, shortened with a hash for long or unusual pool names (the Pod of the WarmPod
+    gets the same name, and a Pod's name is its hostname: a DNS label)."""
+    return dns_label(pool_name, str(k))
+
+
+def _free_names(pool_name: str, taken: set[str], count: int) -> list[str]:
+    out: list[str] = []
+    k = 0
+    while len(out) < count:
+        candidate = member_name(pool_name, k)
+        if candidate not in taken:
+            out.append(candidate)
+            taken.add(candidate)
+        k += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Customize
+
+
+def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Related objects; depends only on the pool's namespace (Metacontroller caches the answer
+    per (UID, generation))."""
+    parent = _parent(request)
+    return {"relatedResources": [
+        {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": namespace(parent)},
+        {"apiVersion": C.API_VERSION, "resource": "runtimeenvironments"},
+    ]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync
+
+
+def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    parent = _parent(request)
+    if request.get("finalizing") or is_deleting(parent):
+        return finalize(request, now, config)
+    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
+    related = request.get("related") if isinstance(request.get("related"), Mapping) else {}
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    pool_name, ns = name(parent), namespace(parent)
+    members = [_member(o) for o in objects(children, C.GVK_WARMPOD)]
+
+    try:
+        spec: WarmPoolSpec = parse_spec(WarmPoolSpec, dict(parent))
+    except SpecError as exc:
+        return _unusable(parent, members, previous, "InvalidSpec", str(exc), False, now)
+    if spec.security_level == "custom":
+        # securityLevel custom means a Localhost seccomp profile chosen per sandbox; warm pods run
+        # RuntimeDefault, so such a pool could never serve anyone (warm.pool_shape_fits).
+        return _unusable(parent, members, previous, "UnsupportedSecurityLevel",
+                         "securityLevel custom is not supported for warm pools: warm pods use the RuntimeDefault seccomp profile", False, now)
+    runtimes = objects(related, C.GVK_RUNTIME)
+    try:
+        runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
+    except ResolutionError as exc:
+        return _unusable(parent, members, previous, exc.reason, exc.message, exc.waiting, now)
+
+    template = _template(pool_name, runtime_name, runtime.image, spec)
+    # What sandboxes see of this pool (warm.pool_shape_fits reads the resolved runtime from status).
+    pool_view = {"metadata": {"name": pool_name}, "status": {"runtimeEnvironment": runtime_name}}
+    sandboxes = {uid(s): s for s in objects(related, C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", ns)}
+    resync: list[float] = []
+
+    # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them, else dropped.
+    live = [m for m in members if not m.deleting]  # terminating ones are on their way out
+    holders: dict[str, list[Member]] = {}
+    for m in live:
+        if m.assigned and m.sandbox_uid and _still_used(sandboxes.get(m.sandbox_uid), pool_name):
+            holders.setdefault(m.sandbox_uid, []).append(m)
+    kept_assigned: list[Member] = []
+    for sandbox_uid, held in holders.items():
+        kept_assigned.append(_the_adopted(held, sandboxes[sandbox_uid]))
+
+    # 2. Unassigned WarmPods: recycle failed ones, outdated ones and (ttl) expired idle ones.
+    recycled = 0
+    available: list[Member] = []
+    pending: list[Member] = []
+    ages: dict[str, float] = {}
+    for m in sorted((m for m in live if not m.assigned), key=lambda m: m.order):
+        if m.phase in (PHASE_FAILED, PHASE_TERMINATING) or not _matches(m.spec, template):
+            recycled += 1
+        elif m.phase == PHASE_READY:
+            ages[m.name] = (now - m.created).total_seconds() if m.created is not _NEVER else 0.0
+            if spec.ttl and ages[m.name] >= spec.ttl:
+                recycled += 1
+            else:
+                available.append(m)
+        else:
+            pending.append(m)
+
+    # 3. Assignment: waiting sandboxes, oldest first, get the oldest Ready pods.
+    waiting = sorted(
+        (s for s in sandboxes.values() if _waiting(s, pool_name) and uid(s) not in holders),
+        key=lambda s: (created(s) or _NEVER, name(s)),
+    )
+    new_assignments: list[tuple[Member, Mapping[str, Any]]] = []
+    unserved: list[str] = []
+    for sandbox in waiting:
+        why = _incompatible(sandbox, spec, pool_view, runtimes, config)
+        if why is not None:
+            unserved.append(f"{name(sandbox)} ({why})")
+        elif available:
+            new_assignments.append((available.pop(0), sandbox))
+
+    # 4. Sizing of the idle (unassigned) part.
+    assigned_count = len(kept_assigned) + len(new_assignments)
+    idle = len(available) + len(pending)
+    target, capped = _target(spec, assigned_count)
+    created_count = max(0, target - idle)
+    removed: list[Member] = []
+    deferred = False
+    if idle > target:
+        excess = idle - target
+        over_max = max(0, idle - spec.max_size) if spec.max_size else 0
+        since = parse_time(previous.get("lastScaleTime")) or created(parent) or now
+        remaining = spec.auto_scaling.scale_down_delay - (now - since).total_seconds()
+        deferred = remaining > 0 and excess > over_max
+        # Pending pods first (newest first: least work lost), then the oldest available ones.
+        victims = sorted(pending, key=lambda m: m.order, reverse=True) + available
+        removed = victims[: over_max if deferred else excess]
+        gone = {m.name for m in removed}
+        available = [m for m in available if m.name not in gone]
+        pending = [m for m in pending if m.name not in gone]
+    scale_event = created_count > recycled or bool(removed)
+    if deferred:
+        # The rest of the excess goes when the delay, counted from the last scale event, has passed.
+        resync.append(float(spec.auto_scaling.scale_down_delay) if scale_event else remaining)
+    if spec.ttl:
+        resync += [spec.ttl - ages[m.name] for m in available]
+    stamp = parse_time(previous.get("lastScaleTime"))
+    last_scale = fmt_time(now) if scale_event else (fmt_time(stamp) if stamp else None)
+
+    # 5. Desired children.
+    desired: list[dict[str, Any]] = []
+    for m in kept_assigned:
+        desired.append(_warm_pod(m.name, pool_name, ns, dict(m.spec), m.spec.get("assignment")))
+    for m, sandbox in new_assignments:
+        assignment = {"sandboxName": name(sandbox), "sandboxUid": uid(sandbox)}
+        desired.append(_warm_pod(m.name, pool_name, ns, {**template, "assignment": assignment}, assignment))
+    for m in available + pending:
+        desired.append(_warm_pod(m.name, pool_name, ns, dict(template), None))
+    for new_name in _free_names(pool_name, {m.name for m in members}, created_count):
+        desired.append(_warm_pod(new_name, pool_name, ns, dict(template), None))
+
+    status: dict[str, Any] = {
+        "availablePods": len(available),
+        "pendingPods": len(pending) + created_count,
+        "assignedPods": assigned_count,
+        "runtimeEnvironment": runtime_name,
+        "image": runtime.image,
+    }
+    if last_scale:
+        status["lastScaleTime"] = last_scale
+    conditions = [
+        Condition("Validated", "True", "Valid", f"runtime {runtime_name} ({runtime.image}), security level {spec.security_level}"),
+        _ready(len(available), status["pendingPods"], spec.min_size, unserved),
+        Condition("ScalingLimited", "True", "MaxSizeReached", f"the pool wants more idle pods than maxSize ({spec.max_size})")
+        if capped else Condition("ScalingLimited", "False", "WithinLimits", "the pool is within its size limits"),
+    ]
+    return _response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
+
+
+def _template(pool_name: str, runtime_name: str, image: str, spec: WarmPoolSpec) -> dict[str, Any]:
+    """The spec of a new WarmPod of this pool (everything explicit, so it equals what the API
+    server stores after defaulting)."""
+    return {
+        "poolRef": {"name": pool_name},
+        "runtime": runtime_name,
+        "image": image,
+        "securityLevel": spec.security_level,
+        "resources": spec.resources.wire(),
+        "preloadScripts": [p.wire() for p in spec.preload_scripts],
+    }
+
+
+def _matches(observed_spec: Mapping[str, Any], template: Mapping[str, Any]) -> bool:
+    try:
+        have = WarmPodSpec.model_validate(dict(observed_spec)).wire()
+    except Exception:  # an unreadable spec is outdated by definition
+        return False
+    have.pop("assignment", None)
+    return have == WarmPodSpec.model_validate(dict(template)).wire()
+
+
+def _target(spec: WarmPoolSpec, assigned: int) -> tuple[int, bool]:
+    """Idle pods wanted, and whether maxSize cut that number."""
+    target = spec.min_size
+    if spec.auto_scaling.enabled and assigned:
+        # ceil(assigned / (t / 100)) pods in total, in integers to stay exact.
+        total = -(-assigned * 100 // spec.auto_scaling.target_utilization)
+        target = max(target, total - assigned)
+    if spec.max_size and target > spec.max_size:
+        return spec.max_size, True
+    return target, False
+
+
+def _status(sandbox: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = sandbox.get("status")
+    return status if isinstance(status, Mapping) else {}
+
+
+def _still_used(sandbox: Optional[Mapping[str, Any]], pool_name: str) -> bool:
+    """Whether an assigned WarmPod stays: its sandbox exists, is not deleting, still counts on this
+    pool and did not fall back to a cold start or end. A sandbox reported Failed while it runs on
+    the warm pod (warmPodUsed true: e.g. an invalid spec edit) keeps it, as an invalid spec never
+    deletes a sandbox's pod."""
+    if sandbox is None or is_deleting(sandbox):
+        return False
+    status = _status(sandbox)
+    used = status.get("warmPodUsed")
+    if used is False or status.get("warmPool") != pool_name:
+        return False
+    phase = status.get("phase")
+    if phase == C.PHASE_TERMINATED or (phase == C.PHASE_FAILED and used is not True):
+        return False
+    return True
+
+
+def _the_adopted(held: list[Member], sandbox: Mapping[str, Any]) -> Member:
+    """One WarmPod per sandbox. Two can only happen after a stale cache; keep the one the sandbox
+    reports, else the one hooks/warm.py would pick (first by name)."""
+    ref = _status(sandbox).get("warmPodRef")
+    for m in held:
+        if isinstance(ref, Mapping) and ref.get("name") == m.name:
+            return m
+    return sorted(held, key=lambda m: m.name)[0]
+
+
+def _waiting(sandbox: Mapping[str, Any], pool_name: str) -> bool:
+    status = _status(sandbox)
+    return (
+        status.get("warmPool") == pool_name
+        and "warmPodUsed" not in status
+        and not is_deleting(sandbox)
+        and status.get("phase") not in _ENDED
+    )
+
+
+def _incompatible(sandbox: Mapping[str, Any], pool_spec: WarmPoolSpec, pool_view: Mapping[str, Any],
+                  runtimes: list[dict[str, Any]], config: Config) -> Optional[str]:
+    """Why this pool's pods cannot serve the sandbox now (its status may predate an edit of
+    either side), or None. Without the sandbox's profile (not a related object of the pool) only
+    what the sandbox itself says is checked; it checked the rest when it chose the pool."""
+    try:
+        spec: SandboxSpec = parse_spec(SandboxSpec, dict(sandbox))
+        runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
+        if spec.profile_ref is None:
+            return warm.pool_shape_fits(pool_spec, pool_view, merge(spec, runtime_name, runtime, None, config.retain_storage_class))
+    except SpecError as exc:
+        return f"invalid spec: {exc}"
+    except ResolutionError as exc:
+        return exc.message
+    if runtime_name != pool_view["status"]["runtimeEnvironment"]:
+        return f"runtime {runtime_name!r} is not the pool's"
+    if spec.security_level is not None and spec.security_level != pool_spec.security_level:
+        return f"security level {spec.security_level!r} is not the pool's"
+    if spec.storage.persistent or spec.resources.cpu_pinning:
+        return "persistent storage and CPU pinning always start cold"
+    return None
+
+
+def _ready(available: int, pending: int, min_size: int, unserved: list[str]) -> Condition:
+    text = f"{available} warm pod(s) ready, {pending} starting, minSize {min_size}"
+    if unserved:
+        text += "; not served: " + ", ".join(unserved)
+    if available >= min_size:
+        return Condition("Ready", "True", "PoolReady", text)
+    return Condition("Ready", "False", "Filling", text)
+
+
+def _warm_pod(child_name: str, pool_name: str, ns: str, spec: dict[str, Any], assignment: Any) -> dict[str, Any]:
+    labels = {
+        C.LABEL_APP: C.APP_NAME,
+        C.LABEL_COMPONENT: C.COMPONENT_WARMPOD,
+        C.LABEL_MANAGED_BY: C.MANAGED_BY,
+        C.LABEL_WARMPOOL: label_value(pool_name),
+    }
+    if isinstance(assignment, Mapping):
+        # The sandbox's customize hook selects WarmPods by this label: without it, no adoption.
+        labels[C.LABEL_SANDBOX_UID] = label_value(str(assignment.get("sandboxUid", "")))
+        labels[C.LABEL_SANDBOX_ID] = label_value(str(assignment.get("sandboxName", "")))
+    return {
+        "apiVersion": C.API_VERSION,
+        "kind": C.KIND_WARMPOD,
+        "metadata": {"name": child_name, "namespace": ns, "labels": dict(sorted(labels.items()))},
+        "spec": spec,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Unusable spec: keep every WarmPod as it is, assign nothing, report why
+
+
+def keep_as_observed(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An observed child as a desired one, minus status and server-managed metadata, so
+    Metacontroller changes nothing."""
+    copy = {k: v for k, v in obj.items() if k != "status"}
+    meta = {k: v for k, v in obj["metadata"].items() if k not in _SYSTEM_METADATA}
+    if isinstance(meta.get("annotations"), Mapping):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
+        if not meta["annotations"]:
+            del meta["annotations"]
+    copy["metadata"] = meta
+    return copy
+
+
+def _counts(members: list[Member]) -> dict[str, int]:
+    live = [m for m in members if not m.deleting]
+    return {
+        "availablePods": sum(1 for m in live if not m.assigned and m.phase == PHASE_READY),
+        "pendingPods": sum(1 for m in live if not m.assigned and m.phase != PHASE_READY),
+        "assignedPods": sum(1 for m in live if m.assigned),
+    }
+
+
+def _unusable(parent: Mapping[str, Any], members: list[Member], previous: Mapping[str, Any], reason: str,
+              message: str, waiting: bool, now: datetime) -> dict[str, Any]:
+    """No runtimeEnvironment in status, so no sandbox chooses this pool meanwhile."""
+    status: dict[str, Any] = _counts(members)
+    stamp = parse_time(previous.get("lastScaleTime"))
+    if stamp:
+        status["lastScaleTime"] = fmt_time(stamp)
+    conditions = [
+        Condition("Validated", "Unknown" if waiting else "False", reason, message),
+        Condition("Ready", "False", reason, "the pool cannot create or assign warm pods (see the Validated condition); existing ones are kept"),
+    ]
+    kept = [keep_as_observed(m.obj) for m in members if not m.deleting]
+    return _response(parent, previous, now, status, conditions, kept, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finalize
+
+
+def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """A deleted pool drops every WarmPod (sandboxes running on one fall back to a cold start)
+    and is finalized once none is observed."""
+    parent = _parent(request)
+    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    members = [_member(o) for o in objects(children, C.GVK_WARMPOD)]
+    status: dict[str, Any] = _counts(members)
+    stamp = parse_time(previous.get("lastScaleTime"))
+    if stamp:
+        status["lastScaleTime"] = fmt_time(stamp)
+    if members:
+        cond = Condition("Ready", "False", "Deleting", f"waiting for {len(members)} warm pod(s) to be deleted")
+        response = _response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
+        response["finalized"] = False
+        return response
+    cond = Condition("Ready", "False", "Deleted", "every warm pod is gone")
+    response = _response(parent, previous, now, status, [cond], [], None)
+    response["finalized"] = True
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _parent(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    parent = request.get("parent")
+    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
+        raise BadRequest("request.parent must be an object with metadata")
+    return parent
+
+
+def _response(parent: Mapping[str, Any], previous: Any, now: datetime, status: dict[str, Any],
+              conditions: list[Condition], children: list[dict[str, Any]], resync: Optional[float]) -> dict[str, Any]:
+    status = {k: v for k, v in status.items() if v is not None}
+    status["conditions"] = render(conditions, previous, now, generation(parent))
+    response: dict[str, Any] = {
+        "status": dict(sorted(status.items())),
+        "children": sorted(children, key=lambda c: c["metadata"]["name"]),
+    }
+    if resync is not None and resync > 0:
+        response["resyncAfterSeconds"] = round(resync, 3)
+    return response

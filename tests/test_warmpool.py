@@ -1,0 +1,330 @@
+"""WarmPool hook: golden desired state, schema checks of every child and status, and table tests
+of sizing, TTL, assignment and release rules."""
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from hooks import constants as C
+from hooks import jsonio, warmpool_sync
+from hooks.meta import fmt_time
+from tests import warm_cases as cases
+from tests.crdutil import crd_schema, schema_errors, unknown_fields, validate_cr
+from tests.factory import NOW
+from tests.golden import check_golden
+from tests.warm_factory import RTE, pool, pool_request, waiting_sandbox, warm_pod
+
+CASES = cases.POOL_CASES
+
+
+def run(case: str) -> dict[str, Any]:
+    build, hook = CASES[case]
+    return hook(build(), NOW)
+
+
+def names(response: dict[str, Any]) -> list[str]:
+    return [c["metadata"]["name"] for c in response["children"]]
+
+
+def assignments(response: dict[str, Any]) -> dict[str, str]:
+    return {c["metadata"]["name"]: c["spec"]["assignment"]["sandboxName"]
+            for c in response["children"] if "assignment" in c["spec"]}
+
+
+def cond(response: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in response["status"]["conditions"] if c["type"] == type_)
+
+
+def observed_names(request: dict[str, Any]) -> set[str]:
+    return {o["metadata"]["name"] for o in request["children"][C.GVK_WARMPOD].values()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Every case
+
+
+def assert_status_fits(kind: str, status: dict[str, Any]) -> None:
+    """The status as the API server would store it: right types, nothing it would prune (the
+    parent itself may be one the API server would reject, as in the invalid-spec cases)."""
+    schema = crd_schema(kind)["properties"]["status"]
+    full = {**status, "observedGeneration": 1}
+    assert not schema_errors(schema, full), schema_errors(schema, full)
+    assert not unknown_fields(schema, full), unknown_fields(schema, full)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    build, hook = CASES[case]
+    request = build()
+    check_golden(f"warmpool/{case}.json", request, hook(request, NOW))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_children_and_status_fit_the_crds(case: str) -> None:
+    build, hook = CASES[case]
+    request = build()
+    out = hook(request, NOW)
+    observed = {o["metadata"]["name"]: o for o in request["children"][C.GVK_WARMPOD].values()}
+    for child in out["children"]:
+        assert child["kind"] == C.KIND_WARMPOD and child["metadata"]["namespace"] == "demo"
+        assert len(child["metadata"]["name"]) <= C.MAX_DNS_LABEL
+        old = observed.get(child["metadata"]["name"])
+        # `old` given: the CRD's transition rule (assignment immutable) is checked as well.
+        validate_cr(child, old=old)
+        if old is not None and "assignment" in old["spec"]:
+            assert child["spec"]["assignment"] == old["spec"]["assignment"]
+    assert_status_fits(C.KIND_WARMPOOL, out["status"])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_deterministic(case: str) -> None:
+    build, hook = CASES[case]
+    assert jsonio.dumps(hook(build(), NOW)) == jsonio.dumps(hook(build(), NOW))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_assigned_pods_carry_the_sandbox_identity(case: str) -> None:
+    """The sandbox's customize hook selects WarmPods by LABEL_SANDBOX_UID: without it, no adoption."""
+    for child in run(case)["children"]:
+        labels = child["metadata"]["labels"]
+        assert labels[C.LABEL_APP] == C.APP_NAME and labels[C.LABEL_COMPONENT] == C.COMPONENT_WARMPOD
+        if "assignment" in child["spec"]:
+            assert labels[C.LABEL_SANDBOX_UID] == child["spec"]["assignment"]["sandboxUid"]
+            assert labels[C.LABEL_SANDBOX_ID] == child["spec"]["assignment"]["sandboxName"]
+        else:
+            assert C.LABEL_SANDBOX_UID not in labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizing
+
+
+def test_empty_pool_fills_to_min_size() -> None:
+    out = run("empty")
+    assert names(out) == ["python-0", "python-1"]
+    assert out["status"]["pendingPods"] == 2 and out["status"]["lastScaleTime"] == fmt_time(NOW)
+    assert out["status"]["runtimeEnvironment"] == "python-3.10"
+    assert out["children"][0]["spec"]["runtime"] == "python-3.10"  # the resolved name, not python:3.10
+    assert cond(out, "Ready")["status"] == "False"
+
+
+def test_refill_uses_the_smallest_free_name() -> None:
+    assert names(run("refill")) == ["python-0", "python-1"]
+
+
+def test_steady_pool_changes_nothing() -> None:
+    request = cases.steady()
+    out = warmpool_sync.sync(request, NOW)
+    assert names(out) == ["python-0", "python-1"]
+    assert out["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]
+    assert "resyncAfterSeconds" not in out
+
+
+def test_autoscale_up_to_target_utilisation() -> None:
+    out = run("autoscale-up")
+    # 4 assigned, target 50 %: 8 in total, so 4 idle: the one there plus 3 new.
+    assert out["status"]["assignedPods"] == 4
+    assert out["status"]["availablePods"] + out["status"]["pendingPods"] == 4
+    assert cond(out, "ScalingLimited")["status"] == "False"
+
+
+def test_at_max_size_idle_pods_are_capped() -> None:
+    out = run("at-max")
+    assert out["status"]["availablePods"] + out["status"]["pendingPods"] == 3
+    assert cond(out, "ScalingLimited")["reason"] == "MaxSizeReached"
+
+
+def test_scale_down_waits_for_the_delay() -> None:
+    request = cases.scale_down_waiting()
+    out = warmpool_sync.sync(request, NOW)
+    assert set(names(out)) == observed_names(request)
+    assert out["resyncAfterSeconds"] == 200.0
+    assert out["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]
+
+
+def test_scale_down_after_the_delay_removes_pending_then_oldest() -> None:
+    out = run("scale-down-due")
+    # python-3 was pending; python-1 (10:30) and python-0 (11:00) are the oldest available.
+    assert names(out) == ["python-2"]
+    assert out["status"]["lastScaleTime"] == fmt_time(NOW)
+
+
+def test_excess_over_max_size_goes_at_once() -> None:
+    out = run("over-max")
+    assert names(out) == ["python-0", "python-2"]
+    # The shrink towards minSize waits a full delay from this scale event.
+    assert out["resyncAfterSeconds"] == 300.0
+
+
+def test_scale_down_never_below_min_size() -> None:
+    request = cases.scale_down_due()
+    request["parent"]["spec"]["minSize"] = 3
+    out = warmpool_sync.sync(request, NOW)
+    assert len(out["children"]) == 3 and "python-3" not in names(out)  # the pending one goes first
+
+
+def test_ttl_recycles_old_idle_pods_without_a_scale_event() -> None:
+    request = cases.ttl_expired()
+    out = warmpool_sync.sync(request, NOW)
+    assert names(out) == ["python-1", "python-2"]  # python-0 expired; its name stays reserved while it exists
+    assert out["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]
+    assert out["resyncAfterSeconds"] == 500.0  # python-1 expires in 600 - 100 s
+
+
+def test_ttl_never_recycles_assigned_pods() -> None:
+    p = pool(minSize=1, ttl=60, status={"lastScaleTime": "2026-11-22T11:00:00Z"})
+    user = cases.running_warm("user")
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0, phase="Assigned", assigned_to=user, created="2026-11-01T00:00:00Z")],
+                                          related=[RTE, user]), NOW)
+    assert assignments(out) == {"python-0": "user"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Assignment and release
+
+
+def test_assignment_pairs_oldest_sandboxes_with_oldest_pods() -> None:
+    out = run("assign-oldest-first")
+    assert assignments(out) == {"python-1": "zulu", "python-0": "alpha"}  # mike keeps waiting
+    assert names(out) == ["python-0", "python-1", "python-2", "python-3"]  # refilled to minSize 2
+
+
+def test_pending_pods_are_never_assigned() -> None:
+    out = run("assign-oldest-first")
+    assert "assignment" not in next(c for c in out["children"] if c["metadata"]["name"] == "python-2")["spec"]
+
+
+def test_incompatible_sandbox_is_not_assigned() -> None:
+    out = run("incompatible-sandbox")
+    assert assignments(out) == {"python-0": "fine"}
+    message = cond(out, "Ready")["message"]
+    assert "greedy" in message and "strict" in message
+
+
+def test_sandbox_with_a_profile_is_checked_on_what_it_says() -> None:
+    p = pool(minSize=1, status={"lastScaleTime": "2026-11-22T11:00:00Z"})
+    with_profile = waiting_sandbox("profiled", spec={"profileRef": {"name": "data-science"}})
+    persistent = waiting_sandbox("persistent", spec={"profileRef": {"name": "data-science"}, "storage": {"persistent": True}},
+                                 created="2026-11-22T11:59:40Z")
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0)], related=[RTE, with_profile, persistent]), NOW)
+    assert assignments(out) == {"python-0": "profiled"}
+
+
+def test_sandbox_already_holding_a_pod_gets_no_second_one() -> None:
+    p = pool(minSize=1, status={"lastScaleTime": "2026-11-22T11:00:00Z"})
+    s = waiting_sandbox("holder")  # its bound pod is not Assigned yet: still "waiting" in status
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0, phase="Ready", assigned_to=s), warm_pod(p, 1)],
+                                          related=[RTE, s]), NOW)
+    assert assignments(out) == {"python-0": "holder"}
+
+
+@pytest.mark.parametrize("status", [
+    {"phase": C.PHASE_TERMINATED, "warmPool": "python", "warmPodUsed": True},
+    {"phase": C.PHASE_FAILED, "warmPool": "python"},
+    {"phase": C.PHASE_RUNNING, "warmPool": "another-pool", "warmPodUsed": True},
+    {"phase": C.PHASE_RUNNING, "warmPool": "python", "warmPodUsed": False},
+])
+def test_released_pods_are_dropped(status: dict[str, Any]) -> None:
+    p = pool(minSize=1, status={"lastScaleTime": "2026-11-22T11:00:00Z"})
+    s = cases.sandbox("user", status=status)
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0, phase="Assigned", assigned_to=s), warm_pod(p, 1)], related=[RTE, s]), NOW)
+    assert names(out) == ["python-1"]
+
+
+def test_sandbox_deleted_after_assignment_drops_the_pod_and_refills_under_a_new_name() -> None:
+    request = cases.sandbox_deleted()
+    out = warmpool_sync.sync(request, NOW)
+    assert "python-0" not in names(out) and assignments(out) == {}
+    assert names(out) == ["python-1", "python-2"]
+    # Next sync: python-0 is terminating but still observed, so its name is still not reused.
+    observed = list(request["children"][C.GVK_WARMPOD].values())
+    observed[0]["metadata"]["deletionTimestamp"] = fmt_time(NOW)
+    later = copy.deepcopy(request)
+    later["children"][C.GVK_WARMPOD] = {f"demo/{o['metadata']['name']}": o for o in observed}
+    later["children"][C.GVK_WARMPOD]["demo/python-2"] = warm_pod(pool(minSize=2), 2, phase="Pending")
+    again = warmpool_sync.sync(later, NOW)
+    assert names(again) == ["python-1", "python-2"]
+
+
+def test_terminating_pods_keep_their_names_reserved() -> None:
+    out = run("sandbox-deleting-and-terminating")
+    assert names(out) == ["python-2", "python-3"]
+
+
+def test_a_running_sandbox_keeps_its_pod_even_when_reported_failed() -> None:
+    assert assignments(run("running-keeps-pod")) == {"python-0": "running", "python-1": "broken"}
+
+
+def test_duplicate_binding_keeps_the_adopted_pod() -> None:
+    assert assignments(run("duplicate-assignment")) == {"python-1": "twice"}
+
+
+def test_outdated_idle_pods_are_replaced_assigned_ones_kept_verbatim() -> None:
+    request = cases.outdated_spec()
+    out = warmpool_sync.sync(request, NOW)
+    kept = next(c for c in out["children"] if c["metadata"]["name"] == "python-0")
+    assert kept["spec"] == request["children"][C.GVK_WARMPOD]["demo/python-0"]["spec"]
+    fresh = next(c for c in out["children"] if c["metadata"]["name"] == "python-2")
+    assert fresh["spec"]["resources"]["cpu"] == "1"
+    assert out["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]  # recycling, not scaling
+
+
+# ---------------------------------------------------------------------------------------------
+# Unusable specs and deletion
+
+
+@pytest.mark.parametrize("case", ["invalid-with-children", "runtime-missing"])
+def test_unusable_spec_keeps_every_child_unchanged(case: str) -> None:
+    build, hook = CASES[case]
+    request = build()
+    out = hook(request, NOW)
+    before = {o["metadata"]["name"]: o for o in request["children"][C.GVK_WARMPOD].values()}
+    assert names(out) == sorted(before)
+    for child in out["children"]:
+        assert child["spec"] == before[child["metadata"]["name"]]["spec"]
+        assert child["metadata"]["labels"] == before[child["metadata"]["name"]]["metadata"]["labels"]
+    assert cond(out, "Validated")["status"] == "False"
+    assert "runtimeEnvironment" not in out["status"]  # no sandbox chooses a broken pool
+
+
+def test_unvalidated_runtime_is_waiting_not_failed() -> None:
+    out = run("runtime-not-validated")
+    assert cond(out, "Validated")["status"] == "Unknown" and out["children"] == []
+
+
+def test_custom_security_level_is_refused() -> None:
+    assert cond(run("custom-level"), "Validated")["reason"] == "UnsupportedSecurityLevel"
+
+
+def test_long_pool_names_give_short_unique_member_names() -> None:
+    out = run("long-name")
+    assert len(set(names(out))) == 2 and all(len(n) <= C.MAX_DNS_LABEL for n in names(out))
+    assert len(out["children"][0]["metadata"]["labels"][C.LABEL_WARMPOOL]) <= C.MAX_LABEL_VALUE
+
+
+def test_finalize_drops_everything_and_waits() -> None:
+    waiting = run("finalize-waiting")
+    assert waiting["children"] == [] and waiting["finalized"] is False
+    done = run("finalize-done")
+    assert done["children"] == [] and done["finalized"] is True
+
+
+def test_sync_of_a_deleting_pool_finalizes() -> None:
+    assert warmpool_sync.sync(cases.finalize_done(), NOW)["finalized"] is True
+
+
+def test_customize_asks_for_sandboxes_of_the_namespace_and_all_runtimes() -> None:
+    rules = warmpool_sync.customize({"parent": pool()})["relatedResources"]
+    assert {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": "demo"} in rules
+    assert {"apiVersion": C.API_VERSION, "resource": "runtimeenvironments"} in rules
+
+
+def test_condition_times_move_only_on_transitions() -> None:
+    request = cases.steady()
+    first = warmpool_sync.sync(request, NOW)
+    request["parent"]["status"] = first["status"]
+    later = warmpool_sync.sync(request, NOW + timedelta(hours=1))
+    assert later["status"] == first["status"]
