@@ -13,6 +13,9 @@ from ..validators import NetworkRule
 API_VERSION = "networking.k8s.io/v1"
 # The original design's default ports for an egress rule that names none.
 DEFAULT_EGRESS_PORTS = ((443, "TCP"), (80, "TCP"))
+# IPv6 ranges a rule never reaches, like C.PRIVATE_CIDRS for IPv4: unique local (pod and service
+# addresses of dual-stack clusters, cloud metadata such as fd00:ec2::254) and link-local.
+PRIVATE_CIDRS_V6 = ("fc00::/7", "fe80::/10")
 
 
 def _policy(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
@@ -65,12 +68,13 @@ def _ports(rule: NetworkRule) -> list[dict[str, Any]]:
 
 def ip_block(rule: NetworkRule) -> dict[str, Any]:
     """A domain cannot be expressed in a NetworkPolicy: it becomes the public IPv4 space (the
-    original design's rule). A CIDR is kept, minus any private range inside it."""
+    original design's rule). A CIDR is kept, minus any private range inside it (IPv4 and IPv6:
+    ::/0 used to open fc00::/7 and fe80::/10, i.e. other pods and the metadata service on
+    dual-stack clusters)."""
     cidr = rule.cidr or C.PUBLIC_CIDR
     net = ipaddress.ip_network(cidr, strict=False)
-    if net.version != 4:
-        return {"cidr": cidr}
-    excluded = sorted(p for p in C.PRIVATE_CIDRS if ipaddress.ip_network(p).subnet_of(net))  # type: ignore[arg-type]
+    private = C.PRIVATE_CIDRS if net.version == 4 else PRIVATE_CIDRS_V6
+    excluded = sorted(p for p in private if ipaddress.ip_network(p).subnet_of(net))  # type: ignore[arg-type]
     return {"cidr": cidr, "except": excluded} if excluded else {"cidr": cidr}
 
 
