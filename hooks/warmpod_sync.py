@@ -2,7 +2,7 @@
 
 Children, both owned by the WarmPod (so they live and die with it, and the pool manages WarmPods
 only, never Pods):
-  * the Pod, named like the WarmPod, built by hooks/builders/pod.py — the one place that decides
+  * the Pod, named warm-<WarmPod name> (never a sandbox child's name), built by hooks/builders/pod.py — the one place that decides
     pod security — from the WarmPod's spec and the defaults for everything a pool does not set
     (user/group 1000, RuntimeDefault seccomp, /tmp and /workspace writable, no service account
     name: token automount is off anyway). Its spec is a pure function of the WarmPod's spec, which
@@ -52,14 +52,18 @@ PHASE_READY = "Ready"
 PHASE_ASSIGNED = "Assigned"
 PHASE_FAILED = "Failed"
 PHASE_TERMINATING = "Terminating"
+WARM_PREFIX = "warm"  # of the children's names; sandbox children are named sandbox-...
 
 
 def pod_name(parent: Mapping[str, Any]) -> str:
-    return dns_label(name(parent))
+    """warm-<WarmPod name>: a Pod's name is its hostname (a DNS label), and the prefix keeps it
+    apart from every sandbox child (all named sandbox-...): a WarmPool named sandbox-x would
+    otherwise name a pod sandbox-x-0, the pod of a sandbox named x-0 in the same namespace."""
+    return dns_label(WARM_PREFIX, name(parent))
 
 
 def policy_name(parent: Mapping[str, Any]) -> str:
-    return dns_label(name(parent), "default-deny")
+    return dns_label(WARM_PREFIX, name(parent), "default-deny")
 
 
 def selector(parent: Mapping[str, Any]) -> dict[str, str]:

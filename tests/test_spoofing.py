@@ -7,8 +7,8 @@ names, labels and annotations freely. Nothing of that may:
   - claim another sandbox's warm pod (assignment is keyed on metadata.uid, written by the pool);
   - change the labels the controller owns on any child (app, component, managed-by, the
     llmsafespace.dev/ identity labels; controller-uid is Metacontroller's).
-Names: two sandboxes never share a child name (dns_label, proven in test_fuzz.py); a WarmPool's
-names can collide with a sandbox's (see the xfail below)."""
+Names: two sandboxes never share a child name (dns_label, proven in test_fuzz.py), and a warm
+pod's children (named warm-...) never take a sandbox's (named sandbox-...)."""
 from __future__ import annotations
 
 import copy
@@ -296,12 +296,6 @@ def test_observed_pod_labels_are_restored_by_the_controller() -> None:
 # Names across controllers
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: a WarmPool named sandbox-<x> names its warm pods sandbox-<x>-<k>, the Pod name (and "
-    "<name>-default-deny policy name) of a sandbox named <x>-<k> in the same namespace; the first "
-    "creator wins and the other is stuck (denial of service within a namespace, no traffic "
-    "confusion: selection is by UID). Fix: a prefix for warm pod names that sandbox pod names "
-    "cannot have (changes warm pod names; left to the warm-pool owners)"))
 def test_warm_pod_names_never_collide_with_sandbox_pod_names() -> None:
     pool = _pool(name="sandbox-x")
     warm_names = {c["metadata"]["name"] for c in run("/warmpool/sync", _pool_request(pool, [], []))["children"]}

@@ -92,13 +92,14 @@ def test_pod_spec_never_depends_on_assignment_or_pod_state(case: str) -> None:
 def test_new_warm_pod_gets_pod_and_default_deny() -> None:
     out = run("new")
     pod, policy = child(out, "Pod"), child(out, "NetworkPolicy")
-    assert pod["metadata"]["name"] == "python-0"
+    assert pod["metadata"]["name"] == "warm-python-0"  # never a sandbox child's name (sandbox-...)
+    assert policy["metadata"]["name"] == "warm-python-0-default-deny"
     assert pod["metadata"]["labels"][C.LABEL_WARMPOD] == "python-0"
     assert pod["metadata"]["labels"][C.LABEL_WARMPOOL] == "python"
     assert C.LABEL_SANDBOX_UID not in pod["metadata"]["labels"]
     assert policy["spec"] == {"podSelector": {"matchLabels": {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD: "python-0"}},
                               "policyTypes": ["Ingress", "Egress"]}
-    assert out["status"]["phase"] == "Pending" and out["status"]["podName"] == "python-0"
+    assert out["status"]["phase"] == "Pending" and out["status"]["podName"] == "warm-python-0"
 
 
 def test_policy_selects_the_pod() -> None:
