@@ -1,0 +1,486 @@
+"""An in-memory Metacontroller + API server + kubelet, for convergence tests of the hooks.
+
+What it models (notes/metacontroller.md sections 1, 3, 4.1, 5):
+  * controllers are read from metacontroller/*.yaml (child kinds, update strategies, which hooks
+    exist) and their webhook paths are served by hooks.routes.ROUTES, called in-process with the
+    harness clock; requests and responses go through JSON like on the wire;
+  * a parent is synced when what it observes changed (its own object, its children, its related
+    objects: resourceVersions) or when its resyncAfterSeconds deadline passed — never otherwise,
+    so a missing resyncAfterSeconds shows up as a stuck test;
+  * children = objects owned by the parent (controller ownerReference); related = customize rules
+    (cached per parent UID and generation) with names / namespace / labelSelector selection;
+  * stale caches, one per kind like informers: each read refreshes a kind's cache from the store
+    except with probability `stale`, so a cache lags but never goes back in time, and the parent,
+    children and related objects of one sync may come from caches of different ages. Creates of existing names are
+    swallowed (AlreadyExists), deletes carry a UID precondition, InPlace updates are PUTs carrying
+    the observed resourceVersion (a stale one fails with a conflict and changes nothing);
+  * InPlace = simplified kubectl-apply 3-way merge with the last applied configuration; OnDelete
+    never updates; a Pod update that touches the spec is Forbidden (Pods are immutable); a WarmPod
+    update that changes or removes spec.assignment is rejected (the CRD's transition rule);
+  * finalize hooks: Metacontroller's finalizer is added on the first sync; a deleted parent gets
+    finalize calls until finalized, then disappears; garbage collection deletes objects whose
+    controller owner is gone (background propagation);
+  * kubelet: Pods go Pending -> Running -> Ready, one step per round with probability `kubelet_speed`;
+    deleted Pods (graceful) disappear one round later.
+
+Invariants are checked after every round (`check`); violations of the API server's rules by a
+hook (Forbidden pod updates, assignment changes based on a current view) are recorded in
+`violations` and must stay empty."""
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional
+from urllib.parse import urlparse
+
+import yaml
+
+from hooks import constants as C
+from hooks import jsonio
+from hooks.config import Config
+from hooks.meta import fmt_time
+from hooks.routes import ROUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+KIND_OF = {
+    "pods": "Pod", "services": "Service", "serviceaccounts": "ServiceAccount", "persistentvolumeclaims": "PersistentVolumeClaim",
+    "networkpolicies": "NetworkPolicy", "sandboxes": C.KIND_SANDBOX, "warmpools": C.KIND_WARMPOOL, "warmpods": C.KIND_WARMPOD,
+    "runtimeenvironments": C.KIND_RUNTIME, "sandboxprofiles": C.KIND_PROFILE,
+}
+CLUSTER_SCOPED = {C.KIND_RUNTIME}
+LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
+SYSTEM_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "managedFields", "selfLink")
+Key = tuple[str, str, str]  # kind, namespace, name
+Hook = Callable[[Mapping[str, Any], datetime, Config], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Controller:
+    name: str
+    parent_kind: str
+    child_api: dict[str, str]  # kind -> apiVersion
+    strategy: dict[str, str]  # kind -> update method
+    sync: Hook
+    finalize: Optional[Hook]
+    customize: Optional[Hook]
+
+    @property
+    def finalizer(self) -> str:
+        return f"metacontroller.io/compositecontroller-{self.name}"
+
+
+def load_controllers(parent_kinds: Iterable[str]) -> list[Controller]:
+    wanted = set(parent_kinds)
+    out = []
+    for path in sorted((ROOT / "metacontroller").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CompositeController":
+                continue
+            kind = KIND_OF[doc["spec"]["parentResource"]["resource"]]
+            if kind not in wanted:
+                continue
+            hooks = {n: ROUTES[urlparse(h["webhook"]["url"]).path].function for n, h in doc["spec"]["hooks"].items()}
+            children = doc["spec"].get("childResources") or []
+            out.append(Controller(
+                name=doc["metadata"]["name"], parent_kind=kind,
+                child_api={KIND_OF[c["resource"]]: c["apiVersion"] for c in children},
+                strategy={KIND_OF[c["resource"]]: (c.get("updateStrategy") or {}).get("method", "OnDelete") for c in children},
+                sync=hooks["sync"], finalize=hooks.get("finalize"), customize=hooks.get("customize"),
+            ))
+    assert {c.parent_kind for c in out} == wanted, f"no manifest for {wanted - {c.parent_kind for c in out}}"
+    return out
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return obj["kind"], meta.get("namespace", "") or "", meta["name"]
+
+
+def _matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        op, k, values = expr["operator"], expr["key"], expr.get("values") or []
+        if (op == "In" and labels.get(k) not in values) or (op == "NotIn" and labels.get(k) in values) \
+                or (op == "Exists" and k not in labels) or (op == "DoesNotExist" and k in labels):
+            return False
+    return True
+
+
+def three_way(observed: Any, last: Any, desired: Any) -> Any:
+    """kubectl-apply-like merge: desired wins, fields we applied before and no longer want are
+    removed, fields others set are kept; lists are replaced."""
+    if isinstance(observed, dict) and isinstance(desired, dict):
+        last = last if isinstance(last, dict) else {}
+        out = {k: v for k, v in observed.items() if not (k in last and k not in desired)}
+        for k, v in desired.items():
+            out[k] = three_way(observed.get(k), last.get(k), v)
+        return out
+    return copy.deepcopy(desired)
+
+
+def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "status"}
+
+
+@dataclass
+class Stats:
+    hook_calls: int = 0
+    creates: int = 0
+    updates: int = 0
+    deletes: int = 0
+    conflicts: int = 0
+    already_exists: int = 0
+    stale_reads: int = 0
+
+
+class Harness:
+    def __init__(self, controllers: list[Controller], config: Config, start: datetime, seed: int,
+                 stale: float = 0.0, step: float = 2.0, kubelet_speed: float = 0.7) -> None:
+        self.controllers = controllers
+        self.config = config
+        self.clock = start
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.stale = stale
+        self.step = step
+        self.kubelet_speed = kubelet_speed
+        self.round = 0
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.caches: dict[str, dict[Key, dict[str, Any]]] = {}  # kind -> informer cache
+        self._rv = 0
+        self._uid = 0
+        self.applied: dict[str, Any] = {}  # uid -> last applied desired object
+        self.seen: dict[str, Any] = {}  # parent uid -> input fingerprint of its last sync
+        self.deadline: dict[str, datetime] = {}  # parent uid -> resyncAfterSeconds deadline
+        self.customized: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+        self.pod_deleted_round: dict[str, int] = {}
+        self.violations: list[str] = []
+        self.stats = Stats()
+        self.writes = 0
+        self.observers: list[Callable[["Harness"], None]] = []
+
+    # -----------------------------------------------------------------------------------------
+    # API server
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        self._rv += 1
+        self.writes += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+
+    def new_uid(self) -> str:
+        self._uid += 1
+        return f"{self.seed:08x}-0000-4000-8000-{self._uid:012x}"
+
+    def create(self, obj: dict[str, Any], owner: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        meta = obj["metadata"]
+        if obj["kind"] in CLUSTER_SCOPED:
+            meta.pop("namespace", None)
+        meta["uid"] = self.new_uid()
+        meta["creationTimestamp"] = fmt_time(self.clock)
+        meta["generation"] = 1
+        if owner is not None:
+            meta["ownerReferences"] = [{
+                "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+            }]
+        key = key_of(obj)
+        assert key not in self.objects, f"{key} exists"
+        self._bump(obj)
+        self.objects[key] = obj
+        self.stats.creates += 1
+        return obj
+
+    def delete(self, key: Key, uid: Optional[str] = None) -> None:
+        obj = self.objects.get(key)
+        if obj is None or (uid is not None and obj["metadata"]["uid"] != uid):
+            return  # NotFound / UID precondition failed
+        meta = obj["metadata"]
+        if meta.get("finalizers") or obj["kind"] == "Pod":
+            if not meta.get("deletionTimestamp"):
+                obj = copy.deepcopy(obj)
+                obj["metadata"]["deletionTimestamp"] = fmt_time(self.clock)
+                self._bump(obj)
+                self.objects[key] = obj
+                self.stats.deletes += 1
+                if obj["kind"] == "Pod":
+                    self.pod_deleted_round[obj["metadata"]["uid"]] = self.round
+            return
+        del self.objects[key]
+        self.writes += 1
+        self.stats.deletes += 1
+
+    def _replace(self, key: Key, obj: dict[str, Any]) -> None:
+        self._bump(obj)
+        self.objects[key] = obj
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and obj["kind"] != "Pod":
+            del self.objects[key]
+
+    def of_kind(self, view: Mapping[Key, dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+        return [o for k, o in view.items() if k[0] == kind]
+
+    def live_uids(self) -> set[str]:
+        return {o["metadata"]["uid"] for o in self.objects.values()}
+
+    # -----------------------------------------------------------------------------------------
+    # Metacontroller
+
+    def _view(self, kind: str) -> Mapping[Key, dict[str, Any]]:
+        """The informer cache of one kind: usually caught up with the store, sometimes lagging."""
+        if kind in self.caches and self.stale and self.rng.random() < self.stale:
+            self.stats.stale_reads += 1
+        else:
+            self.caches[kind] = {k: o for k, o in self.objects.items() if k[0] == kind}
+        return self.caches[kind]
+
+    def _related(self, ctl: Controller, parent: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        if ctl.customize is None:
+            return {}
+        cache_key = (parent["metadata"]["uid"], parent["metadata"].get("generation"))
+        if cache_key not in self.customized:
+            answer = jsonio.loads(jsonio.dumps(ctl.customize({"controller": {}, "parent": parent}, self.clock, self.config)))
+            self.customized[cache_key] = answer["relatedResources"]
+        out: dict[str, dict[str, Any]] = {}
+        for rule in self.customized[cache_key]:
+            kind = KIND_OF[rule["resource"]]
+            group = out.setdefault(C.gvk_key(kind, rule["apiVersion"]), {})
+            assert "namespaceSelector" not in rule, "namespaceSelector is not modelled"
+            assert not (rule.get("names") and rule.get("labelSelector")), "names cannot be combined with a selector"
+            for obj in self._view(kind).values():
+                meta = obj["metadata"]
+                if rule.get("namespace") and meta.get("namespace", "") != rule["namespace"]:
+                    continue
+                if rule.get("names") and meta["name"] not in rule["names"]:
+                    continue
+                if rule.get("labelSelector") is not None and not _matches(rule["labelSelector"], meta.get("labels") or {}):
+                    continue
+                ns = meta.get("namespace")
+                group[f"{ns}/{meta['name']}" if ns else meta["name"]] = obj
+        return out
+
+    def _children(self, ctl: Controller, parent: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {C.gvk_key(kind, api): {} for kind, api in ctl.child_api.items()}
+        my_uid, ns = parent["metadata"]["uid"], parent["metadata"]["namespace"]
+        for key, obj in (item for kind in ctl.child_api for item in self._view(kind).items()):
+            if key[1] == ns:
+                for ref in obj["metadata"].get("ownerReferences") or []:
+                    if ref.get("controller") and ref.get("uid") == my_uid:
+                        out[C.gvk_key(key[0], ctl.child_api[key[0]])][f"{ns}/{key[2]}"] = obj
+        return out
+
+    @staticmethod
+    def _fingerprint(parent: Mapping[str, Any], *maps: Mapping[str, Mapping[str, Any]]) -> Any:
+        items = sorted((o["metadata"]["uid"], o["metadata"]["resourceVersion"]) for m in maps for g in m.values() for o in g.values())
+        return parent["metadata"]["resourceVersion"], tuple(items)
+
+    def sync_parent(self, ctl: Controller, key: Key) -> None:
+        if key not in self.objects:
+            return
+        parent = self._view(ctl.parent_kind).get(key)
+        if parent is None or parent["metadata"]["uid"] != self.objects[key]["metadata"]["uid"]:
+            return  # not in this cache yet (or an older incarnation): no event delivered yet
+        uid = parent["metadata"]["uid"]
+        children = self._children(ctl, parent)
+        related = self._related(ctl, parent)
+        fingerprint = self._fingerprint(parent, children, related)
+        due = uid in self.deadline and self.deadline[uid] <= self.clock
+        if self.seen.get(uid) == fingerprint and not due:
+            return
+        self.seen[uid] = fingerprint
+        self.deadline.pop(uid, None)
+
+        deleting = bool(parent["metadata"].get("deletionTimestamp"))
+        live = self.objects[key]
+        if ctl.finalize is not None and not deleting and ctl.finalizer not in (live["metadata"].get("finalizers") or []):
+            live = copy.deepcopy(live)
+            live["metadata"].setdefault("finalizers", []).append(ctl.finalizer)
+            self._replace(key, live)
+            parent = copy.deepcopy(parent)
+            parent["metadata"]["finalizers"] = list(live["metadata"]["finalizers"])
+        if deleting and (ctl.finalize is None or ctl.finalizer not in (parent["metadata"].get("finalizers") or [])):
+            return
+        hook = ctl.finalize if deleting else ctl.sync
+        assert hook is not None
+        request = {"controller": {"metadata": {"name": ctl.name}}, "parent": parent, "children": children,
+                   "related": related, "finalizing": deleting}
+        self.stats.hook_calls += 1
+        response = jsonio.loads(jsonio.dumps(hook(jsonio.loads(jsonio.dumps(request)), self.clock, self.config)))
+        self._apply(ctl, parent, children, response)
+        if response.get("resyncAfterSeconds"):
+            self.deadline[uid] = self.clock + timedelta(seconds=float(response["resyncAfterSeconds"]))
+        self._write_status(key, uid, parent, response.get("status"))
+        if deleting and response.get("finalized"):
+            live = self.objects.get(key)
+            if live is not None and live["metadata"]["uid"] == uid:
+                live = copy.deepcopy(live)
+                live["metadata"]["finalizers"] = [f for f in live["metadata"].get("finalizers") or [] if f != ctl.finalizer]
+                self._replace(key, live)
+
+    def _write_status(self, key: Key, uid: str, parent: Mapping[str, Any], status: Any) -> None:
+        live = self.objects.get(key)
+        if live is None or live["metadata"]["uid"] != uid:
+            return
+        new = dict(status or {})
+        new["observedGeneration"] = parent["metadata"].get("generation")
+        if live.get("status") != new:
+            live = copy.deepcopy(live)
+            live["status"] = new
+            self._replace(key, live)
+
+    def _apply(self, ctl: Controller, parent: Mapping[str, Any], children: Mapping[str, Mapping[str, Any]],
+               response: Mapping[str, Any]) -> None:
+        desired = response.get("children")
+        assert isinstance(desired, list), f"{ctl.name}: response without a children list"
+        ns = parent["metadata"]["namespace"]
+        observed = {(o["kind"], o["metadata"]["name"]): o for g in children.values() for o in g.values()}
+        wanted: set[tuple[str, str]] = set()
+        for child in desired:
+            kind = child["kind"]
+            assert kind in ctl.child_api and child["apiVersion"] == ctl.child_api[kind], f"{ctl.name}: undeclared child {kind}"
+            child = copy.deepcopy(child)
+            child["metadata"].setdefault("namespace", ns)
+            assert child["metadata"]["namespace"] == ns, f"{ctl.name}: child in another namespace"
+            child["metadata"].setdefault("labels", {})[C.LABEL_CONTROLLER_UID] = parent["metadata"]["uid"]
+            ident = (kind, child["metadata"]["name"])
+            assert ident not in wanted, f"{ctl.name}: {ident} emitted twice"
+            wanted.add(ident)
+            seen = observed.get(ident)
+            key = (kind, ns, child["metadata"]["name"])
+            if seen is None:
+                if key in self.objects:
+                    self.stats.already_exists += 1  # swallowed, like Metacontroller's dynamic apply
+                    continue
+                created = self.create(child, owner=parent)
+                self.applied[created["metadata"]["uid"]] = child
+            elif not seen["metadata"].get("deletionTimestamp") and ctl.strategy[kind] != "OnDelete":
+                assert ctl.strategy[kind] == "InPlace", f"{ctl.strategy[kind]} is not modelled"
+                self._update(key, seen, child)
+        for ident, seen in observed.items():
+            if ident not in wanted and not seen["metadata"].get("deletionTimestamp"):
+                self.delete((ident[0], ns, ident[1]), uid=seen["metadata"]["uid"])
+
+    def _update(self, key: Key, seen: dict[str, Any], child: dict[str, Any]) -> None:
+        uid = seen["metadata"]["uid"]
+        desired = {k: v for k, v in child.items() if k != "status"}
+        desired["metadata"] = {k: v for k, v in child["metadata"].items() if k not in SYSTEM_METADATA}
+        merged = three_way(_without_status(seen), self.applied.get(uid), desired)
+        if merged == _without_status(seen):
+            self.applied[uid] = desired
+            return
+        live = self.objects.get(key)
+        if live is None or live["metadata"]["uid"] != uid or live["metadata"]["resourceVersion"] != seen["metadata"]["resourceVersion"]:
+            self.stats.conflicts += 1  # PUT with a stale resourceVersion
+            return
+        if key[0] == "Pod" and merged.get("spec") != seen.get("spec"):
+            self.violations.append(f"round {self.round}: Forbidden: update of pod {key[2]}'s spec")
+            return
+        if key[0] == C.KIND_WARMPOD:
+            old = (seen.get("spec") or {}).get("assignment")
+            if old is not None and (merged.get("spec") or {}).get("assignment") != old:
+                self.violations.append(f"round {self.round}: WarmPod {key[2]}: assignment {old} changed to "
+                                       f"{(merged.get('spec') or {}).get('assignment')} on a current view")
+                return
+        new = copy.deepcopy(merged)
+        if "status" in live:
+            new["status"] = live["status"]
+        if new.get("spec") != live.get("spec"):
+            new["metadata"]["generation"] = live["metadata"].get("generation", 1) + 1
+        self.applied[uid] = desired
+        self.stats.updates += 1
+        self._replace(key, new)
+
+    # -----------------------------------------------------------------------------------------
+    # Kubelet and garbage collector
+
+    def kubelet(self) -> None:
+        for key, pod in list(self.objects.items()):
+            if key[0] != "Pod":
+                continue
+            meta = pod["metadata"]
+            if meta.get("deletionTimestamp"):
+                if self.pod_deleted_round.get(meta["uid"], self.round) < self.round:
+                    del self.objects[key]
+                    self.writes += 1
+                continue
+            status = pod.get("status") or {}
+            if self.rng.random() > self.kubelet_speed:
+                continue
+            new = copy.deepcopy(pod)
+            stamp = fmt_time(self.clock)
+            if not status:
+                new["status"] = {"phase": "Pending"}
+            elif status.get("phase") == "Pending":
+                new["status"] = {"phase": "Running", "startTime": stamp,
+                                 "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": stamp}]}
+            elif status.get("phase") == "Running" and status["conditions"][0]["status"] == "False":
+                new["status"] = {**status, "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp}]}
+            else:
+                continue
+            self._replace(key, new)
+
+    def garbage_collect(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            uids = self.live_uids()
+            for key, obj in list(self.objects.items()):
+                for ref in obj["metadata"].get("ownerReferences") or []:
+                    if ref.get("controller") and ref["uid"] not in uids and not obj["metadata"].get("deletionTimestamp"):
+                        self.delete(key)
+                        changed = True
+
+    # -----------------------------------------------------------------------------------------
+    # Rounds
+
+    def run_round(self) -> int:
+        """One round: kubelet, every controller's parents (in a seeded random order), garbage
+        collection, observers. Returns the number of writes."""
+        before = self.writes
+        self.kubelet()
+        work = [(ctl, key) for ctl in self.controllers for key in self.objects if key[0] == ctl.parent_kind]
+        self.rng.shuffle(work)
+        for ctl, key in work:
+            self.sync_parent(ctl, key)
+        self.garbage_collect()
+        for observer in self.observers:
+            observer(self)
+        self.round += 1
+        self.clock += timedelta(seconds=self.step)
+        return self.writes - before
+
+    def kubelet_busy(self) -> bool:
+        """A pod still starting or terminating: the kubelet has work left (it may skip a round)."""
+        for key, pod in self.objects.items():
+            if key[0] == "Pod":
+                status = pod.get("status") or {}
+                if pod["metadata"].get("deletionTimestamp") or status.get("phase") in (None, "Pending") or (
+                        status.get("phase") == "Running" and status["conditions"][0]["status"] != "True"):
+                    return True
+        return False
+
+    def next_deadline(self) -> Optional[datetime]:
+        live = self.live_uids()
+        pending = [d for uid, d in self.deadline.items() if uid in live]
+        return min(pending) if pending else None
+
+    def run_until_quiet(self, max_rounds: int = 400, skip_idle_time: bool = True) -> int:
+        """Rounds until two rounds in a row change nothing and no resync deadline is pending
+        (idle time up to the next deadline is skipped when `skip_idle_time`). Returns rounds run."""
+        quiet = 0
+        for n in range(max_rounds):
+            quiet = quiet + 1 if self.run_round() == 0 and not self.kubelet_busy() else 0
+            if quiet:
+                self.caches.clear()  # informers catch up in the end: quiet must hold on current caches
+            if quiet >= 2:
+                deadline = self.next_deadline()
+                if deadline is None:
+                    return n + 1
+                if skip_idle_time and deadline > self.clock:
+                    self.clock = deadline
+        raise AssertionError(f"not quiet after {max_rounds} rounds (seed {self.seed}); pending deadlines: {self.next_deadline()}")

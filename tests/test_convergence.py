@@ -1,0 +1,374 @@
+"""Convergence of the Sandbox, WarmPool and WarmPod hooks together, through tests/harness.py (an
+in-memory Metacontroller with stale caches, conflicts, finalizers, GC and a kubelet).
+
+Randomised scenarios (seeded): pools of minSize 1-3, some autoscaling; sandboxes of several kinds
+(warm, warm by explicit reference, incompatible, plain cold, persistent) created and deleted
+concurrently, some deleted while still waiting. Checked after every round:
+  * a WarmPod's assignment, once set, never changes (no WarmPod ever has two sandboxes);
+  * no WarmPod and no Pod is ever adopted by two sandboxes; a running sandbox only ever claims a
+    WarmPod assigned to it;
+  * a Pod's sandbox-uid label, once set, never changes; a warm Pod's label is its WarmPod's
+    assignment;
+  * the hooks never ask for an update the API server would refuse (pod spec, assignment change).
+At the end: every sandbox reached Running (warm or cold), nothing leaks once all sandboxes are
+deleted, every pool is back to minSize idle pods. Rounds to Running are printed (pytest -s)."""
+from __future__ import annotations
+
+import copy
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pytest
+
+from hooks import constants as C
+from hooks.config import Config
+from tests.factory import NOW, runtime
+from tests.harness import Harness, load_controllers, three_way
+
+SEEDS = range(30)
+STALE = 0.15
+WAIT_SECONDS = 20
+STEP_SECONDS = 2.0
+CONTROLLERS = load_controllers([C.KIND_SANDBOX, C.KIND_WARMPOOL, C.KIND_WARMPOD])
+# Bounds the scenarios must meet (rounds from the sandbox's creation to Running + Ready). The warm
+# path is five hook calls (sandbox, pool, warm pod, warm pod again once the pod is relabelled,
+# sandbox) which a round may or may not chain; a cold pod needs about three kubelet steps, each
+# taken with probability 0.7 per round.
+WAIT_ROUNDS = WAIT_SECONDS / STEP_SECONDS
+BOUNDS = {"warm": 8, "warm-refill": WAIT_ROUNDS + 2, "cold": 12, "cold-after-wait": WAIT_ROUNDS + 15}
+
+
+@dataclass
+class Tracker:
+    """Invariants checked after every round, and the measurements."""
+
+    assignment: dict[str, Any] = field(default_factory=dict)  # WarmPod uid -> first assignment
+    warm_adopters: dict[str, set[str]] = field(default_factory=dict)  # WarmPod uid -> sandbox uids
+    pod_adopters: dict[str, set[str]] = field(default_factory=dict)  # Pod uid -> sandbox uids
+    pod_label: dict[str, Optional[str]] = field(default_factory=dict)  # Pod uid -> sandbox-uid label
+    created_round: dict[str, int] = field(default_factory=dict)  # sandbox uid -> round
+    running: dict[str, tuple[int, str]] = field(default_factory=dict)  # sandbox uid -> (rounds, path)
+    waited: set[str] = field(default_factory=set)  # sandboxes that ever waited for a warm pod
+    ready_round: dict[str, int] = field(default_factory=dict)  # WarmPod uid -> first round Ready
+    used: dict[str, bool] = field(default_factory=dict)  # sandbox uid -> first warmPodUsed value
+    flips: set[str] = field(default_factory=set)  # sandboxes whose warmPodUsed changed
+    max_selected: int = 0  # most live pods the selector of a Running sandbox ever matched
+    fallback_overlaps: int = 0  # rounds where a sandbox falling back to cold still had its warm pod
+
+    def __call__(self, h: Harness) -> None:
+        objs = h.objects
+        warm_pods = {(k[1], k[2]): o for k, o in objs.items() if k[0] == C.KIND_WARMPOD}
+        pods = {(k[1], k[2]): o for k, o in objs.items() if k[0] == "Pod"}
+        by_uid = {o["metadata"]["uid"]: o for o in objs.values()}
+        for wp in warm_pods.values():
+            uid, assignment = wp["metadata"]["uid"], wp["spec"].get("assignment")
+            if uid in self.assignment and self.assignment[uid] is not None:
+                assert assignment == self.assignment[uid], f"seed {h.seed} round {h.round}: WarmPod {wp['metadata']['name']} reassigned"
+            self.assignment[uid] = assignment
+            if (wp.get("status") or {}).get("phase") in ("Ready", "Assigned"):
+                self.ready_round.setdefault(uid, h.round)
+        for pod in pods.values():
+            uid, label = pod["metadata"]["uid"], (pod["metadata"].get("labels") or {}).get(C.LABEL_SANDBOX_UID)
+            if self.pod_label.get(uid) is not None:
+                assert label == self.pod_label[uid], f"seed {h.seed} round {h.round}: pod {pod['metadata']['name']} relabelled"
+            self.pod_label[uid] = label
+            owner = next((by_uid.get(r["uid"]) for r in pod["metadata"].get("ownerReferences") or []), None)
+            if owner is not None and owner["kind"] == C.KIND_WARMPOD and label is not None:
+                assert label == (owner["spec"].get("assignment") or {}).get("sandboxUid"), \
+                    f"seed {h.seed} round {h.round}: warm pod {pod['metadata']['name']} labelled for a sandbox it is not assigned to"
+        for key, sb in objs.items():
+            if key[0] != C.KIND_SANDBOX:
+                continue
+            uid, status, ns = sb["metadata"]["uid"], sb.get("status") or {}, key[1]
+            self.created_round.setdefault(uid, h.round)
+            deleting = bool(sb["metadata"].get("deletionTimestamp"))
+            if "warmPodUsed" in status and not deleting:
+                first = self.used.setdefault(uid, status["warmPodUsed"])
+                if first != status["warmPodUsed"]:
+                    self.flips.add(uid)
+            conditions = {c.get("type"): c for c in status.get("conditions") or []}
+            if (conditions.get("WarmPod") or {}).get("reason") == "WaitingForWarmPod":
+                self.waited.add(uid)
+            ready = (conditions.get("Ready") or {}).get("status") == "True"
+            if status.get("phase") == C.PHASE_RUNNING and ready and not deleting and uid not in self.running:
+                self.running[uid] = (h.round - self.created_round[uid] + 1, self._path(sb, warm_pods))
+            if status.get("phase") == C.PHASE_RUNNING and status.get("warmPodUsed") is True and not deleting:
+                ref = status.get("warmPodRef") or {}
+                wp = warm_pods.get((ns, ref.get("name")))
+                if wp is not None:
+                    owner = (wp["spec"].get("assignment") or {}).get("sandboxUid")
+                    assert owner == uid, f"seed {h.seed} round {h.round}: sandbox {key[2]} claims WarmPod {ref.get('name')} of {owner}"
+                    self.warm_adopters.setdefault(wp["metadata"]["uid"], set()).add(uid)
+                pod = pods.get((ns, status.get("podName")))
+                if pod is not None and wp is not None:
+                    self.pod_adopters.setdefault(pod["metadata"]["uid"], set()).add(uid)
+            if not deleting:
+                selected = [p for p in pods.values() if not p["metadata"].get("deletionTimestamp")
+                            and (p["metadata"].get("labels") or {}).get(C.LABEL_SANDBOX_UID) == uid]
+                if status.get("phase") == C.PHASE_RUNNING:
+                    self.max_selected = max(self.max_selected, len(selected))
+                elif len(selected) > 1:
+                    # The pool bound a warm pod as the sandbox gave up waiting: both carry its UID
+                    # until the pool drops the warm one (the sandbox is not Running meanwhile).
+                    self.fallback_overlaps += 1
+        for what, adopters in (("WarmPod", self.warm_adopters), ("Pod", self.pod_adopters)):
+            for obj_uid, sandboxes in adopters.items():
+                assert len(sandboxes) == 1, f"seed {h.seed} round {h.round}: {what} {obj_uid} adopted by {sorted(sandboxes)}"
+
+
+    def _path(self, sb: dict[str, Any], warm_pods: dict[tuple[str, str], dict[str, Any]]) -> str:
+        """warm: served by a WarmPod that was Ready when the sandbox was created; warm-refill: by one
+        that became Ready later; cold: never waited (no pool fits, or warm pods not requested);
+        cold-after-wait: gave up waiting."""
+        status = sb["status"]
+        if status.get("warmPodUsed") is True:
+            wp = warm_pods.get((sb["metadata"]["namespace"], (status.get("warmPodRef") or {}).get("name")))
+            ready = self.ready_round.get(wp["metadata"]["uid"]) if wp is not None else None
+            return "warm" if ready is not None and ready < self.created_round[sb["metadata"]["uid"]] else "warm-refill"
+        return "cold-after-wait" if sb["metadata"]["uid"] in self.waited else "cold"
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario
+
+
+def _pool(name: str, rng: random.Random, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"runtime": "python:3.10", **spec}}
+
+
+KINDS = ("warm", "warm", "warm", "warm-ref", "incompatible", "plain", "persistent")
+
+
+def _sandbox(name: str, kind: str, secure_pool: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "demo"}
+    spec: dict[str, Any] = {"runtime": "python-3.10"}
+    if kind != "plain":
+        meta["annotations"] = {C.ANNOTATION_USE_WARM_POD: "true"}
+    if kind == "warm-ref" and secure_pool:
+        spec.update(securityLevel="high", warmPoolRef={"name": "secure"})
+    elif kind == "incompatible":
+        spec["resources"] = {"cpu": "2"}
+    elif kind == "persistent":
+        spec["storage"] = {"persistent": True}
+    return {"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": meta, "spec": spec}
+
+
+@dataclass
+class Outcome:
+    seed: int
+    tracker: Tracker
+    harness: Harness
+    pools: dict[str, int]  # pool name -> minSize
+    impatient: set[str]  # UIDs of sandboxes deleted while (possibly) still waiting
+
+
+def run_scenario(seed: int, stale: float = STALE) -> Outcome:
+    rng = random.Random(seed)
+    h = Harness(CONTROLLERS, Config(warm_pod_wait_seconds=WAIT_SECONDS), NOW, seed, stale=stale, step=STEP_SECONDS)
+    tracker = Tracker()
+    h.observers.append(tracker)
+    h.create(runtime())
+    pools: dict[str, int] = {}
+    spec: dict[str, Any] = {"minSize": rng.randint(1, 3)}
+    if rng.random() < 0.5:
+        spec["autoScaling"] = {"enabled": True, "targetUtilization": rng.choice([50, 60, 80]), "scaleDownDelay": rng.choice([20, 60])}
+    if rng.random() < 0.5:
+        spec["maxSize"] = spec["minSize"] + rng.randint(0, 3)
+    h.create(_pool("python", rng, **spec))
+    pools["python"] = spec["minSize"]
+    secure = rng.random() < 0.5
+    if secure:
+        h.create(_pool("secure", rng, securityLevel="high", minSize=1))
+        pools["secure"] = 1
+    h.run_until_quiet()
+    _assert_pools_at_min(h, pools)
+
+    total = rng.randint(8, 14)
+    made = 0
+    impatient: set[str] = set()
+    impatient_uids: set[str] = set()
+    hold: dict[str, int] = {}
+    for _ in range(200):
+        if made < total and rng.random() < 0.5:
+            for _ in range(rng.choice([1, 1, 2, 3])):  # bursts: several sandboxes race for the pool
+                if made < total:
+                    name = f"sb-{made}"
+                    h.create(_sandbox(name, rng.choice(KINDS), secure))
+                    if rng.random() < 0.1:
+                        impatient.add(name)
+                    hold[name] = rng.randint(1, 12)
+                    made += 1
+        h.run_round()
+        by_name = {k[2]: o for k, o in h.objects.items() if k[0] == C.KIND_SANDBOX}
+        for name, sb in by_name.items():
+            if sb["metadata"].get("deletionTimestamp"):
+                continue
+            uid = sb["metadata"]["uid"]
+            if name in impatient and h.round - tracker.created_round.get(uid, h.round) >= 2:
+                impatient_uids.add(uid)
+                h.delete((C.KIND_SANDBOX, "demo", name))
+            elif uid in tracker.running:
+                hold[name] -= 1
+                if hold[name] <= 0:
+                    h.delete((C.KIND_SANDBOX, "demo", name))
+        if made == total and not by_name:
+            break
+    else:
+        raise AssertionError(f"seed {seed}: sandboxes left after 200 rounds: {sorted(by_name)}")
+    h.run_until_quiet()
+    return Outcome(seed, tracker, h, pools, impatient_uids)
+
+
+def _assert_pools_at_min(h: Harness, pools: dict[str, int]) -> None:
+    for pool_name, min_size in pools.items():
+        members = [o for k, o in h.objects.items() if k[0] == C.KIND_WARMPOD and o["spec"]["poolRef"]["name"] == pool_name]
+        assert len(members) == min_size, f"seed {h.seed}: pool {pool_name} has {len(members)} WarmPods, minSize {min_size}"
+        assert all("assignment" not in m["spec"] and (m.get("status") or {}).get("phase") == "Ready" for m in members), \
+            f"seed {h.seed}: pool {pool_name} members not all idle and Ready"
+        status = h.objects[(C.KIND_WARMPOOL, "demo", pool_name)]["status"]
+        assert (status["availablePods"], status["assignedPods"], status["pendingPods"]) == (min_size, 0, 0), status
+
+
+def _assert_no_leaks(h: Harness) -> None:
+    kinds = {k[0] for k in h.objects}
+    assert C.KIND_SANDBOX not in kinds and not kinds & {"Service", "ServiceAccount", "PersistentVolumeClaim"}, sorted(kinds)
+    warm_uids = {o["metadata"]["uid"] for k, o in h.objects.items() if k[0] == C.KIND_WARMPOD}
+    for key, obj in h.objects.items():
+        if key[0] in ("Pod", "NetworkPolicy"):
+            owners = {r["uid"] for r in obj["metadata"].get("ownerReferences") or []}
+            assert owners & warm_uids, f"seed {h.seed}: leaked {key}"
+    pods = [k for k in h.objects if k[0] == "Pod"]
+    assert len(pods) == len(warm_uids), f"seed {h.seed}: {len(pods)} pods for {len(warm_uids)} WarmPods"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+OUTCOMES: dict[int, Outcome] = {}
+
+
+def outcome(seed: int) -> Outcome:
+    if seed not in OUTCOMES:
+        OUTCOMES[seed] = run_scenario(seed)
+    return OUTCOMES[seed]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_scenario_converges_safely(seed: int) -> None:
+    result = outcome(seed)
+    h, tracker = result.harness, result.tracker
+    assert not h.violations, h.violations
+    never = set(tracker.created_round) - set(tracker.running) - result.impatient
+    assert not never, f"seed {seed}: {len(never)} sandboxes never reached Running"
+    _assert_no_leaks(h)
+    _assert_pools_at_min(h, result.pools)
+
+
+def test_rounds_to_running_within_bounds() -> None:
+    paths: dict[str, list[int]] = {path: [] for path in BOUNDS}
+    for seed in SEEDS:
+        for rounds, path in outcome(seed).tracker.running.values():
+            paths[path].append(rounds)
+    print(f"\nrounds from creation to Running+Ready over {len(SEEDS)} seeds "
+          f"(round = {STEP_SECONDS:g} s, warm wait {WAIT_SECONDS} s, stale cache reads {STALE:.0%}):")
+    for path, data in paths.items():
+        assert data, f"the scenarios must exercise the {path} path"
+        print(f"  {path:16} n={len(data):3} min={min(data)} median={statistics.median(data):g} "
+              f"p90={sorted(data)[int(0.9 * (len(data) - 1))]} max={max(data)}  (bound {BOUNDS[path]:g})")
+    trackers = [outcome(s).tracker for s in SEEDS]
+    stats = [outcome(s).harness.stats for s in SEEDS]
+    print(f"  warmPodUsed flips {sum(len(t.flips) for t in trackers)}; most live pods a Running sandbox selected "
+          f"{max(t.max_selected for t in trackers)}; rounds a falling-back sandbox still had its warm pod "
+          f"{sum(t.fallback_overlaps for t in trackers)}")
+    print(f"  hook calls {sum(s.hook_calls for s in stats)}, creates {sum(s.creates for s in stats)}, "
+          f"updates {sum(s.updates for s in stats)}, conflicts {sum(s.conflicts for s in stats)}, "
+          f"AlreadyExists {sum(s.already_exists for s in stats)}, stale reads {sum(s.stale_reads for s in stats)}")
+    for path, data in paths.items():
+        assert max(data) <= BOUNDS[path], (path, sorted(data))
+    assert statistics.median(paths["warm"]) < statistics.median(paths["cold-after-wait"])
+    assert not any(t.flips for t in trackers), "a sandbox switched between warm and cold"
+
+
+def test_fresh_caches_never_flip_a_sandbox_between_warm_and_cold() -> None:
+    for seed in range(5):
+        result = run_scenario(1000 + seed, stale=0.0)
+        assert not result.harness.violations
+        assert not result.tracker.flips, f"seed {1000 + seed}: warmPodUsed changed for {len(result.tracker.flips)} sandboxes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Focused scenarios
+
+
+def _running(h: Harness) -> dict[str, dict[str, Any]]:
+    return {k[2]: o for k, o in h.objects.items() if k[0] == C.KIND_SANDBOX
+            and (o.get("status") or {}).get("phase") == C.PHASE_RUNNING}
+
+
+def test_deleting_a_pool_under_load() -> None:
+    """A deleted pool drops every WarmPod (finalize); sandboxes running on them fall back to cold
+    pods; nothing of the pool is left."""
+    h = Harness(CONTROLLERS, Config(warm_pod_wait_seconds=WAIT_SECONDS), NOW, 77, stale=STALE, step=STEP_SECONDS)
+    tracker = Tracker()
+    h.observers.append(tracker)
+    h.create(runtime())
+    h.create(_pool("python", random.Random(0), minSize=3))
+    h.run_until_quiet()
+    for i in range(3):
+        h.create(_sandbox(f"sb-{i}", "warm", False))
+    h.run_until_quiet()
+    assert all(o["status"]["warmPodUsed"] is True for o in _running(h).values()) and len(_running(h)) == 3
+    h.delete((C.KIND_WARMPOOL, "demo", "python"))
+    h.run_until_quiet()
+    assert not h.violations
+    kinds = {k[0] for k in h.objects}
+    assert C.KIND_WARMPOOL not in kinds and C.KIND_WARMPOD not in kinds
+    running = _running(h)
+    assert len(running) == 3 and all(o["status"]["warmPodUsed"] is False for o in running.values())
+    assert len([k for k in h.objects if k[0] == "Pod"]) == 3  # the three cold pods
+
+
+def test_ttl_recycles_idle_pods_and_leaves_assigned_ones_alone() -> None:
+    h = Harness(CONTROLLERS, Config(warm_pod_wait_seconds=WAIT_SECONDS), NOW, 78, stale=STALE, step=STEP_SECONDS)
+    tracker = Tracker()
+    h.observers.append(tracker)
+    h.create(runtime())
+    h.create(_pool("python", random.Random(0), minSize=2, ttl=30))
+    for _ in range(10):
+        h.run_round()
+    h.create(_sandbox("user", "warm", False))
+    for _ in range(60):  # two minutes: each idle pod is replaced several times
+        h.run_round()
+    user = h.objects[(C.KIND_SANDBOX, "demo", "user")]
+    assert user["status"]["phase"] == C.PHASE_RUNNING and user["status"]["warmPodUsed"] is True
+    served_by = user["status"]["warmPodRef"]["name"]
+    assert tracker.warm_adopters and all(len(v) == 1 for v in tracker.warm_adopters.values())
+    assert len(tracker.assignment) >= 2 + 4, "idle pods were not recycled"
+    assert (C.KIND_WARMPOD, "demo", served_by) in h.objects  # the assigned pod outlived every TTL
+    idle = [o for k, o in h.objects.items() if k[0] == C.KIND_WARMPOD and "assignment" not in o["spec"]
+            and not o["metadata"].get("deletionTimestamp")]
+    assert len(idle) == 2
+    assert not h.violations
+
+
+def test_harness_refuses_what_the_api_server_refuses() -> None:
+    """The harness itself: a stale PUT conflicts, a pod spec change is Forbidden, an assignment
+    change is rejected, and the 3-way merge keeps fields others set."""
+    assert three_way({"a": 1, "b": 2, "c": {"x": 1, "y": 2}}, {"b": 2, "c": {"y": 2}}, {"c": {"z": 3}}) == {"a": 1, "c": {"x": 1, "z": 3}}
+    h = Harness(CONTROLLERS, Config(), NOW, 1)
+    pool_obj = h.create(_pool("python", random.Random(0)))
+    pod = h.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "demo"}, "spec": {"x": 1}}, owner=pool_obj)
+    stale = copy.deepcopy(pod)
+    h._replace(("Pod", "demo", "p"), copy.deepcopy(pod))  # someone else wrote: resourceVersion moves
+    h._update(("Pod", "demo", "p"), stale, {**stale, "metadata": {**stale["metadata"], "labels": {"a": "b"}}})
+    assert h.stats.conflicts == 1 and h.stats.updates == 0
+    fresh = h.objects[("Pod", "demo", "p")]
+    h._update(("Pod", "demo", "p"), fresh, {**fresh, "spec": {"x": 2}})
+    assert h.violations and "Forbidden" in h.violations[-1]
+    wp = h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOD, "metadata": {"name": "w", "namespace": "demo"},
+                   "spec": {"assignment": {"sandboxName": "a", "sandboxUid": "1"}}}, owner=pool_obj)
+    h._update((C.KIND_WARMPOD, "demo", "w"), wp, {**wp, "spec": {"assignment": {"sandboxName": "b", "sandboxUid": "2"}}})
+    assert "assignment" in h.violations[-1]
