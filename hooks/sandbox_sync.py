@@ -204,7 +204,10 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         ref = previous.get("warmPodRef") if isinstance(previous, Mapping) else None
         start = previous.get("startTime") if isinstance(ref, Mapping) and ref.get("name") == name(wp) else None
         status["startTime"] = start if isinstance(start, str) else fmt_time(now)
-        phase, ready = C.PHASE_RUNNING, Condition("Ready", "True", "WarmPodReady", f"warm pod {name(wp)} is ready")
+        if wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED:
+            phase, ready = C.PHASE_RUNNING, Condition("Ready", "True", "WarmPodReady", f"warm pod {name(wp)} is ready")
+        else:  # a serving warm pod that is not ready for now: it stays this sandbox's pod
+            phase, ready = C.PHASE_RUNNING, Condition("Ready", "False", "WarmPodNotReady", f"warm pod {name(wp)} is {wp_status.get('phase') or 'not ready'}")
     else:  # waiting for a warm pod: no pod of our own, but the policies are in place already
         phase, ready = C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message)
     conditions.append(ready)

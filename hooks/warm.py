@@ -112,6 +112,31 @@ def bound_warm_pod(parent: Mapping[str, Any], related: Any, pool: str) -> Option
     return None
 
 
+def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str, Mapping[str, Any]]]:
+    """(pool, WarmPod) this sandbox already runs on, whichever pool it came from: bound to its UID,
+    not being deleted, not failed, and Assigned now or recorded as serving by an earlier sync
+    (status.warmPodUsed and warmPodRef). Such a pod stays the sandbox's pod, like a cold pod does:
+    a new or edited pool, a pool missing from the cache, a removed annotation or a readiness blip
+    of the pod must never make the sandbox start cold (the pool would then delete the pod it runs
+    on). Status only ever makes this stickier, so a stale status cannot do harm."""
+    my_uid = uid(parent)
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    ref = previous.get("warmPodRef") if isinstance(previous, Mapping) else None
+    serving = ref.get("name") if isinstance(ref, Mapping) and previous.get("warmPodUsed") is True else None
+    for wp in objects(related, C.GVK_WARMPOD):
+        spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
+        assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
+        status = wp.get("status") if isinstance(wp.get("status"), Mapping) else {}
+        pools = [r.get("name") for r in wp.get("metadata", {}).get("ownerReferences") or []
+                 if isinstance(r, Mapping) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL and isinstance(r.get("name"), str)]
+        if not (isinstance(assignment, Mapping) and my_uid and assignment.get("sandboxUid") == my_uid and pools
+                and namespace(wp) in ("", namespace(parent)) and not is_deleting(wp) and status.get("podName")):
+            continue
+        if status.get("phase") == WARM_PHASE_ASSIGNED or (name(wp) == serving and status.get("phase") not in ("Failed", "Terminating")):
+            return pools[0], wp
+    return None
+
+
 def decide(
     spec: SandboxSpec,
     parent: Mapping[str, Any],
@@ -121,6 +146,10 @@ def decide(
     now: datetime,
     config: Config,
 ) -> WarmDecision:
+    held = None if cold_pod_observed else held_warm_pod(parent, related)
+    if held is not None:
+        pool, wp = held
+        return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
     if not requested(spec, parent):
         return WarmDecision("none")
     pool, why_not = choose_pool(spec, parent, eff, related)
