@@ -686,3 +686,159 @@ def mutated(draw: Any, base: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any
         elif isinstance(holder, dict):
             holder[draw(st.text(min_size=1, max_size=10))] = copy.deepcopy(draw(arbitrary_json(4)))
     return request
+
+
+# ---------------------------------------------------------------------------------------------
+# Kind-specific requests for the other controllers: realistic values where the CRD schema alone
+# rarely finds the interesting paths (a runtime that resolves, sandboxes that wait for a pool,
+# observed children in every state).
+
+IMAGES = st.sampled_from([
+    RTE["spec"]["image"], "python:3.10", "docker.io/library/python:3.10", "ghcr.io/x/y@sha256:" + "a" * 64,
+    "registry.example.com:5000/team/img:tag", "UPPER/case:bad", "bad image", "x" * 300, "localhost/y",
+])
+
+
+@st.composite
+def runtime_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
+    parent = draw(crd_object("RuntimeEnvironment"))
+    spec = parent.setdefault("spec", {"image": "x", "language": "python"})
+    spec["image"] = draw(IMAGES)
+    spec["language"] = draw(st.sampled_from(["python", "nodejs", "go", spec.get("language", "python")]))
+    if draw(st.booleans()):
+        spec["securityFeatures"] = draw(st.lists(st.sampled_from(["gvisor", "seccomp", "non-root", "apparmor", "teleport"]),
+                                                 unique=True, max_size=4))
+    return {"controller": {"metadata": {"name": "llmsafespace-runtimeenvironment"}}, "parent": parent,
+            "children": {}, "related": {}, "finalizing": False}
+
+
+@st.composite
+def profile_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
+    parent = draw(crd_object("SandboxProfile"))
+    spec = parent.setdefault("spec", {"language": "python"})
+    spec["language"] = draw(st.sampled_from(["python", "nodejs", spec.get("language", "python")]))
+    if draw(st.booleans()):
+        spec["networkPolicies"] = [{"type": draw(st.sampled_from(["egress", "ingress"])), "rules": draw(egress_rules())}]
+    if hook == "customize":
+        return {"controller": {"metadata": {"name": "llmsafespace-sandboxprofile"}}, "parent": parent}
+    return {"controller": {"metadata": {"name": "llmsafespace-sandboxprofile"}}, "parent": parent, "children": {},
+            "related": group(draw(runtimes())), "finalizing": False}
+
+
+@st.composite
+def warmpool_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
+    from hooks import warmpool_sync
+    name = draw(st.one_of(st.just("python-pool"), dns_subdomain()))
+    spec = draw(st.fixed_dictionaries({"runtime": st.sampled_from(["python:3.10", "python-3.10", "ruby", "python"])}, optional={
+        "securityLevel": st.sampled_from(C.SECURITY_LEVELS), "minSize": st.integers(0, 5), "maxSize": st.integers(0, 6),
+        "ttl": st.sampled_from([0, 1, 3600]), "resources": st.fixed_dictionaries({}, optional={"cpu": CPU, "memory": MEMORY}),
+        "autoScaling": st.fixed_dictionaries({"enabled": st.booleans()}, optional={
+            "targetUtilization": st.integers(1, 100), "scaleDownDelay": st.sampled_from([0, 300])}),
+        "preloadScripts": st.lists(st.fixed_dictionaries({"name": dns_label(max_size=20), "script": st.text(min_size=1, max_size=30)}),
+                                   max_size=3, unique_by=lambda p: p["name"]),
+    }))
+    pool = {"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
+            "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wp", name), "generation": 1,
+                         "creationTimestamp": "2026-11-22T10:00:00Z", **({"labels": draw(labels())} if draw(st.booleans()) else {})},
+            "spec": spec}
+    if draw(st.booleans()):
+        pool["status"] = {"lastScaleTime": draw(TIMESTAMPS), "runtimeEnvironment": "python-3.10"}
+    if hook == "finalize" or draw(st.integers(0, 9)) == 0:
+        pool["metadata"]["deletionTimestamp"] = "2026-11-22T11:59:59Z"
+    if hook == "customize":
+        return {"controller": {"metadata": {"name": "llmsafespace-warmpool"}}, "parent": pool}
+    sandboxes = []
+    for i in range(draw(st.integers(0, 3))):
+        sb = copy.deepcopy(draw(sandbox_parent(spec=st.just({"runtime": "python-3.10"}), deleting=False)))
+        sb["metadata"]["namespace"] = draw(st.sampled_from(["demo", "demo", "other"]))
+        sb["status"] = draw(st.sampled_from([
+            {"phase": C.PHASE_PENDING, "warmPool": name}, {"phase": C.PHASE_RUNNING, "warmPool": name, "warmPodUsed": True},
+            {"phase": C.PHASE_CREATING, "warmPool": name, "warmPodUsed": False}, {}, {"phase": C.PHASE_TERMINATED, "warmPool": name}]))
+        sandboxes.append(sb)
+    rel_runtimes = draw(runtimes())
+    members = []
+    try:
+        first = warmpool_sync.sync(sync_request_for(pool, [], rel_runtimes + sandboxes, (C.GVK_WARMPOD,), (C.GVK_SANDBOX, C.GVK_RUNTIME)), NOW)
+        desired = first["children"]
+    except Exception:  # noqa: BLE001 - reported by the fuzz test itself
+        desired = []
+    for i, child in enumerate(desired):
+        child = copy.deepcopy(child)
+        phase = draw(st.sampled_from(["Ready", "Pending", "Failed", "Assigned", None]))
+        if phase == "Assigned" and sandboxes:
+            target = draw(st.sampled_from(sandboxes))
+            child["spec"]["assignment"] = {"sandboxName": target["metadata"]["name"], "sandboxUid": target["metadata"]["uid"]}
+        obj = observed(child, pool, **({"phase": phase, "podName": child["metadata"]["name"]} if phase else {}))
+        obj["metadata"]["creationTimestamp"] = draw(TIMESTAMPS)
+        members.append(obj)
+    return sync_request_for(pool, members, rel_runtimes + sandboxes, (C.GVK_WARMPOD,), (C.GVK_SANDBOX, C.GVK_RUNTIME),
+                            finalizing=hook == "finalize")
+
+
+@st.composite
+def warmpod_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
+    from hooks import warmpod_sync
+    parent = draw(crd_object("WarmPod", with_status=False))
+    spec = parent["spec"]
+    spec["image"] = draw(st.sampled_from([RTE["spec"]["image"], spec["image"]]))
+    if "assignment" in spec and draw(st.booleans()):
+        spec["assignment"] = {"sandboxName": "victim", "sandboxUid": fake_uid("sb", "demo", "victim")}
+    parent["metadata"]["ownerReferences"] = [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "name": spec["poolRef"]["name"],
+                                              "uid": fake_uid("wp", "x"), "controller": True}]
+    if hook == "finalize":
+        parent["metadata"]["deletionTimestamp"] = "2026-11-22T11:59:59Z"
+    alive = copy.deepcopy(parent)
+    alive["metadata"].pop("deletionTimestamp", None)
+    if draw(st.booleans()):  # an earlier assignment state, so the pod may carry other labels
+        alive["spec"].pop("assignment", None)
+    try:
+        desired = warmpod_sync.sync(sync_request_for(alive, [], [], (C.GVK_POD, C.GVK_NETWORK_POLICY), ()), NOW)["children"]
+    except Exception:  # noqa: BLE001
+        desired = []
+    state = draw(POD_STATES)
+    children = []
+    for child in desired:
+        if draw(st.integers(0, 4)) == 0:
+            continue
+        obj = observed(child, parent, **(pod_status(state) if child["kind"] == "Pod" else {}))
+        if child["kind"] == "Pod" and state == "deleting":
+            obj["metadata"]["deletionTimestamp"] = "2026-11-22T11:59:59Z"
+        children.append(obj)
+    return sync_request_for(parent, children, [], (C.GVK_POD, C.GVK_NETWORK_POLICY), (), finalizing=hook == "finalize")
+
+
+@st.composite
+def tenantnamespace_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
+    from hooks import namespace_sync
+    target = draw(namespace_object())
+    keys = (C.GVK_NETWORK_POLICY, C.GVK_RESOURCE_QUOTA, C.GVK_LIMIT_RANGE)
+    attachments: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        alive = copy.deepcopy(target)
+        alive["metadata"]["annotations"] = {}
+        try:
+            attachments = namespace_sync.sync({"object": alive, "attachments": {k: {} for k in keys}, "related": {}}, NOW)["attachments"]
+        except Exception:  # noqa: BLE001
+            attachments = []
+        attachments = [observed({**a, "metadata": {**a["metadata"], "namespace": target["metadata"]["name"]}}, target)
+                       for a in attachments]
+    request = {"controller": {"metadata": {"name": "llmsafespace-tenantnamespace"}}, "object": target,
+               "attachments": {k: {} for k in keys}, "related": {}, "finalizing": False}
+    request["attachments"].update(group(attachments))
+    return request
+
+
+def sync_request_for(parent: dict[str, Any], children: list[dict[str, Any]], related: list[dict[str, Any]],
+                     child_keys: tuple[str, ...], related_keys: tuple[str, ...], finalizing: bool = False) -> dict[str, Any]:
+    from tests.factory import sync_request
+    return sync_request(parent, children=children, related=related, finalizing=finalizing,
+                        child_keys=child_keys, related_keys=related_keys)
+
+
+KIND_REQUESTS.update({
+    "runtimeenvironment": lambda hook: runtime_request(hook),
+    "sandboxprofile": lambda hook: profile_request(hook),
+    "warmpool": lambda hook: warmpool_request(hook),
+    "warmpod": lambda hook: warmpod_request(hook),
+    "tenantnamespace": lambda hook: tenantnamespace_request(hook),
+})

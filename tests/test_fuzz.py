@@ -113,6 +113,13 @@ def check_response(path: str, request: dict[str, Any], body: dict[str, Any]) -> 
         seen.add(ident)
         check_child(child)
     parent = parent_of(request)
+    status = body.get("status") if isinstance(body.get("status"), dict) else {}
+    validated = [c for c in status.get("conditions") or [] if c.get("type") == "Validated"]
+    deleting = request.get("finalizing") or parent.get("metadata", {}).get("deletionTimestamp")
+    if validated and validated[0]["status"] != "True" and not deleting:
+        # An unusable spec (or input) never deletes what exists, for every controller.
+        had = {(o["kind"], o["metadata"]["name"]) for g in (request.get(key) or {}).values() for o in (g or {}).values()}
+        assert had <= {(c["kind"], c["metadata"]["name"]) for c in body[key]}, f"{path}: {validated[0]} deleted children"
     if kind == "CompositeController" and parent.get("apiVersion", "").startswith(C.GROUP + "/"):
         schema = crd_schema(parent["kind"])["properties"]["status"]
         assert isinstance(body.get("status"), dict), f"{path}: status missing: Metacontroller would wipe it"

@@ -62,8 +62,23 @@ def warmpod_request(parent: dict[str, Any]) -> dict[str, Any]:
     return sync_request(parent, child_keys=(C.GVK_POD, C.GVK_NETWORK_POLICY), related_keys=())
 
 
+# Every spec knob that shapes the pod, at its usual value and its extremes.
+POD_KNOBS: list[dict[str, Any]] = [
+    {"securityLevel": "high", "securityContext": {"runAsUser": 2**31 - 1, "runAsGroup": 2**31 - 1}},
+    {"securityLevel": "custom", "securityContext": {"runAsUser": 1, "runAsGroup": 1, "seccompProfile": {
+        "type": "Localhost", "localhostProfile": "profiles/strict.json"}}},
+    {"securityContext": {"runAsUser": 65534, "runAsGroup": 65534, "seccompProfile": {"type": "RuntimeDefault"}}},
+    {"filesystem": {"writablePaths": []}, "resources": {"cpu": "1m", "memory": "1Ki", "ephemeralStorage": "1Ki"}},
+    {"filesystem": {"writablePaths": [f"/w/{i}" for i in range(32)]}, "timeout": 3600, "lifetimeSeconds": 31_536_000},
+    {"storage": {"persistent": True, "volumeSize": "1Ti", "storageClassName": "fast"}, "resources": {"cpuPinning": True, "cpu": "64", "memory": "512Gi"}},
+    {"securityLevel": "high", "storage": {"persistent": True}, "networkAccess": {"ingress": True, "egress": [{"cidr": "::/0"}]}},
+]
+
+
 def _sandbox_sources() -> dict[str, dict[str, Any]]:
     out = {f"sandbox-{k}": v() for k, v in sandbox_cases.SYNC_CASES.items()}
+    for i, spec in enumerate(POD_KNOBS):
+        out[f"sandbox-knobs-{i}"] = sync_request(sandbox(f"knobs-{i}", spec=spec), related=[runtime()])
     digest_rte = runtime(image="ghcr.io/llmsafespace/runtime-python@sha256:" + "0" * 64)
     out["sandbox-digest-image"] = sync_request(sandbox("pinned-image"), related=[digest_rte])
     out["sandbox-digest-image-high"] = sync_request(sandbox("pinned-high", spec={"securityLevel": "high"}), related=[digest_rte])
@@ -199,6 +214,7 @@ def test_checkov_scanned_everything_written(checkov_report: dict[str, Any]) -> N
     assert summary["resource_count"] == len(written), (summary, len(written))
     pods = {k for k, v in written.items() if v["kind"] == "Pod"}
     assert len(pods) >= len(sandbox_cases.SYNC_CASES) - 5  # cases without a pod: invalid, waiting, expired, ...
+    assert all(any(f".case-sandbox-knobs-{i}." in p for p in pods) for i in range(len(POD_KNOBS))), "a knob case emitted no pod"
     results = checkov_report["report"]["results"]
     evaluated = {r["resource"] for key in ("passed_checks", "failed_checks") for r in results.get(key, [])}
     assert pods <= evaluated, f"pods checkov did not evaluate: {sorted(pods - evaluated)}"
