@@ -154,6 +154,9 @@ def find_profile(spec: SandboxSpec, sandbox_ns: str, profiles: Iterable[Mapping[
             validated = (obj.get("status") or {}).get("validated") if isinstance(obj.get("status"), Mapping) else None
             if validated is False:
                 raise ResolutionError("ProfileInvalid", f"SandboxProfile {ns}/{spec.profile_ref.name} failed validation: {_status_message(obj)}")
+            if validated is None:
+                # Like a runtime: wait for the profile controller's verdict before building on it.
+                raise ResolutionError("ProfileNotValidated", f"SandboxProfile {ns}/{spec.profile_ref.name} has not been validated yet", waiting=True)
             return f"{ns}/{spec.profile_ref.name}", profile
     raise ResolutionError("ProfileNotFound", f"SandboxProfile {ns}/{spec.profile_ref.name} not found")
 
@@ -255,7 +258,7 @@ def merge(
     for rule in egress:
         if rule.cidr and inside_private(rule.cidr):
             raise ResolutionError("InvalidSpec", f"egress to {rule.cidr} is not allowed: it lies in a private or link-local address range")
-    # A profile not validated yet is used as it parses; its ingress rules get the same checks here.
+    # Profile ingress rules are checked here too, whatever the profile controller said.
     for rule in ingress_rules:
         if rule.domain:
             raise ResolutionError("InvalidSpec", f"ingress from domain {rule.domain!r} is not allowed: a NetworkPolicy can only admit a cidr (a domain would open the sandbox to every public address)")

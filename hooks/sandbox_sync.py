@@ -187,6 +187,10 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         desired.append(build_service_account(names.base, ns, labels))
         if eff.persistent:
             desired.append(build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name))
+        else:
+            # The CRD forbids turning persistence off; should it happen anyway (an older CRD, a
+            # direct etcd edit), the volume and its data are kept, never deleted by an edit.
+            desired.extend(c for c in keep_observed(children) if c["kind"] == "PersistentVolumeClaim")
         desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent), _shape(eff, names), config))
         if decision.mode == "cold":
             status["warmPodUsed"] = False

@@ -527,6 +527,7 @@ def test_cel_rules_are_all_exercised() -> None:
         ("Sandbox", ".spec.networkAccess.egress[*]"), ("SandboxProfile", ".spec.networkPolicies[*].rules[*]"),
         ("Sandbox", ".spec.securityContext.seccompProfile"), ("Sandbox", ".spec.filesystem.readOnlyRoot"),
         ("WarmPool", ".spec"), ("WarmPool", ".spec.preloadScripts"), ("WarmPod", ".spec"),
+        ("Sandbox", ".spec.storage"),  # test_storage_persistence_cannot_be_switched
     }
     assert {(k, p) for k, p, _r in ALL_RULES} == exercised
 
@@ -555,3 +556,17 @@ def test_validate_cr_returns_the_defaulted_object() -> None:
     assert stored["spec"]["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000}
     assert "securityLevel" not in stored["spec"] and stored["spec"]["resources"] == {"cpuPinning": False}
 
+
+
+def test_storage_persistence_cannot_be_switched() -> None:
+    """Turning persistence off would make the hook drop the claim: the CRD refuses the edit."""
+    old = {"apiVersion": "llmsafespace.dev/v1", "kind": "Sandbox", "metadata": {"name": "s", "namespace": "demo"},
+           "spec": {"runtime": "python:3.10", "storage": {"persistent": True}}}
+    new = copy.deepcopy(old)
+    new["spec"]["storage"]["persistent"] = False
+    with pytest.raises(CRValidationError, match="storage.persistent cannot change"):
+        validate_cr(new, old)
+    validate_cr(old, old)  # an unchanged object passes
+    grown = copy.deepcopy(old)
+    grown["spec"]["storage"]["volumeSize"] = "10Gi"
+    validate_cr(grown, old)

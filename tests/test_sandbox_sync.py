@@ -213,3 +213,20 @@ def test_missing_children_and_related_maps_are_tolerated() -> None:
     out = sandbox_sync.sync({"parent": sandbox()}, NOW)
     assert out["status"]["phase"] == "Failed"  # no runtime visible
     assert cond(out, "Validated")["reason"] == "RuntimeNotFound"
+
+
+def test_turning_persistence_off_keeps_the_volume() -> None:
+    parent = sandbox("keeper", spec={"storage": {"persistent": True}})
+    first = sandbox_sync.sync(sync_request(parent, related=[RTE]), NOW)
+    children = [observed(c, parent) for c in first["children"]]
+    parent["spec"]["storage"] = {"persistent": False}  # refused by the CRD; the hook still keeps the data
+    out = sandbox_sync.sync(sync_request(parent, children=children, related=[RTE]), NOW)
+    assert ("PersistentVolumeClaim", "sandbox-keeper-data") in kinds(out)
+
+
+def test_a_profile_not_yet_validated_is_waited_for() -> None:
+    out = sandbox_sync.sync(sync_request(sandbox(spec={"profileRef": {"name": "data-science"}}),
+                                         related=[RTE, profile(validated=None)]), NOW)
+    assert out["status"]["phase"] == "Pending" and out["children"] == []
+    assert cond(out, "Validated")["status"] == "Unknown"
+    assert cond(out, "Validated")["reason"] == "ProfileNotValidated"
