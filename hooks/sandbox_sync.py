@@ -166,8 +166,12 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     if decision.resync_after:
         resync.append(decision.resync_after)
 
+    # The Service also names the kind of pod that serves: in the moment a sandbox falls back to a
+    # cold start just as its pool binds a warm pod, both pods carry its UID, and traffic must go
+    # to the one it runs on. NetworkPolicies select both, so both stay isolated.
+    serving = C.COMPONENT_WARMPOD if decision.mode in ("warm", "waiting") else C.COMPONENT_SANDBOX
     desired: list[dict[str, Any]] = [
-        build_service(names.base, ns, labels, sel),
+        build_service(names.base, ns, labels, {**sel, C.LABEL_COMPONENT: serving}),
         np.default_deny(names.policy("default-deny"), ns, labels, sel),
         np.api_access(names.policy("api-access"), ns, labels, sel, config),
         np.dns(names.policy("dns"), ns, labels, sel, config),

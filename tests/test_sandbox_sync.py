@@ -230,3 +230,14 @@ def test_a_profile_not_yet_validated_is_waited_for() -> None:
     assert out["status"]["phase"] == "Pending" and out["children"] == []
     assert cond(out, "Validated")["status"] == "Unknown"
     assert cond(out, "Validated")["reason"] == "ProfileNotValidated"
+
+
+@pytest.mark.parametrize("build, serving", [
+    (cases.minimal, "sandbox"), (cases.warm_timeout, "sandbox"), (cases.warm_waiting, "warmpod"), (cases.warm_bound, "warmpod"),
+])
+def test_service_selects_the_pod_that_serves(build: Any, serving: str) -> None:
+    out = sandbox_sync.sync(build(), NOW)
+    service = next(c for c in out["children"] if c["kind"] == "Service")
+    assert service["spec"]["selector"][C.LABEL_COMPONENT] == serving
+    for policy in (c for c in out["children"] if c["kind"] == "NetworkPolicy"):
+        assert C.LABEL_COMPONENT not in policy["spec"]["podSelector"]["matchLabels"]  # policies govern both

@@ -49,6 +49,17 @@ def selectors(children: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, s
     return out
 
 
+def assert_own_selector(what: str, selector: dict[str, str], own: dict[str, str]) -> None:
+    """A selector holds the sandbox's own identity and nothing a user wrote; a Service also names
+    which kind of pod serves (component sandbox or warmpod)."""
+    assert {k: selector.get(k) for k in own} == own, (what, selector)
+    extra = {k: v for k, v in selector.items() if k not in own}
+    if what.startswith("Service/"):
+        assert extra == {C.LABEL_COMPONENT: C.COMPONENT_SANDBOX} or extra == {C.LABEL_COMPONENT: C.COMPONENT_WARMPOD}, (what, selector)
+    else:
+        assert extra == {}, (what, selector)
+
+
 def pod_of(children: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return next(c for c in children if c["kind"] == "Pod")
 
@@ -103,7 +114,7 @@ def test_sandbox_metadata_cannot_change_controller_labels_or_selectors(parent: d
     for child in children:
         assert_controller_labels(child, expected)
     for what, selector in selectors(children):
-        assert selector == own, (what, selector)
+        assert_own_selector(what, selector, own)
     pod = pod_of(children)
     assert pod["metadata"]["annotations"][C.ANNOTATION_SANDBOX] == f"demo/{parent['metadata']['name']}"
 
