@@ -126,13 +126,13 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     try:
         spec = parse_spec(SandboxSpec, dict(parent))
     except SpecError as exc:
-        return _unusable(parent, children, previous, "InvalidSpec", str(exc), False, now)
+        return _unusable(parent, children, related, previous, "InvalidSpec", str(exc), False, now)
     try:
         runtime_name, runtime = resolve_runtime(spec.runtime, objects(related, C.GVK_RUNTIME))
         profile = find_profile(spec, namespace(parent), objects(related, C.GVK_PROFILE))
         eff = merge(spec, runtime_name, runtime, profile, config.retain_storage_class)
     except ResolutionError as exc:
-        return _unusable(parent, children, previous, exc.reason, exc.message, exc.waiting, now)
+        return _unusable(parent, children, related, previous, exc.reason, exc.message, exc.waiting, now)
 
     names = Names.of(parent)
     labels = child_labels(parent)
@@ -315,22 +315,31 @@ def keep_observed(children: Any) -> list[dict[str, Any]]:
     return kept
 
 
-def _unusable(parent: Mapping[str, Any], children: Any, previous: Any, reason: str, message: str,
+def _unusable(parent: Mapping[str, Any], children: Any, related: Any, previous: Any, reason: str, message: str,
               waiting: bool, now: datetime) -> dict[str, Any]:
     kept = keep_observed(children)
     pods = objects(children, C.GVK_POD)
     status: dict[str, Any] = {}
     validated = Condition("Validated", "Unknown" if waiting else "False", reason, message)
+    held = None if pods else warm.held_warm_pod(parent, related)
     if pods:
         phase, ready = _cold_phase(pods[0])
         status.update(_pod_status(pods[0]))
+    elif held is not None:  # a warm pod still serves this sandbox: it runs, whatever the edit
+        wp_status = held[1].get("status") or {}
+        phase = C.PHASE_RUNNING
+        is_ready = wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED
+        ready = Condition("Ready", "True" if is_ready else "False", "WarmPodReady" if is_ready else "WarmPodNotReady",
+                          f"warm pod {name(held[1])} is {'ready' if is_ready else wp_status.get('phase') or 'not ready'}")
+        status["podName"] = wp_status.get("podName")
+        status["podNamespace"] = wp_status.get("podNamespace") or namespace(parent)
     else:
         phase = C.PHASE_PENDING if waiting else C.PHASE_FAILED
         why = "waiting for its inputs" if waiting else "its spec cannot be used"
         ready = Condition("Ready", "False", reason, f"the sandbox cannot start: {why} (see the Validated condition)")
     # Carry over what the previous, valid spec established (for a sandbox that keeps running).
-    if isinstance(previous, Mapping) and kept:
-        for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed", "expiresAt"):
+    if isinstance(previous, Mapping) and (kept or held is not None):
+        for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed", "startTime", "expiresAt"):
             if key in previous:
                 status.setdefault(key, previous[key])
     status["phase"] = phase

@@ -241,3 +241,19 @@ def test_service_selects_the_pod_that_serves(build: Any, serving: str) -> None:
     assert service["spec"]["selector"][C.LABEL_COMPONENT] == serving
     for policy in (c for c in out["children"] if c["kind"] == "NetworkPolicy"):
         assert C.LABEL_COMPONENT not in policy["spec"]["podSelector"]["matchLabels"]  # policies govern both
+
+
+def test_invalid_edit_of_a_warm_served_sandbox_keeps_it_running() -> None:
+    request = cases.warm_bound()
+    first = sandbox_sync.sync(request, NOW)
+    parent = copy.deepcopy(request["parent"])
+    parent["status"] = first["status"]
+    parent["spec"]["runtime"] = "cobol:85"
+    children = [observed(c, parent) for c in first["children"]]
+    related = [o for group in request["related"].values() for o in group.values()]
+    out = sandbox_sync.sync(sync_request(parent, children=children, related=related), NOW)
+    assert out["status"]["phase"] == "Running"
+    assert cond(out, "Ready")["status"] == "True"
+    assert cond(out, "Validated")["reason"] == "RuntimeNotFound"
+    assert out["status"]["warmPodUsed"] is True and out["status"]["podName"] == first["status"]["podName"]
+    assert set(kinds(out)) == set(kinds(first))
