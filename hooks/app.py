@@ -3,25 +3,33 @@
 Served by gunicorn as `hooks.app:app`. Errors are JSON: 400 for requests that are not
 Metacontroller requests, 401 without the configured bearer token, 404/405 for unknown routes,
 413 for bodies over the limit, 500 when a hook cannot compute an answer (Metacontroller then
-retries and changes nothing)."""
+retries and changes nothing).
+
+Every hook call is measured (hooks/metrics.py: Prometheus, on METRICS_PATH and optionally on the
+gunicorn master's METRICS_PORT) and logged as one JSON line on `llmsafespace.hooks`
+(hooks/logging_setup.py); docs/observability.md describes both."""
 from __future__ import annotations
 
 import hmac
 import logging
 import os
+import sys
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from time import perf_counter
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import jsonio, wire
+from . import jsonio, logging_setup, wire
+from . import metrics as hook_metrics
 from .config import Config
 from .routes import ROUTES, Route
 from .sandbox_sync import BadRequest
 
-log = logging.getLogger("llmsafespace.hooks")
+log = logging.getLogger(logging_setup.HOOK_LOGGER)
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+BENCH_ECHO_PATH = "/bench/echo"
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -41,48 +49,89 @@ def _token(env: dict[str, str]) -> Optional[str]:
     return env.get("LLMSS_HOOK_TOKEN") or None
 
 
+def _echo(request: Mapping[str, Any], now: datetime, config: Config) -> Mapping[str, Any]:
+    """An identity hook for bench/ (LLMSS_BENCH_ECHO=1 only): the HTTP layer's whole cost, no hook."""
+    return request
+
+
 def create_app(
     config: Optional[Config] = None,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     env: Optional[dict[str, str]] = None,
+    *,
+    log_stream: Any = None,
 ) -> Flask:
     env = dict(os.environ if env is None else env)
     config = config or Config.from_env(env)
     token = _token(env)
+    logging_setup.configure(env, log_stream)
     app = Flask("llmsafespace-hooks", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(env.get("LLMSS_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
-    app.extensions["llmsafespace"] = {"config": config, "clock": clock}
+    metrics = hook_metrics.create(app, env.get("METRICS_PATH", hook_metrics.DEFAULT_PATH).strip())
+    app.extensions["llmsafespace"] = {"config": config, "clock": clock, "metrics": metrics}
 
-    def handler(path: str, route: Route) -> Callable[[], Response]:
-        def handle() -> Response:
-            if token is not None:
-                sent = request.headers.get("Authorization", "")
-                if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                    return _error(401, "missing or wrong bearer token")
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        messages = {413: f"request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes"}
+        return _error(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))
+
+    def answer(route: Route) -> _Answer:
+        if token is not None:
+            sent = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                return _refused(401, "missing or wrong bearer token", "Unauthorized")
+        try:
             body = request.get_data(cache=False)
-            try:
-                payload = jsonio.loads(body)
-            except ValueError as exc:
-                return _error(400, f"request body is not valid JSON: {exc}")
-            if not isinstance(payload, dict):
-                return _error(400, "request body must be a JSON object")
-            malformed = wire.problem(payload)
-            if malformed:  # not what Metacontroller sends: a 400 naming the place, never a 500 deep inside
-                return _error(400, malformed)
-            try:
-                result = route.function(payload, clock(), config)
-            except BadRequest as exc:
-                return _error(400, str(exc))
-            except Exception:  # answer 5xx so Metacontroller retries and applies nothing
-                log.exception("hook %s failed", path)
-                return _error(500, f"{route.controller} {route.hook} hook failed; Metacontroller will retry")
-            return _json(result)
+        except HTTPException as exc:  # 413: over LLMSS_MAX_REQUEST_BYTES
+            response = http_error(exc)
+            return _Answer(response, None, None, type(exc).__name__, exc.description or exc.name, None)
+        try:
+            payload = jsonio.loads(body)
+        except ValueError as exc:
+            return _refused(400, f"request body is not valid JSON: {exc}", "InvalidJSON")
+        if not isinstance(payload, dict):
+            return _refused(400, "request body must be a JSON object", "NotAnObject")
+        malformed = wire.problem(payload)
+        if malformed:  # not what Metacontroller sends: a 400 naming the place, never a 500 deep inside
+            return _refused(400, malformed, "MalformedRequest", payload)
+        try:
+            result = route.function(payload, clock(), config)
+        except BadRequest as exc:
+            return _refused(400, str(exc), "BadRequest", payload)
+        except Exception as exc:  # answer 5xx so Metacontroller retries and applies nothing
+            message = f"{route.controller} {route.hook} hook failed; Metacontroller will retry"
+            return _Answer(_error(500, message), payload, None, type(exc).__name__, str(exc), sys.exc_info())
+        return _Answer(_json(result), payload, result, None, None, None)
+
+    def handler(route: Route) -> Callable[[], Response]:
+        bound = metrics.for_route(route.controller, route.hook)
+
+        def handle() -> Response:
+            start = perf_counter()
+            done = answer(route)
+            elapsed = perf_counter() - start
+            code = done.response.status_code
+            bound.duration.observe(elapsed)
+            if done.error_type is None:
+                bound.ok.inc()
+                metrics.observe_response(route.controller, done.payload, done.result)
+                level = logging.INFO
+            else:
+                (bound.error if code >= 500 else bound.bad_request).inc()
+                metrics.errors.labels(route.controller, route.hook, done.error_type).inc()
+                level = logging.ERROR if code >= 500 else logging.WARNING
+            if log.isEnabledFor(level):
+                log.log(level, "hook call", exc_info=done.exc_info, extra={"fields": _log_fields(route, code, elapsed, done)})
+            return done.response
 
         handle.__name__ = f"{route.controller}_{route.hook}"
         return handle
 
-    for path, route in ROUTES.items():
-        app.add_url_rule(path, view_func=handler(path, route), methods=["POST"])
+    routes = dict(ROUTES)
+    if env.get("LLMSS_BENCH_ECHO") == "1":
+        routes[BENCH_ECHO_PATH] = Route("bench", "echo", _echo)
+    for path, route in routes.items():
+        app.add_url_rule(path, view_func=handler(route), methods=["POST"])
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -92,12 +141,58 @@ def create_app(
     def readyz() -> Response:
         return _json({"status": "ready", "hooks": sorted(ROUTES)})
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        messages = {413: f"request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes"}
-        return _error(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))
-
     return app
+
+
+class _Answer(NamedTuple):
+    response: Response
+    payload: Any  # the parsed request, when it parsed
+    result: Any  # the hook's answer, when it gave one
+    error_type: Optional[str]  # None: answered 200
+    error: Optional[str]  # what went wrong, for the log line
+    exc_info: Any  # a hook's exception (5xx), for the traceback in the log line
+
+
+def _refused(status: int, message: str, error_type: str, payload: Any = None) -> _Answer:
+    return _Answer(_error(status, message), payload, None, error_type, message, None)
+
+
+def _log_fields(route: Route, code: int, elapsed: float, done: _Answer) -> dict[str, Any]:
+    """The log line of one hook call: who and what, never the request body."""
+    payload, result = done.payload, done.result
+    fields: dict[str, Any] = {
+        "event": "hook_call",
+        "controller": route.controller,
+        "hook": route.hook,
+        "outcome": "ok" if done.error_type is None else "error" if code >= 500 else "bad_request",
+        "status": code,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    if isinstance(payload, Mapping):
+        parent = payload.get("parent")
+        if not isinstance(parent, Mapping):
+            parent = payload.get("object")  # DecoratorController
+        meta = parent.get("metadata") if isinstance(parent, Mapping) else None
+        if isinstance(meta, Mapping):
+            for key in ("namespace", "name", "generation"):
+                if meta.get(key) is not None:
+                    fields[key] = meta[key]
+    if isinstance(result, Mapping):
+        children = result.get("children")
+        if not isinstance(children, list):
+            children = result.get("attachments")
+        if isinstance(children, list):
+            fields["children"] = len(children)
+        status = result.get("status")
+        if isinstance(status, Mapping) and isinstance(status.get("phase"), str):
+            fields["phase"] = status["phase"]
+        for key, name in (("finalized", "finalized"), ("resyncAfterSeconds", "resync_after_s")):
+            if key in result:
+                fields[name] = result[key]
+    if done.error_type is not None:
+        fields["error_type"] = done.error_type
+        fields["error"] = done.error if done.error is None or len(done.error) <= 300 else done.error[:300] + "..."
+    return fields
 
 
 app = create_app()

@@ -1,8 +1,17 @@
 """gunicorn settings for the hook server (the Helm chart and scripts/serve use this file).
 
 Sync workers: hooks are CPU-bound, and threaded or gevent workers pinned keep-alive connections
-from Metacontroller onto one worker (measured in shared/notes/tooling-report.md)."""
+from Metacontroller onto one worker (measured in shared/notes/tooling-report.md).
+
+Metrics (docs/observability.md): every worker is a process, so Prometheus values are kept in
+memory-mapped files under PROMETHEUS_MULTIPROC_DIR and summed at scrape time. This file makes
+sure the directory exists and is empty when the server starts (a private temporary directory
+when the variable is unset), marks exited workers dead so their live gauges go away, and, when
+METRICS_PORT is set, serves /metrics from the master on that port as well."""
+import glob
 import os
+import shutil
+import tempfile
 
 worker_class = "sync"
 workers = int(os.environ.get("WORKERS", "2"))
@@ -13,3 +22,39 @@ keepalive = 5
 # read-only, and the hooks need no control socket.
 control_socket_disable = True
 accesslog = None
+
+# prometheus_client chooses multiprocess mode when it is first imported, in the workers (the app
+# is not preloaded): the variable must be set before they start, i.e. here.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["_LLMSS_PRIVATE_METRICS_DIR"] = tempfile.mkdtemp(prefix="llmsafespace-metrics-")
+METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+METRICS_PORT = os.environ.get("METRICS_PORT", "").strip()
+METRICS_HOST = os.environ.get("METRICS_HOST", "").strip() or "0.0.0.0"
+if METRICS_PORT and not METRICS_PORT.isdigit():
+    raise ValueError(f"METRICS_PORT must be a port number, got {METRICS_PORT!r}")
+
+
+def on_starting(server):  # noqa: ARG001 - gunicorn's signature
+    """Values left by a previous server in the same directory would be added to ours."""
+    os.makedirs(METRICS_DIR, exist_ok=True)
+    for stale in glob.glob(os.path.join(METRICS_DIR, "*.db")):
+        os.remove(stale)
+
+
+def when_ready(server):
+    if METRICS_PORT:
+        from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
+
+        GunicornPrometheusMetrics.start_http_server_when_ready(int(METRICS_PORT), METRICS_HOST)
+        server.log.info("metrics of all workers on http://%s:%s/metrics", METRICS_HOST, METRICS_PORT)
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
+
+    GunicornPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001
+    if os.environ.get("_LLMSS_PRIVATE_METRICS_DIR") == METRICS_DIR:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
