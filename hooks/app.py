@@ -25,7 +25,7 @@ from . import jsonio, logging_setup, wire
 from . import metrics as hook_metrics
 from .config import Config
 from .routes import ROUTES, Route
-from .sandbox_sync import BadRequest
+from .response import BadRequest
 
 log = logging.getLogger(logging_setup.HOOK_LOGGER)
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024

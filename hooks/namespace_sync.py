@@ -26,7 +26,7 @@ from .config import DEFAULT_CONFIG, Config
 from .meta import annotations as annotations_of
 from .meta import name
 from .quantity import parse_quantity
-from .sandbox_sync import BadRequest
+from .response import BadRequest
 
 # quota annotation suffix -> ResourceQuota spec.hard keys it sets.
 QUOTA_KEYS: dict[str, tuple[str, ...]] = {

@@ -34,7 +34,7 @@ from .config import DEFAULT_CONFIG, Config
 from .meta import objects
 from .resolve import inside_private, runtime_available
 from .runtime_sync import observed_status
-from .sandbox_sync import BadRequest
+from .response import parent_of
 from .validators import (
     RuntimeEnvironmentSpec,
     SandboxProfileSpec,
@@ -79,7 +79,7 @@ class _Failed(Exception):
 def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """Every RuntimeEnvironment (cluster-scoped, few; their language is in the spec, not in a
     label, so no selector can narrow them). Constant, so Metacontroller's cache is always right."""
-    _parent(request)
+    parent_of(request)
     return {"relatedResources": [{"apiVersion": C.API_VERSION, "resource": "runtimeenvironments"}]}
 
 
@@ -228,7 +228,7 @@ def validate(spec: Any, related: Any) -> Verdict:
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = _parent(request)
+    parent = parent_of(request)
     previous = observed_status(parent)
     spec = parent.get("spec")
     verdict = validate(spec, request.get("related") or {})
@@ -244,9 +244,3 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         status["language"] = language
     return {"status": dict(sorted(status.items())), "children": []}
 
-
-def _parent(request: Mapping[str, Any]) -> Mapping[str, Any]:
-    parent = request.get("parent")
-    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
-        raise BadRequest("request.parent must be an object with metadata")
-    return parent

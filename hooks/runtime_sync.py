@@ -29,7 +29,7 @@ from .conditions import Condition, generation, render
 from .config import DEFAULT_CONFIG, Config
 from .meta import fmt_time
 from .quantity import parse_quantity
-from .sandbox_sync import BadRequest
+from .response import parent_of
 from .validators import RuntimeEnvironmentSpec, SpecError, check_package, parse_spec
 
 # Lower-case identifiers: "python", "nodejs", "c++" would need escaping nowhere we use them.
@@ -145,9 +145,7 @@ def _check_security(model: RuntimeEnvironmentSpec) -> None:
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = request.get("parent")
-    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
-        raise BadRequest("request.parent must be an object with metadata")
+    parent = parent_of(request)
     previous = observed_status(parent)
     verdict = validate(parent.get("spec"), config)
     status: dict[str, Any] = {

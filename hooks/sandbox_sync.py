@@ -21,21 +21,16 @@ from .builders.pod import PodShape, build_pod
 from .builders.service import build_service
 from .builders.service_account import build_service_account
 from .builders.storage import build_pvc
-from .conditions import Condition, generation, render
+from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import (
     add_seconds, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, uid, user_labels,
 )
+from .response import as_desired, composite_response, parent_of
 from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
 from .validators import SandboxSpec, SpecError, parse_spec
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY)
-# Server-managed metadata that must not be echoed back when children are kept as observed.
-_SYSTEM_METADATA = (
-    "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
-    "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
-)
-LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
 FINALIZE_POLL_SECONDS = 10.0
 
 
@@ -89,7 +84,7 @@ def child_labels(parent: Mapping[str, Any]) -> dict[str, str]:
 def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """Related objects. Depends only on the parent's spec, name and UID: Metacontroller caches the
     answer per (UID, generation)."""
-    parent = _parent(request, "parent")
+    parent = parent_of(request)
     ns = namespace(parent)
     rules: list[dict[str, Any]] = [
         # Cluster-scoped; resolution by language:version needs all of them (there are few).
@@ -115,7 +110,7 @@ def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = _parent(request, "parent")
+    parent = parent_of(request)
     if request.get("finalizing") or is_deleting(parent):
         return finalize(request, now, config)
     children = request.get("children") or {}
@@ -156,7 +151,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         status["expiresAt"] = fmt_time(expires)
         if now >= expires:
             kept = [build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name)] if eff.persistent and eff.retention_policy == C.RETENTION_RETAIN else []
-            return _response(parent, previous, now, {**status, "phase": C.PHASE_TERMINATED}, [
+            return composite_response(parent, previous, now, {**status, "phase": C.PHASE_TERMINATED}, [
                 validated, Condition("Ready", "False", "LifetimeExpired", f"the sandbox's lifetime of {lifetime}s ended at {status['expiresAt']}"),
             ], kept, None)
         resync.append((expires - now).total_seconds())
@@ -220,7 +215,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         phase, ready = C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message)
     conditions.append(ready)
     status["phase"] = phase
-    return _response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
+    return composite_response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
 
 
 def _shape(eff: Effective, names: Names) -> PodShape:
@@ -304,14 +299,7 @@ def keep_observed(children: Any) -> list[dict[str, Any]]:
             if (gvk, namespace(obj), name(obj)) in seen:
                 continue  # the same object under a second key: emit it once
             seen.add((gvk, namespace(obj), name(obj)))
-            copy = {k: v for k, v in obj.items() if k != "status"}
-            meta = {k: v for k, v in obj["metadata"].items() if k not in _SYSTEM_METADATA}
-            if isinstance(meta.get("annotations"), Mapping):
-                meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
-                if not meta["annotations"]:
-                    del meta["annotations"]
-            copy["metadata"] = meta
-            kept.append(copy)
+            kept.append(as_desired(obj))
     return kept
 
 
@@ -343,7 +331,7 @@ def _unusable(parent: Mapping[str, Any], children: Any, related: Any, previous: 
             if key in previous:
                 status.setdefault(key, previous[key])
     status["phase"] = phase
-    return _response(parent, previous, now, status, [validated, ready], kept, None)
+    return composite_response(parent, previous, now, status, [validated, ready], kept, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +344,7 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
     pod is released by its pool when the pool sees the sandbox deleting; we wait until its
     WarmPod is gone. A volume with retentionPolicy Retain lives on as its PersistentVolume
     (its storage class reclaims with Retain); the claim itself is owned and goes with the sandbox."""
-    parent = _parent(request, "parent")
+    parent = parent_of(request)
     children = request.get("children") or {}
     related = request.get("related") or {}
     previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
@@ -373,12 +361,12 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
         waiting_for = [f"pod {name(p)}" for p in pods] + [f"warm pod {name(w)}" for w in warm_pods]
         status["phase"] = C.PHASE_TERMINATING
         cond = Condition("Ready", "False", "Terminating", "waiting for " + ", ".join(waiting_for) + " to terminate")
-        response = _response(parent, previous, now, status, [cond], keep, FINALIZE_POLL_SECONDS)
+        response = composite_response(parent, previous, now, status, [cond], keep, FINALIZE_POLL_SECONDS)
         response["finalized"] = False
         return response
     status["phase"] = C.PHASE_TERMINATED
     cond = Condition("Ready", "False", "Terminated", "the sandbox pod is gone; remaining children are deleted")
-    response = _response(parent, previous, now, status, [cond], [], None)
+    response = composite_response(parent, previous, now, status, [cond], [], None)
     response["finalized"] = True
     return response
 
@@ -386,23 +374,4 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
 # ---------------------------------------------------------------------------------------------
 
 
-def _parent(request: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    parent = request.get(key)
-    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
-        raise BadRequest(f"request.{key} must be an object with metadata")
-    return parent
 
-
-class BadRequest(ValueError):
-    """The request is not a well-formed Metacontroller request (answered with HTTP 400)."""
-
-
-def _response(parent: Mapping[str, Any], previous: Any, now: datetime, status: dict[str, Any],
-              conditions: list[Condition], children: list[dict[str, Any]], resync: Optional[float]) -> dict[str, Any]:
-    status = {k: v for k, v in status.items() if v is not None}
-    status["conditions"] = render(conditions, previous, now, generation(parent))
-    ordered = sorted(children, key=lambda c: (c.get("apiVersion", ""), c.get("kind", ""), c["metadata"]["name"]))
-    response: dict[str, Any] = {"status": dict(sorted(status.items())), "children": ordered}
-    if resync is not None and resync > 0:
-        response["resyncAfterSeconds"] = round(resync, 3)
-    return response

@@ -38,12 +38,11 @@ from typing import Any, Mapping, Optional
 from . import constants as C
 from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
-from .conditions import Condition, generation, render
+from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import dns_label, find, fmt_time, is_deleting, label_value, labels, name, namespace, objects, parse_time
-from .sandbox_sync import BadRequest
+from .response import as_desired, composite_response, parent_of
 from .validators import SpecError, WarmPodSpec, parse_spec
-from .warmpool_sync import keep_as_observed
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
 FINALIZE_POLL_SECONDS = 10.0
@@ -96,7 +95,7 @@ def _pool_of(parent: Mapping[str, Any]) -> str:
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = _parent(request)
+    parent = parent_of(request)
     if request.get("finalizing") or is_deleting(parent):
         return finalize(request, now, config)
     children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
@@ -110,11 +109,11 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     except SpecError as exc:
         # Cannot happen through the API server (the CRD has the same rules); never delete a pod
         # over it anyway. Failed makes the pool replace an unassigned pod.
-        kept = [keep_as_observed(p) for p in objects(children, C.GVK_POD)] + [_policy(parent, _pool_of(parent))]
+        kept = [as_desired(p) for p in objects(children, C.GVK_POD)] + [_policy(parent, _pool_of(parent))]
         status["phase"] = PHASE_FAILED
         conditions = [Condition("Validated", "False", "InvalidSpec", str(exc)),
                       Condition("Ready", "False", "InvalidSpec", "the warm pod's spec cannot be used")]
-        return _response(parent, previous, now, status, conditions, kept, None)
+        return composite_response(parent, previous, now, status, conditions, kept, None)
 
     pool = spec.pool_ref.name
     pod_labels = base_labels(parent, pool)
@@ -150,7 +149,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         if heartbeat is not None:
             status["lastHeartbeat"] = fmt_time(heartbeat)
     conditions = [Condition("Validated", "True", "Valid", f"runtime {spec.runtime}, security level {spec.security_level}"), ready, bound]
-    return _response(parent, previous, now, status, conditions, desired, None)
+    return composite_response(parent, previous, now, status, conditions, desired, None)
 
 
 def _shape(spec: WarmPodSpec) -> PodShape:
@@ -226,18 +225,18 @@ def _phase(pod: Optional[Mapping[str, Any]], spec: WarmPodSpec, conflict: bool,
 def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """The pod goes first while the default-deny policy stays in force; the policy goes once no
     pod is observed."""
-    parent = _parent(request)
+    parent = parent_of(request)
     children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
     previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
     pods = objects(children, C.GVK_POD)
     status: dict[str, Any] = {"phase": PHASE_TERMINATING, "podName": pod_name(parent), "podNamespace": namespace(parent)}
     if pods:
         cond = Condition("Ready", "False", "Terminating", "waiting for the pod to terminate")
-        response = _response(parent, previous, now, status, [cond], [_policy(parent, _pool_of(parent))], FINALIZE_POLL_SECONDS)
+        response = composite_response(parent, previous, now, status, [cond], [_policy(parent, _pool_of(parent))], FINALIZE_POLL_SECONDS)
         response["finalized"] = False
         return response
     cond = Condition("Ready", "False", "Terminated", "the pod is gone")
-    response = _response(parent, previous, now, status, [cond], [], None)
+    response = composite_response(parent, previous, now, status, [cond], [], None)
     response["finalized"] = True
     return response
 
@@ -245,21 +244,3 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
 # ---------------------------------------------------------------------------------------------
 
 
-def _parent(request: Mapping[str, Any]) -> Mapping[str, Any]:
-    parent = request.get("parent")
-    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
-        raise BadRequest("request.parent must be an object with metadata")
-    return parent
-
-
-def _response(parent: Mapping[str, Any], previous: Any, now: datetime, status: dict[str, Any],
-              conditions: list[Condition], children: list[dict[str, Any]], resync: Optional[float]) -> dict[str, Any]:
-    status = dict(status)
-    status["conditions"] = render(conditions, previous, now, generation(parent))
-    response: dict[str, Any] = {
-        "status": dict(sorted(status.items())),
-        "children": sorted(children, key=lambda c: (c["apiVersion"], c["kind"], c["metadata"]["name"])),
-    }
-    if resync is not None and resync > 0:
-        response["resyncAfterSeconds"] = round(resync, 3)
-    return response

@@ -34,20 +34,14 @@ from typing import Any, Mapping, Optional
 
 from . import constants as C
 from . import warm
-from .conditions import Condition, generation, render
+from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time, uid
 from .resolve import ResolutionError, merge, resolve_runtime
-from .sandbox_sync import BadRequest
+from .response import as_desired, composite_response, parent_of
 from .validators import SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec
 
 CHILD_KINDS = (C.GVK_WARMPOD,)
-# Server-managed metadata that must not be echoed back when a child is kept as observed.
-_SYSTEM_METADATA = (
-    "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
-    "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
-)
-LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
 FINALIZE_POLL_SECONDS = 10.0
 PHASE_READY = "Ready"  # WarmPod phases, written by hooks/warmpod_sync.py
 PHASE_FAILED = "Failed"
@@ -122,7 +116,7 @@ def _free_names(pool_name: str, taken: set[str], count: int) -> list[str]:
 def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """Related objects; depends only on the pool's namespace (Metacontroller caches the answer
     per (UID, generation))."""
-    parent = _parent(request)
+    parent = parent_of(request)
     return {"relatedResources": [
         {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": namespace(parent)},
         {"apiVersion": C.API_VERSION, "resource": "runtimeenvironments"},
@@ -134,7 +128,7 @@ def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = _parent(request)
+    parent = parent_of(request)
     if request.get("finalizing") or is_deleting(parent):
         return finalize(request, now, config)
     children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
@@ -260,7 +254,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         Condition("ScalingLimited", "True", "MaxSizeReached", f"the pool wants more idle pods than maxSize ({spec.max_size})")
         if capped else Condition("ScalingLimited", "False", "WithinLimits", "the pool is within its size limits"),
     ]
-    return _response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
+    return composite_response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
 
 
 def _template(pool_name: str, runtime_name: str, image: str, spec: WarmPoolSpec) -> dict[str, Any]:
@@ -394,18 +388,6 @@ def _warm_pod(child_name: str, pool_name: str, ns: str, spec: dict[str, Any], as
 # Unusable spec: keep every WarmPod as it is, assign nothing, report why
 
 
-def keep_as_observed(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """An observed child as a desired one, minus status and server-managed metadata, so
-    Metacontroller changes nothing."""
-    copy = {k: v for k, v in obj.items() if k != "status"}
-    meta = {k: v for k, v in obj["metadata"].items() if k not in _SYSTEM_METADATA}
-    if isinstance(meta.get("annotations"), Mapping):
-        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
-        if not meta["annotations"]:
-            del meta["annotations"]
-    copy["metadata"] = meta
-    return copy
-
 
 def _counts(members: list[Member]) -> dict[str, int]:
     live = [m for m in members if not m.deleting]
@@ -427,8 +409,8 @@ def _unusable(parent: Mapping[str, Any], members: list[Member], previous: Mappin
         Condition("Validated", "Unknown" if waiting else "False", reason, message),
         Condition("Ready", "False", reason, "the pool cannot create or assign warm pods (see the Validated condition); existing ones are kept"),
     ]
-    kept = [keep_as_observed(m.obj) for m in members if not m.deleting]
-    return _response(parent, previous, now, status, conditions, kept, None)
+    kept = [as_desired(m.obj) for m in members if not m.deleting]
+    return composite_response(parent, previous, now, status, conditions, kept, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,7 +420,7 @@ def _unusable(parent: Mapping[str, Any], members: list[Member], previous: Mappin
 def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """A deleted pool drops every WarmPod (sandboxes running on one fall back to a cold start)
     and is finalized once none is observed."""
-    parent = _parent(request)
+    parent = parent_of(request)
     children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
     previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
     members = [_member(o) for o in objects(children, C.GVK_WARMPOD)]
@@ -448,11 +430,11 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
         status["lastScaleTime"] = fmt_time(stamp)
     if members:
         cond = Condition("Ready", "False", "Deleting", f"waiting for {len(members)} warm pod(s) to be deleted")
-        response = _response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
+        response = composite_response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
         response["finalized"] = False
         return response
     cond = Condition("Ready", "False", "Deleted", "every warm pod is gone")
-    response = _response(parent, previous, now, status, [cond], [], None)
+    response = composite_response(parent, previous, now, status, [cond], [], None)
     response["finalized"] = True
     return response
 
@@ -460,21 +442,3 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
 # ---------------------------------------------------------------------------------------------
 
 
-def _parent(request: Mapping[str, Any]) -> Mapping[str, Any]:
-    parent = request.get("parent")
-    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
-        raise BadRequest("request.parent must be an object with metadata")
-    return parent
-
-
-def _response(parent: Mapping[str, Any], previous: Any, now: datetime, status: dict[str, Any],
-              conditions: list[Condition], children: list[dict[str, Any]], resync: Optional[float]) -> dict[str, Any]:
-    status = {k: v for k, v in status.items() if v is not None}
-    status["conditions"] = render(conditions, previous, now, generation(parent))
-    response: dict[str, Any] = {
-        "status": dict(sorted(status.items())),
-        "children": sorted(children, key=lambda c: c["metadata"]["name"]),
-    }
-    if resync is not None and resync > 0:
-        response["resyncAfterSeconds"] = round(resync, 3)
-    return response

@@ -19,9 +19,9 @@ import copy
 import difflib
 import functools
 import hashlib
-import io
+
 import json
-import os
+
 import re
 import shlex
 import subprocess

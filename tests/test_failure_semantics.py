@@ -21,7 +21,7 @@ from hooks import jsonio
 from hooks.app import create_app
 from hooks.config import Config
 from hooks.routes import ROUTES, Route
-from hooks.sandbox_sync import BadRequest
+from hooks.response import BadRequest
 from tests import sandbox_cases as cases
 from tests import strategies as S
 from tests.factory import NOW, observed, profile, running_pod_status, runtime, sandbox, sync_request

@@ -28,11 +28,10 @@ import pytest
 import yaml
 
 from hooks import constants as C
-from hooks import sandbox_sync
 from hooks.config import Config
 from hooks.routes import ROUTES
 from tests import sandbox_cases
-from tests.factory import NOW, fake_uid, observed, runtime, sandbox, sync_request
+from tests.factory import NOW, fake_uid, runtime, sandbox, sync_request
 from tests.tooling import tool
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hooks import jsonio, namespace_sync
 from hooks.app import create_app
 from hooks.config import Config
 from hooks.quantity import parse_quantity
-from hooks.sandbox_sync import BadRequest
+from hooks.response import BadRequest
 from tests.factory import NOW, fake_uid
 from tests.golden import check_golden
 

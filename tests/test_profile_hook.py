@@ -12,7 +12,7 @@ import yaml
 
 from hooks import constants as C
 from hooks import jsonio, profile_sync, resolve
-from hooks.sandbox_sync import BadRequest
+from hooks.response import BadRequest
 from hooks.validators import SandboxSpec
 from tests.factory import NOW, NS, profile, runtime
 from tests.golden import check_golden

@@ -127,7 +127,7 @@ def test_missing_spec_is_an_image_failure_not_a_crash() -> None:
 
 
 def test_bad_request() -> None:
-    from hooks.sandbox_sync import BadRequest
+    from hooks.response import BadRequest
     with pytest.raises(BadRequest):
         runtime_sync.sync({"parent": "x"}, NOW)
 

@@ -10,6 +10,7 @@ import pytest
 from hooks import constants as C
 from hooks import sandbox_sync
 from hooks.config import Config
+from hooks.response import BadRequest
 from tests import sandbox_cases as cases
 from tests.factory import NOW, observed, profile, running_pod_status, runtime, sandbox, sync_request
 
@@ -205,7 +206,7 @@ def test_customize_asks_for_runtime_profile_pools_and_own_warm_pods() -> None:
 
 @pytest.mark.parametrize("request_", [{}, {"parent": None}, {"parent": {"spec": {}}}, {"parent": "x"}])
 def test_malformed_requests_raise_bad_request(request_: dict[str, Any]) -> None:
-    with pytest.raises(sandbox_sync.BadRequest):
+    with pytest.raises(BadRequest):
         sandbox_sync.sync(request_, NOW)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable, Mapping
 
-import pytest
+
 from hypothesis import given
 from hypothesis import strategies as st
 
