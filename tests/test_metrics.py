@@ -1,8 +1,9 @@
-"""Prometheus metrics: counted per call in-process, and summed across gunicorn workers (multiprocess
-mode) when scraped from a worker's /metrics or the master's METRICS_PORT."""
+"""Prometheus metrics (hooks/metrics.py): what each metric counts, in-process, and that counts add
+up across workers under real gunicorn (2 sync workers on 127.0.0.1, multiprocess mode)."""
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import os
 import signal
@@ -10,25 +11,28 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from hooks import app as app_module
+from hooks import constants as C
 from hooks import sandbox_sync
 from hooks.config import Config
-from tests import sandbox_cases as cases
-from tests.factory import NOW
+from hooks.routes import ROUTES, Route
+from tests.factory import NOW, fake_uid
+from tests.sandbox_cases import invalid_new, minimal, observed_running, warm_bound, warm_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "requests" / "sandbox-sync.json"
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -36,149 +40,314 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def value(text: str, name: str, **labels: str) -> float:
-    return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
-def post(client: Any, path: str, body: Any) -> Any:
-    return client.post(path, data=body if isinstance(body, bytes) else json.dumps(body), content_type="application/json")
+class InProcess:
+    def __init__(self, env: Optional[dict[str, str]] = None) -> None:
+        self.app = app_module.create_app(Config(), clock=lambda: NOW, env=env or {}, log_stream=open(os.devnull, "w"))
+        self.client = self.app.test_client()
+
+    def post(self, path: str, body: Any) -> Any:
+        data = body if isinstance(body, bytes) else json.dumps(body)
+        return self.client.post(path, data=data, content_type="application/json")
+
+    def sync(self, request: dict[str, Any], path: str = "/sandbox/sync") -> dict[str, Any]:
+        response = self.post(path, request)
+        assert response.status_code == 200, response.data
+        return response.get_json()
+
+    def scrape(self, path: str = "/metrics") -> dict[Any, float]:
+        response = self.client.get(path)
+        assert response.status_code == 200
+        return scrape_text(response.get_data(as_text=True))
 
 
 @pytest.fixture()
-def client() -> Any:
-    assert not os.environ.get("PROMETHEUS_MULTIPROC_DIR"), "in-process tests need single-process metrics"
-    return app_module.create_app(Config(), clock=lambda: NOW, env={}).test_client()
+def server() -> InProcess:
+    return InProcess()
 
 
-def test_requests_latency_and_errors_per_hook(client: Any) -> None:
-    for _ in range(3):
-        assert post(client, "/sandbox/sync", cases.minimal()).status_code == 200
-    assert post(client, "/sandbox/sync", b"{broken").status_code == 400
-    text = client.get("/metrics").get_data(as_text=True)
-    assert value(text, "llmsafespace_hook_requests_total", controller="sandbox", hook="sync", outcome="ok") == 3
-    assert value(text, "llmsafespace_hook_requests_total", controller="sandbox", hook="sync", outcome="bad_request") == 1
-    assert value(text, "llmsafespace_hook_duration_seconds_count", controller="sandbox", hook="sync") == 4
-    assert value(text, "llmsafespace_reconciliation_errors_total", controller="sandbox", hook="sync", error_type="InvalidJSON") == 1
-    assert "/sandbox/sync" not in text  # labelled by controller and hook, never by raw path
-
-
-def test_internal_errors_are_counted_by_type(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(request: Any, now: Any, config: Any) -> Any:
-        raise KeyError("bug")
-
-    from hooks.routes import ROUTES, Route
-
-    monkeypatch.setitem(ROUTES, "/sandbox/sync", Route("sandbox", "sync", boom))
-    failing = app_module.create_app(Config(), clock=lambda: NOW, env={}).test_client()
-    assert post(failing, "/sandbox/sync", cases.minimal()).status_code == 500
-    text = failing.get("/metrics").get_data(as_text=True)
-    assert value(text, "llmsafespace_reconciliation_errors_total", controller="sandbox", hook="sync", error_type="KeyError") == 1
-    assert value(text, "llmsafespace_hook_requests_total", controller="sandbox", hook="sync", outcome="error") == 1
-
-
-def test_domain_metrics_count_changes_not_calls(client: Any) -> None:
-    request = cases.minimal()
-    first = sandbox_sync.sync(request, NOW)
-    post(client, "/sandbox/sync", request)  # None -> Creating
-    steady = copy.deepcopy(request)
-    steady["parent"]["status"] = first["status"]
-    post(client, "/sandbox/sync", steady)  # Creating -> Creating: no transition
-    post(client, "/sandbox/sync", cases.invalid_new())  # None -> Failed, a validation failure
-    post(client, "/sandbox/sync", cases.warm_timeout())  # a cold fallback of a warm request
-    post(client, "/sandbox/sync", cases.warm_bound())  # a warm start
-    post(client, "/sandbox/finalize", cases.finalize_done())
-    text = client.get("/metrics").get_data(as_text=True)
-    transitions = "llmsafespace_sandbox_phase_transitions_total"
-    assert value(text, transitions, from_phase="None", to_phase="Creating") == 2  # minimal, warm-timeout
-    assert value(text, transitions, from_phase="None", to_phase="Failed") == 1
-    assert value(text, "llmsafespace_validation_failures_total", controller="sandbox", condition="Validated", reason="InvalidSpec") == 1
-    starts = "llmsafespace_warmpool_sandbox_starts_total"
-    assert value(text, starts, namespace="demo", pool="python-pool", result="cold", reason="WarmPodWaitTimeout") == 1
-    assert value(text, starts, namespace="demo", pool="python-pool", result="warm", reason="WarmPodBound") == 1
-    assert value(text, "llmsafespace_sandboxes_deleted_total") == 1
-
-
-def test_warm_pool_gauges_follow_the_latest_answer(client: Any) -> None:
-    from tests import warm_cases
-
-    request = warm_cases.autoscale_up()  # a busy pool: some pods assigned, some available
-    response = post(client, "/warmpool/sync", request)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    status = response.get_json()["status"]
-    text = client.get("/metrics").get_data(as_text=True)
-    pool = request["parent"]["metadata"]
-    for state, key in (("available", "availablePods"), ("assigned", "assignedPods"), ("pending", "pendingPods")):
-        assert value(text, "llmsafespace_warmpool_pods", namespace=pool["namespace"], pool=pool["name"], state=state) == status.get(key, 0)
+def with_status(request: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The next call Metacontroller makes once the previous answer's status was written."""
+    nxt = copy.deepcopy(request)
+    nxt["parent"]["status"] = status
+    return nxt
 
 
 # ---------------------------------------------------------------------------------------------
-# Several gunicorn workers
+# In-process: what each metric means
+
+
+def test_requests_latency_and_errors_are_labelled_by_controller_and_hook(server: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.sync(minimal())
+    server.sync(minimal())
+    server.post("/sandbox/sync", b"{nope")
+    server.post("/sandbox/sync", {"children": {}})
+    server.sync({"parent": minimal()["parent"]}, "/sandbox/customize")
+    m = server.scrape()
+    assert value(m, "llmsafespace_hook_requests_total", controller="sandbox", hook="sync", outcome="ok") == 2
+    assert value(m, "llmsafespace_hook_requests_total", controller="sandbox", hook="sync", outcome="bad_request") == 2
+    assert value(m, "llmsafespace_hook_requests_total", controller="sandbox", hook="customize", outcome="ok") == 1
+    assert value(m, "llmsafespace_hook_duration_seconds_count", controller="sandbox", hook="sync") == 4
+    assert value(m, "llmsafespace_reconciliation_errors_total", controller="sandbox", hook="sync", error_type="InvalidJSON") == 1
+    assert value(m, "llmsafespace_reconciliation_errors_total", controller="sandbox", hook="sync", error_type="BadRequest") == 1
+    assert not [k for k in m if "path" in dict(k[1])], "no metric is labelled by raw path"
+
+    def boom(request: Any, now: Any, config: Any) -> Any:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setitem(ROUTES, "/sandbox/sync", Route("sandbox", "sync", boom))
+    failing = InProcess()
+    assert failing.post("/sandbox/sync", minimal()).status_code == 500
+    m = failing.scrape()
+    assert value(m, "llmsafespace_hook_requests_total", controller="sandbox", hook="sync", outcome="error") == 1
+    assert value(m, "llmsafespace_reconciliation_errors_total", hook="sync", error_type="ZeroDivisionError") == 1
+
+
+def test_every_route_has_zeroed_series_from_the_start(server: InProcess) -> None:
+    m = server.scrape()
+    for route in ROUTES.values():
+        for outcome in ("ok", "bad_request", "error"):
+            assert ("llmsafespace_hook_requests_total",
+                    tuple(sorted({"controller": route.controller, "hook": route.hook, "outcome": outcome}.items()))) in m
+
+
+def test_phase_transitions_count_changes_not_calls(server: InProcess) -> None:
+    first = server.sync(minimal())
+    again = server.sync(with_status(minimal(), first["status"]))  # steady state: nothing new
+    assert again["status"]["phase"] == first["status"]["phase"] == "Creating"
+    running = observed_running()  # its parent says Creating; the pod runs
+    server.sync(running)
+    finalized = server.sync({**minimal(), "finalizing": True}, "/sandbox/finalize")
+    assert finalized["finalized"] is True
+    m = server.scrape()
+    t = "llmsafespace_sandbox_phase_transitions_total"
+    assert value(m, t, from_phase="None", to_phase="Creating") == 1
+    assert value(m, t, from_phase="Creating", to_phase="Running") == 1
+    assert value(m, t, from_phase="None", to_phase="Terminated") == 1
+    assert value(m, t) == 3
+    assert value(m, "llmsafespace_sandboxes_deleted_total") == 1
+
+
+def test_warm_hits_and_misses(server: InProcess) -> None:
+    bound = server.sync(warm_bound())
+    server.sync(with_status(warm_bound(), bound["status"]))  # still warm: not counted again
+    cold = server.sync(warm_timeout())
+    assert bound["status"]["warmPodUsed"] is True and cold["status"]["warmPodUsed"] is False
+    server.sync(minimal())  # no warm pod asked for: neither hit nor miss
+    m = server.scrape()
+    starts = "llmsafespace_warmpool_sandbox_starts_total"
+    assert value(m, starts, namespace="demo", pool="python-pool", result="warm", reason="WarmPodBound") == 1
+    assert value(m, starts, namespace="demo", pool="python-pool", result="cold", reason="WarmPodWaitTimeout") == 1
+    assert value(m, starts) == 2
+
+
+def test_validation_failures_count_new_failures(server: InProcess) -> None:
+    first = server.sync(invalid_new())
+    server.sync(with_status(invalid_new(), first["status"]))  # same failure again: not new
+    m = server.scrape()
+    assert value(m, "llmsafespace_validation_failures_total", controller="sandbox", condition="Validated", reason="InvalidSpec") == 1
+    assert value(m, "llmsafespace_validation_failures_total") == 1
+
+
+def warm_pool_request(available: int, assigned: int, pending: int, last_scale: Optional[str] = None,
+                      previous: Optional[dict[str, Any]] = None, observed_pods: int = 0) -> dict[str, Any]:
+    """A WarmPool request for the echo route, whose answer is the request itself: the top-level
+    `status` and `children` stand for what a WarmPool hook would answer."""
+    status: dict[str, Any] = {"availablePods": available, "assignedPods": assigned, "pendingPods": pending}
+    if last_scale:
+        status["lastScaleTime"] = last_scale
+    parent = {"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
+              "metadata": {"name": "python-pool", "namespace": "demo", "uid": fake_uid("wp"), "generation": 1},
+              "spec": {"runtime": "python:3.10"}, "status": previous or {}}
+    pods = {f"demo/p{i}": {"metadata": {"name": f"p{i}"}} for i in range(observed_pods)}
+    desired = [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOD, "metadata": {"name": f"p{i}"}}
+               for i in range(available + assigned + pending)]
+    return {"parent": parent, "children": {C.GVK_WARMPOD: pods}, "status": status, "desired": desired}
+
+
+def test_warm_pool_gauges_and_scale_operations(monkeypatch: pytest.MonkeyPatch) -> None:
+    def answer(request: Any, now: Any, config: Any) -> Any:  # stands in for the WarmPool hook
+        return {"status": request["status"], "children": request["desired"]}
+
+    monkeypatch.setitem(ROUTES, "/warmpool/sync", Route("warmpool", "sync", answer))
+    server = InProcess()
+    server.sync(warm_pool_request(3, 1, 0, "2026-11-22T12:00:00Z", observed_pods=2), "/warmpool/sync")
+    server.sync(warm_pool_request(2, 2, 0, "2026-11-22T12:00:00Z", previous={"lastScaleTime": "2026-11-22T12:00:00Z"},
+                                  observed_pods=4), "/warmpool/sync")
+    server.sync(warm_pool_request(1, 1, 0, "2026-11-22T12:10:00Z", previous={"lastScaleTime": "2026-11-22T12:00:00Z"},
+                                  observed_pods=4), "/warmpool/sync")
+    m = server.scrape()
+    pods = "llmsafespace_warmpool_pods"
+    assert value(m, pods, namespace="demo", pool="python-pool", state="available") == 1
+    assert value(m, pods, namespace="demo", pool="python-pool", state="assigned") == 1
+    assert value(m, pods, namespace="demo", pool="python-pool", state="pending") == 0
+    assert value(m, "llmsafespace_warmpool_utilization_ratio", namespace="demo", pool="python-pool") == 0.5
+    assert value(m, "llmsafespace_warmpool_last_sync_timestamp_seconds", pool="python-pool") > time.time() - 60
+    ops = "llmsafespace_warmpool_scale_operations_total"
+    assert value(m, ops, namespace="demo", pool="python-pool", direction="up") == 1
+    assert value(m, ops, namespace="demo", pool="python-pool", direction="down") == 1
+    assert value(m, ops) == 2
+
+
+def test_metrics_path_is_configurable_and_can_be_switched_off() -> None:
+    moved = InProcess({"METRICS_PATH": "/internal/metrics"})
+    moved.sync(minimal())
+    assert moved.client.get("/metrics").status_code == 404
+    assert value(moved.scrape("/internal/metrics"), "llmsafespace_hook_requests_total", outcome="ok") == 1
+    assert InProcess({"METRICS_PATH": ""}).client.get("/metrics").status_code == 404
+
+
+def test_the_echo_route_exists_only_for_the_benchmark() -> None:
+    assert InProcess().post("/bench/echo", {"parent": {"metadata": {}}}).status_code == 404
+    echo = InProcess({"LLMSS_BENCH_ECHO": "1"})
+    assert echo.sync({"a": [1, 2]}, "/bench/echo") == {"a": [1, 2]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Under gunicorn: two worker processes, one shared picture
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        return sock.getsockname()[1]
 
 
-def wait_for(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
+def http(method: str, url: str, body: Optional[bytes] = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class Gunicorn:
+    def __init__(self, tmp: Path) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.dir = tmp / "prometheus"
+        self.dir.mkdir()
+        (self.dir / "counter_999999.db").write_bytes(b"")  # a previous server's leftovers: wiped at start
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.dir), "METRICS_PORT": str(self.metrics_port),
+               "METRICS_HOST": "127.0.0.1", "WORKERS": "2", "LLMSS_BENCH_ECHO": "1", "LOG_LEVEL": "WARNING"}
+        self.log = open(tmp / "gunicorn.log", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
+             "--bind", f"127.0.0.1:{self.port}", "hooks.app:app"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while len(self.worker_pids()) < 2 or not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("gunicorn did not start:\n" + (tmp / "gunicorn.log").read_text())
             time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer in time")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def answers(self) -> bool:
+        try:
+            return http("GET", self.url("/healthz"))[0] == 200
+        except OSError:
+            return False
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def scrape(self, via_master: bool = False) -> dict[Any, float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics" if via_master else self.url("/metrics")
+        code, body = http("GET", url)
+        assert code == 200
+        return scrape_text(body.decode())
+
+    def per_worker(self, name: str, **labels: str) -> dict[str, float]:
+        """The value each worker process wrote for one counter, read from its own file."""
+        out = {}
+        for path in glob.glob(str(self.dir / "counter_*.db")):
+            pid = Path(path).stem.split("_")[1]
+            for key, val, _, _ in MmapedDict.read_all_values_from_file(path):
+                metric, sample, sample_labels, _ = json.loads(key)[:4]
+                if sample == name and labels.items() <= sample_labels.items():
+                    out[pid] = out.get(pid, 0.0) + val
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
 
 
 @pytest.fixture()
-def gunicorn(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
-    port, metrics_port = free_port(), free_port()
-    multiproc = tmp_path / "prom"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSS_")}
-    env.update(PROMETHEUS_MULTIPROC_DIR=str(multiproc), METRICS_PORT=str(metrics_port), METRICS_HOST="127.0.0.1",
-               WORKERS="2", LOG_LEVEL="WARNING")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--config", "hooks/gunicorn_conf.py",
-         "--bind", f"127.0.0.1:{port}", "hooks.app:app"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
+def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
+    server = Gunicorn(tmp_path)
     try:
-        wait_for(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 30)
-        yield port, metrics_port, multiproc
+        yield server
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        server.stop()
 
 
-def test_counts_add_up_across_workers(gunicorn: tuple[int, int, Path]) -> None:
-    port, metrics_port, multiproc = gunicorn
-    body = EXAMPLE.read_bytes()
-    def call(_: int) -> int:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/sandbox/sync", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "Connection": "close"})
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return int(response.status)
+def test_counts_add_up_across_workers(gunicorn: Gunicorn) -> None:
+    assert not (gunicorn.dir / "counter_999999.db").exists()
+    body = json.dumps(minimal()).encode()
+    sent = 0
+    ok = "llmsafespace_hook_requests_total"
+    # Concurrent clients spread the calls over both sync workers; go on until both served some.
+    with ThreadPoolExecutor(8) as pool:
+        while sent < 800:
+            codes = list(pool.map(lambda _: http("POST", gunicorn.url("/sandbox/sync"), body)[0], range(40)))
+            assert codes == [200] * 40
+            sent += 40
+            served = gunicorn.per_worker(ok, controller="sandbox", hook="sync", outcome="ok")
+            if len([v for v in served.values() if v > 0]) >= 2:
+                break
+    assert http("POST", gunicorn.url("/sandbox/sync"), b"{")[0] == 400
+    served = gunicorn.per_worker(ok, controller="sandbox", hook="sync", outcome="ok")
+    assert len([v for v in served.values() if v > 0]) == 2, served
+    assert sum(served.values()) == sent
 
-    # Concurrent batches keep both sync workers busy; the second may still be booting at first,
-    # so send batches (bounded) until both have answered some calls.
-    calls, writers = 0, set()
-    deadline = time.monotonic() + 15
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        while len(writers) < 2 and time.monotonic() < deadline:
-            assert set(pool.map(call, range(30))) == {200}
-            calls += 30
-            writers = {p.name for p in multiproc.glob("counter_*.db")}
-    assert len(writers) >= 2, f"expected both workers to have answered, saw value files {writers}"
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        from_worker = response.read().decode()
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
-        from_master = response.read().decode()
-    for text in (from_worker, from_master):  # whichever process answers, it reports every worker
-        assert value(text, "llmsafespace_hook_requests_total", controller="sandbox", hook="sync", outcome="ok") == calls
-        assert value(text, "llmsafespace_hook_duration_seconds_count", controller="sandbox", hook="sync") == calls
-        assert value(text, "llmsafespace_sandbox_phase_transitions_total", from_phase="None", to_phase="Creating") == calls
+    for via_master in (False, True):
+        m = gunicorn.scrape(via_master)
+        assert value(m, ok, controller="sandbox", hook="sync", outcome="ok") == sent
+        assert value(m, ok, controller="sandbox", hook="sync", outcome="bad_request") == 1
+        assert value(m, "llmsafespace_hook_duration_seconds_count", controller="sandbox", hook="sync") == sent + 1
+        assert value(m, "llmsafespace_reconciliation_errors_total", error_type="InvalidJSON") == 1
+        # every call saw a new sandbox (no previous status): one transition each
+        assert value(m, "llmsafespace_sandbox_phase_transitions_total", from_phase="None", to_phase="Creating") == sent
+
+    # A worker that dies keeps its counts (child_exit marks it dead; counters are not live gauges).
+    victim = gunicorn.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while victim in gunicorn.worker_pids() or len(gunicorn.worker_pids()) < 2:
+        assert time.monotonic() < deadline, "gunicorn did not replace the worker"
+        time.sleep(0.1)
+    assert value(gunicorn.scrape(), ok, controller="sandbox", hook="sync", outcome="ok") == sent
+
+
+def test_warm_pool_gauges_show_the_most_recent_answer_whichever_worker_gave_it(gunicorn: Gunicorn) -> None:
+    """The echo route answers the request itself, so a WarmPool-shaped request stands for the
+    WarmPool hook's answer. Sizes go down and up; the gauge must follow the last one (a `max`
+    mode would stick at 9, a per-worker `all` mode would show two series)."""
+    sizes = [9, 2, 5, 1, 7, 3, 4, 6, 0, 2]
+    for _ in range(20):  # sequential calls, each on its own connection: until both workers answered some
+        for available in sizes:
+            assert http("POST", gunicorn.url("/bench/echo"), json.dumps(warm_pool_request(available, 1, 0)).encode())[0] == 200
+        if len([v for v in gunicorn.per_worker("llmsafespace_hook_requests_total", controller="bench").values() if v]) == 2:
+            break
+    else:
+        pytest.fail("one worker answered every call")
+    m = gunicorn.scrape(via_master=True)
+    series = [k for k in m if k[0] == "llmsafespace_warmpool_pods" and dict(k[1])["state"] == "available"]
+    assert len(series) == 1, series
+    assert m[series[0]] == sizes[-1]
+    assert value(m, "llmsafespace_warmpool_utilization_ratio", pool="python-pool") == pytest.approx(1 / 3)
