@@ -16,7 +16,8 @@ import os
 import sys
 from datetime import datetime, timezone
 from time import perf_counter
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple, Optional
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException

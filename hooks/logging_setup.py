@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import IO, Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import IO, Any, Optional
 
 import orjson
 

@@ -3,7 +3,8 @@ observed children echoed back unchanged. One place, so every controller answers 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from .conditions import Condition, generation, render
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from . import constants as C
 from .builders import network_policy as np

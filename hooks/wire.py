@@ -14,7 +14,8 @@ request, an object's spec and status); object metadata never holds a null (Go om
 fields), so a null there is refused like any other wrong type."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 _STRING_FIELDS = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generateName")
 _MAP_SECTIONS = ("children", "attachments", "related")
