@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any, Iterable
 
 from . import constants as C
 
@@ -35,9 +36,12 @@ def dns_label(*parts: str, max_len: int = C.MAX_DNS_LABEL) -> str:
     return f"{head}-{digest}"
 
 
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
 def label_value(value: str) -> str:
     """A valid label value (<= 63 chars, alphanumeric at both ends) for any string."""
-    if len(value) <= C.MAX_LABEL_VALUE and re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value):
+    if len(value) <= C.MAX_LABEL_VALUE and _LABEL_VALUE.fullmatch(value):
         return value
     return dns_label(value, max_len=C.MAX_LABEL_VALUE)
 

@@ -30,7 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import orjson
 
 from . import constants as C
 from . import warm
@@ -173,8 +176,9 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     available: list[Member] = []
     pending: list[Member] = []
     ages: dict[str, float] = {}
+    current = _TemplateCheck(template)
     for m in sorted((m for m in live if not m.assigned), key=lambda m: m.order):
-        if m.phase in (PHASE_FAILED, PHASE_TERMINATING) or not _matches(m.spec, template):
+        if m.phase in (PHASE_FAILED, PHASE_TERMINATING) or not current.matches(m.spec):
             recycled += 1
         elif m.phase == PHASE_READY:
             ages[m.name] = (now - m.created).total_seconds() if m.created is not _NEVER else 0.0
@@ -192,8 +196,9 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     )
     new_assignments: list[tuple[Member, Mapping[str, Any]]] = []
     unserved: list[str] = []
+    verdicts: dict[bytes, Optional[str]] = {}  # sandboxes with the same spec get the same verdict
     for sandbox in waiting:
-        why = _incompatible(sandbox, spec, pool_view, runtimes, config)
+        why = _incompatible_cached(verdicts, sandbox, spec, pool_view, runtimes, config)
         if why is not None:
             unserved.append(f"{name(sandbox)} ({why})")
         elif available:
@@ -279,6 +284,36 @@ def _matches(observed_spec: Mapping[str, Any], template: Mapping[str, Any]) -> b
     return have == WarmPodSpec.model_validate(dict(template)).wire()
 
 
+class _TemplateCheck:
+    """_matches against one template, with the template validated once per sync and a shortcut
+    for the common case: an observed spec (without assignment) that already equals the template's
+    canonical form would validate to itself, so _matches would say True."""
+
+    def __init__(self, template: Mapping[str, Any]) -> None:
+        self.template = template
+        self.wire: Optional[dict[str, Any]] = None
+        try:
+            self.wire = WarmPodSpec.model_validate(dict(template)).wire()
+        except Exception:  # never with a template built from a valid pool: keep _matches' behaviour
+            self.wire = None
+
+    def matches(self, observed_spec: Mapping[str, Any]) -> bool:
+        if self.wire is None:
+            return _matches(observed_spec, self.template)
+        if observed_spec.get("assignment") is None and len(observed_spec) - ("assignment" in observed_spec) == len(self.wire) \
+                and all(k == "assignment" or self.wire.get(k, _MISSING) == v for k, v in observed_spec.items()):
+            return True
+        try:
+            have = WarmPodSpec.model_validate(dict(observed_spec)).wire()
+        except Exception:  # an unreadable spec is outdated by definition
+            return False
+        have.pop("assignment", None)
+        return have == self.wire
+
+
+_MISSING = object()
+
+
 def _target(spec: WarmPoolSpec, assigned: int) -> tuple[int, bool]:
     """Idle pods wanted, and whether maxSize cut that number."""
     target = spec.min_size
@@ -354,6 +389,19 @@ def _incompatible(sandbox: Mapping[str, Any], pool_spec: WarmPoolSpec, pool_view
     if spec.storage.persistent or spec.resources.cpu_pinning:
         return "persistent storage and CPU pinning always start cold"
     return None
+
+
+def _incompatible_cached(verdicts: dict[bytes, Optional[str]], sandbox: Mapping[str, Any], pool_spec: WarmPoolSpec,
+                         pool_view: Mapping[str, Any], runtimes: list[dict[str, Any]], config: Config) -> Optional[str]:
+    """_incompatible depends on the sandbox only through its spec: compute it once per distinct
+    spec (same JSON, same key order) in one sync."""
+    try:
+        key = orjson.dumps(sandbox.get("spec"))
+    except TypeError:  # not JSON (never from Metacontroller): no caching
+        return _incompatible(sandbox, pool_spec, pool_view, runtimes, config)
+    if key not in verdicts:
+        verdicts[key] = _incompatible(sandbox, pool_spec, pool_view, runtimes, config)
+    return verdicts[key]
 
 
 def _ready(available: int, pending: int, min_size: int, unserved: list[str]) -> Condition:

@@ -1,0 +1,67 @@
+"""The performance shortcuts give exactly the answers of the code they shortcut (bench/,
+docs/benchmark.md): WarmPool's template check and its per-spec cache of sandbox verdicts."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hooks import warmpool_sync as W
+from hooks.config import Config
+from hooks.validators import WarmPoolSpec, parse_spec
+from tests.factory import sandbox
+from tests.warm_factory import RTE, pool
+
+POOL = pool(resources={"cpu": "500m", "memory": "512Mi"}, preloadScripts=[{"name": "warm", "script": "python -c 1"}])
+SPEC = parse_spec(WarmPoolSpec, POOL)
+TEMPLATE = W._template("python", "python-3.10", RTE["spec"]["image"], SPEC)
+
+
+def variants() -> list[Any]:
+    base = copy.deepcopy(TEMPLATE)
+    out: list[Any] = [base, {**base, "assignment": None}, {**base, "assignment": {"sandboxName": "a", "sandboxUid": "u"}},
+                      {**base, "assignment": {"sandboxName": "a"}}, {**base, "extra": 1}, {}, {"poolRef": None}]
+    for key in base:
+        out.append({k: v for k, v in base.items() if k != key})
+        out.append({**base, key: None})
+        out.append({**base, key: 7})
+    out.append({**base, "resources": {**base["resources"], "cpu": "0.5"}})
+    out.append({**base, "resources": {**base["resources"], "cpu": "bogus"}})
+    out.append({**base, "preloadScripts": []})
+    out.append({**base, "securityLevel": "high"})
+    out.append({**base, "resources": {"cpu": "500m", "memory": "512Mi"}})  # defaulted ephemeralStorage
+    return out
+
+
+@pytest.mark.parametrize("observed", variants())
+def test_template_check_agrees_with_matches(observed: Any) -> None:
+    assert W._TemplateCheck(TEMPLATE).matches(observed) is W._matches(observed, TEMPLATE)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                           max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(TEMPLATE) + ["assignment", "x"]), json_values, max_size=8))
+def test_template_check_agrees_on_arbitrary_specs(observed: dict[str, Any]) -> None:
+    assert W._TemplateCheck(TEMPLATE).matches(observed) is W._matches(observed, TEMPLATE)
+
+
+@pytest.mark.parametrize("spec", [
+    {"runtime": "python:3.10"}, {"runtime": "python:3.10", "resources": {"memory": "8Gi"}},
+    {"runtime": "ruby:3"}, {"runtime": "python:3.10", "storage": {"persistent": True}}, {"runtime": 3}, None,
+])
+def test_cached_verdicts_equal_fresh_ones(spec: Any) -> None:
+    view = {"metadata": {"name": "python"}, "status": {"runtimeEnvironment": "python-3.10"}}
+    sb = sandbox("s")
+    sb["spec"] = spec
+    verdicts: dict[bytes, Any] = {}
+    fresh = W._incompatible(sb, SPEC, view, [RTE], Config())
+    assert W._incompatible_cached(verdicts, sb, SPEC, view, [RTE], Config()) == fresh
+    assert W._incompatible_cached(verdicts, copy.deepcopy(sb), SPEC, view, [RTE], Config()) == fresh
+    assert len(verdicts) == 1
