@@ -1,0 +1,32 @@
+"""bench/ smoke test: `python -m bench --quick` runs every section and prints every target line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_quick(tmp_path):
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out_json)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout
+    for section in ("## 1+2. In-process latency", "## 3. HTTP", "## 4. Memory", "## Targets"):
+        assert section in table, section
+    for case in ("Sandbox running (all children observed)", "Sandbox new (no children)", "WarmPool N=10", "WarmPool N=100"):
+        assert case in table, case
+    assert "hook/floor" in table and "growth/10x" in table and "peak RSS" in table
+    assert "/sandbox/sync" in table and "/bench/echo" in table or "failed:" in table
+    targets = [line for line in table.splitlines() if line.startswith("- ")]
+    for needle in ("Sandbox sync in-process p99 < 1 ms", "WarmPool sync at 5,000 < 100 ms", "hook / floor ratio < 3",
+                   "HTTP Sandbox sync >= 70% of echo"):
+        matching = [line for line in targets if needle in line]
+        assert len(matching) == 1, needle
+        assert matching[0].split()[1] in ("MET", "NOT", "SKIPPED"), matching[0]
+    results = json.loads(out_json.read_text())
+    assert {"sandbox", "warmpool", "http", "peak_rss_mib", "targets"} <= set(results)
+    assert len(results["targets"]) == 4
