@@ -190,7 +190,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         else:
             # The CRD forbids turning persistence off; should it happen anyway (an older CRD, a
             # direct etcd edit), the volume and its data are kept, never deleted by an edit.
-            desired.extend(c for c in keep_observed(children) if c["kind"] == "PersistentVolumeClaim")
+            desired.extend(_observed_claims(children))
         desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent), _shape(eff, names), config))
         if decision.mode == "cold":
             status["warmPodUsed"] = False
@@ -301,6 +301,27 @@ def keep_observed(children: Any) -> list[dict[str, Any]]:
                 continue  # the same object under a second key: emit it once
             seen.add((gvk, namespace(obj), name(obj)))
             kept.append(as_desired(obj))
+    return kept
+
+
+def _observed_claims(children: Any) -> list[dict[str, Any]]:
+    """`[c for c in keep_observed(children) if c["kind"] == "PersistentVolumeClaim"]` without
+    converting every other child first (it ran on every sync of a sandbox without storage)."""
+    kept = []
+    seen: set[tuple[str, str, str]] = set()
+    for gvk in CHILD_KINDS:
+        group = children.get(gvk) if isinstance(children, Mapping) else None
+        if isinstance(group, Mapping) and all(
+            not isinstance(o, Mapping) or not isinstance(o.get("metadata"), Mapping)  # objects() skips these
+            or ("kind" in o and o["kind"] != "PersistentVolumeClaim") for o in group.values()
+        ):
+            continue  # no claim in this group (the usual case): nothing to sort or convert
+        for obj in objects(children, gvk):
+            if (gvk, namespace(obj), name(obj)) in seen:
+                continue
+            seen.add((gvk, namespace(obj), name(obj)))
+            if obj["kind"] == "PersistentVolumeClaim":  # as_desired keeps kind; KeyError alike
+                kept.append(as_desired(obj))
     return kept
 
 

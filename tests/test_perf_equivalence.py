@@ -65,3 +65,46 @@ def test_cached_verdicts_equal_fresh_ones(spec: Any) -> None:
     assert W._incompatible_cached(verdicts, sb, SPEC, view, [RTE], Config()) == fresh
     assert W._incompatible_cached(verdicts, copy.deepcopy(sb), SPEC, view, [RTE], Config()) == fresh
     assert len(verdicts) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Sandbox: observed claims without converting every child
+
+from hooks import constants as C  # noqa: E402
+from hooks import sandbox_sync as S  # noqa: E402
+
+_kinds = st.sampled_from(["Pod", "Service", "PersistentVolumeClaim", None, 3])
+_child = st.builds(
+    lambda kind, name, ns, meta_ok: {**({"kind": kind} if kind is not None else {}), "apiVersion": "v1",
+                                     "metadata": {"name": name, "namespace": ns} if meta_ok else "x", "status": {"a": 1}},
+    _kinds, st.sampled_from(["a", "b", "c"]), st.sampled_from(["demo", "other"]), st.booleans())
+_children = st.dictionaries(st.sampled_from(list(S.CHILD_KINDS) + ["Other.v1"]),
+                            st.dictionaries(st.text(max_size=3), _child | st.integers(), max_size=4) | st.none(), max_size=6)
+
+
+def _claims_as_before(children: Any) -> Any:
+    try:
+        return [c for c in S.keep_observed(children) if c["kind"] == "PersistentVolumeClaim"]
+    except KeyError as exc:
+        return ("KeyError", exc.args)
+
+
+def _claims_now(children: Any) -> Any:
+    try:
+        return S._observed_claims(children)
+    except KeyError as exc:
+        return ("KeyError", exc.args)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_children)
+def test_observed_claims_equal_filtered_keep_observed(children: dict[str, Any]) -> None:
+    assert _claims_now(children) == _claims_as_before(children)
+
+
+def test_observed_claims_on_the_realistic_request() -> None:
+    from bench.payloads import sandbox_running
+    from tests.sandbox_cases import persistent_storage, lifetime_expired
+    for request in (sandbox_running(), persistent_storage(), lifetime_expired()):
+        assert _claims_now(request["children"]) == _claims_as_before(request["children"])
+    assert C.GVK_PVC in S.CHILD_KINDS
