@@ -7,7 +7,12 @@ Metrics (docs/observability.md): every worker is a process, so Prometheus values
 memory-mapped files under PROMETHEUS_MULTIPROC_DIR and summed at scrape time. This file makes
 sure the directory exists and is empty when the server starts (a private temporary directory
 when the variable is unset), marks exited workers dead so their live gauges go away, and, when
-METRICS_PORT is set, serves /metrics from the master on that port as well."""
+METRICS_PORT is set, serves /metrics from the master on that port as well.
+
+Each worker freezes the garbage collector's view of everything loaded at start-up (gc.freeze):
+Flask, pydantic and the hooks are ~45,000 objects that a full collection would otherwise walk
+again and again while a large request is being answered (docs/benchmark.md)."""
+import gc
 import glob
 import os
 import shutil
@@ -47,6 +52,10 @@ def when_ready(server):
 
         GunicornPrometheusMetrics.start_http_server_when_ready(int(METRICS_PORT), METRICS_HOST)
         server.log.info("metrics of all workers on http://%s:%s/metrics", METRICS_HOST, METRICS_PORT)
+
+
+def post_worker_init(worker):  # noqa: ARG001
+    gc.freeze()
 
 
 def child_exit(server, worker):  # noqa: ARG001
