@@ -313,14 +313,14 @@ def _observed_claims(children: Any) -> list[dict[str, Any]]:
         group = children.get(gvk) if isinstance(children, Mapping) else None
         if isinstance(group, Mapping) and all(
             not isinstance(o, Mapping) or not isinstance(o.get("metadata"), Mapping)  # objects() skips these
-            or ("kind" in o and o["kind"] != "PersistentVolumeClaim") for o in group.values()
+            or o.get("kind") != "PersistentVolumeClaim" for o in group.values()
         ):
             continue  # no claim in this group (the usual case): nothing to sort or convert
         for obj in objects(children, gvk):
             if (gvk, namespace(obj), name(obj)) in seen:
                 continue
             seen.add((gvk, namespace(obj), name(obj)))
-            if obj["kind"] == "PersistentVolumeClaim":  # as_desired keeps kind; KeyError alike
+            if obj.get("kind") == "PersistentVolumeClaim":  # as_desired keeps kind; a child without one is no claim
                 kept.append(as_desired(obj))
     return kept
 
