@@ -339,13 +339,21 @@ def test_warm_pool_gauges_show_the_most_recent_answer_whichever_worker_gave_it(g
     WarmPool hook's answer. Sizes go down and up; the gauge must follow the last one (a `max`
     mode would stick at 9, a per-worker `all` mode would show two series)."""
     sizes = [9, 2, 5, 1, 7, 3, 4, 6, 0, 2]
-    for _ in range(20):  # sequential calls, each on its own connection: until both workers answered some
-        for available in sizes:
-            assert http("POST", gunicorn.url("/bench/echo"), json.dumps(warm_pool_request(available, 1, 0)).encode())[0] == 200
-        if len([v for v in gunicorn.per_worker("llmsafespace_hook_requests_total", controller="bench").values() if v]) == 2:
-            break
-    else:
-        pytest.fail("one worker answered every call")
+
+    def echo(available: int) -> int:
+        return http("POST", gunicorn.url("/bench/echo"), json.dumps(warm_pool_request(available, 1, 0)).encode())[0]
+
+    # Concurrent bursts until both workers have answered (and so both have set the gauge): sequential
+    # calls alone can all land on one idle worker.
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            assert set(pool.map(echo, sizes * 4)) == {200}
+            if len([v for v in gunicorn.per_worker("llmsafespace_hook_requests_total", controller="bench").values() if v]) == 2:
+                break
+        else:
+            pytest.fail("one worker answered every call")
+    for available in sizes:  # then one call at a time: the last answer is known
+        assert echo(available) == 200
     m = gunicorn.scrape(via_master=True)
     series = [k for k in m if k[0] == "llmsafespace_warmpool_pods" and dict(k[1])["state"] == "available"]
     assert len(series) == 1, series
