@@ -248,3 +248,12 @@ def validate_cr(obj: dict[str, Any], old: Optional[dict[str, Any]] = None, *, al
     if problems:
         raise CRValidationError([f"{kind} {obj.get('metadata', {}).get('name', '?')}: {p}" for p in problems])
     return defaulted
+
+
+def assert_status_fits(kind: str, status: dict[str, Any]) -> None:
+    """The status as the API server would store it: right types, nothing it would prune (the
+    parent itself may be one the API server would reject, as in the invalid-spec cases)."""
+    schema = crd_schema(kind)["properties"]["status"]
+    full = {**status, "observedGeneration": 1}
+    assert not schema_errors(schema, full), schema_errors(schema, full)
+    assert not unknown_fields(schema, full), unknown_fields(schema, full)

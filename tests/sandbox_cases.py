@@ -23,7 +23,7 @@ def _children_of(parent: dict[str, Any], **pod_status: Any) -> list[dict[str, An
     return out
 
 
-def _warm_pool(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
+def warm_pool(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
         "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wp", name), "generation": 1,
@@ -165,24 +165,24 @@ def long_name_and_user_labels() -> dict[str, Any]:
 
 
 def warm_waiting() -> dict[str, Any]:
-    return sync_request(sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}), related=[RTE, _warm_pool()])
+    return sync_request(sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}), related=[RTE, warm_pool()])
 
 
 def warm_bound() -> dict[str, Any]:
     parent = sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, status={"warmPool": "python-pool"})
-    pool = _warm_pool()
+    pool = warm_pool()
     return sync_request(parent, related=[RTE, pool, _warm_pod(parent, pool, "Assigned")])
 
 
 def warm_timeout() -> dict[str, Any]:
     parent = sandbox("slow", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, created="2026-11-22T11:58:00Z",
                      status={"warmPool": "python-pool"})
-    return sync_request(parent, related=[RTE, _warm_pool()])
+    return sync_request(parent, related=[RTE, warm_pool()])
 
 
 def warm_incompatible() -> dict[str, Any]:
     parent = sandbox("big", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"resources": {"memory": "8Gi"}})
-    return sync_request(parent, related=[RTE, _warm_pool()])
+    return sync_request(parent, related=[RTE, warm_pool()])
 
 
 SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {

@@ -38,6 +38,7 @@ from hooks import constants as C
 from hooks import sandbox_sync
 from hooks.meta import fmt_time
 from tests.factory import NOW, fake_uid, group, observed, profile, runtime
+from tests.sandbox_cases import warm_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = os.environ.get("LLMSS_LONG") == "1"
@@ -360,15 +361,6 @@ def profiles(draw: Any) -> list[dict[str, Any]]:
     validated = draw(st.sampled_from([True, False, None]))
     return draw(st.sampled_from([[], [profile(validated=validated, **spec)]]))
 
-
-def warm_pool(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
-        "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wp", name), "generation": 1,
-                     "creationTimestamp": "2026-11-22T10:00:00Z"},
-        "spec": {"runtime": "python:3.10", "minSize": 2, **spec},
-        "status": {"runtimeEnvironment": "python-3.10", "image": RTE["spec"]["image"], "availablePods": 2},
-    }
 
 
 def warm_pod(parent: dict[str, Any], pool: str, phase: str, name: Optional[str] = None, uid_: Optional[str] = None) -> dict[str, Any]:

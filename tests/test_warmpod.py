@@ -12,7 +12,7 @@ from hooks import constants as C
 from hooks import jsonio, warmpod_sync
 from hooks.config import Config
 from tests import warm_cases as cases
-from tests.crdutil import crd_schema, schema_errors, unknown_fields
+from tests.crdutil import assert_status_fits
 from tests.factory import NOW
 from tests.golden import check_golden
 from tests.security import assert_pod_hardened
@@ -32,15 +32,6 @@ def child(response: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def cond(response: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in response["status"]["conditions"] if c["type"] == type_)
-
-
-def assert_status_fits(kind: str, status: dict[str, Any]) -> None:
-    """The status as the API server would store it: right types, nothing it would prune (the
-    parent itself may be one the API server would reject, as in the invalid-spec cases)."""
-    schema = crd_schema(kind)["properties"]["status"]
-    full = {**status, "observedGeneration": 1}
-    assert not schema_errors(schema, full), schema_errors(schema, full)
-    assert not unknown_fields(schema, full), unknown_fields(schema, full)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

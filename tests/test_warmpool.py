@@ -12,7 +12,7 @@ from hooks import constants as C
 from hooks import jsonio, warmpool_sync
 from hooks.meta import fmt_time
 from tests import warm_cases as cases
-from tests.crdutil import crd_schema, schema_errors, unknown_fields, validate_cr
+from tests.crdutil import assert_status_fits, validate_cr
 from tests.factory import NOW
 from tests.golden import check_golden
 from tests.warm_factory import RTE, pool, pool_request, waiting_sandbox, warm_pod
@@ -44,15 +44,6 @@ def observed_names(request: dict[str, Any]) -> set[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Every case
-
-
-def assert_status_fits(kind: str, status: dict[str, Any]) -> None:
-    """The status as the API server would store it: right types, nothing it would prune (the
-    parent itself may be one the API server would reject, as in the invalid-spec cases)."""
-    schema = crd_schema(kind)["properties"]["status"]
-    full = {**status, "observedGeneration": 1}
-    assert not schema_errors(schema, full), schema_errors(schema, full)
-    assert not unknown_fields(schema, full), unknown_fields(schema, full)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
