@@ -158,7 +158,10 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         resync.append((expires - now).total_seconds())
 
     cold_pod = next((p for p in pods if name(p) == names.base), None)
-    decision = warm.decide(spec, parent, eff, related, cold_pod is not None, now, config)
+    # A cold start has begun once its pod or its ServiceAccount (created one sync before the pod,
+    # and only for a cold start) is observed: from then on the sandbox stays cold.
+    account = next((a for a in objects(children, C.GVK_SERVICE_ACCOUNT) if name(a) == names.base), None)
+    decision = warm.decide(spec, parent, eff, related, cold_pod is not None or account is not None, now, config)
     if decision.resync_after:
         resync.append(decision.resync_after)
 
@@ -191,10 +194,16 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
             # The CRD forbids turning persistence off; should it happen anyway (an older CRD, a
             # direct etcd edit), the volume and its data are kept, never deleted by an edit.
             desired.extend(_observed_claims(children))
-        desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent), _shape(eff, names), config))
+        # The API server refuses a Pod whose ServiceAccount does not exist yet, and Metacontroller
+        # creates the children of one answer in no particular order: the Pod is desired only
+        # once its account is observed (the account's creation triggers the next sync).
+        account_ready = cold_pod is not None or account is not None
+        if account_ready:
+            desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent), _shape(eff, names), config))
         if decision.mode == "cold":
             status["warmPodUsed"] = False
-        phase, ready = _cold_phase(cold_pod)
+        phase, ready = _cold_phase(cold_pod) if account_ready else (
+            C.PHASE_CREATING, Condition("Ready", "False", "PodCreating", "creating the sandbox's service account; the pod follows"))
         if cold_pod is not None:
             status.update(_pod_status(cold_pod))
     elif decision.mode == "warm":

@@ -138,33 +138,47 @@ def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str
     return None
 
 
+COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout")
+
+
+def _cold_reason(parent: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    """(reason, message) of the WarmPod condition an earlier sync wrote when it chose a cold start."""
+    status = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    for cond in status.get("conditions") or [] if isinstance(status, Mapping) else []:
+        if (isinstance(cond, Mapping) and cond.get("type") == "WarmPod" and cond.get("status") == "False"
+                and cond.get("reason") in COLD_REASONS and isinstance(cond.get("message"), str)):
+            return cond["reason"], cond["message"]
+    return None
+
+
 def decide(
     spec: SandboxSpec,
     parent: Mapping[str, Any],
     eff: Effective,
     related: Any,
-    cold_pod_observed: bool,
+    started_cold: bool,
     now: datetime,
     config: Config,
 ) -> WarmDecision:
-    held = None if cold_pod_observed else held_warm_pod(parent, related)
+    held = None if started_cold else held_warm_pod(parent, related)
     if held is not None:
         pool, wp = held
         return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
     if not requested(spec, parent):
         return WarmDecision("none")
     pool, why_not = choose_pool(spec, parent, eff, related)
-    if cold_pod_observed:
-        # Sticky: once a cold pod exists the sandbox stays cold, and the pool releases its pod.
-        return WarmDecision("cold", pool, reason="ColdStart", message="running on a cold-started pod")
+    if started_cold:
+        # Sticky: once a cold start began the sandbox stays cold, and the pool releases its pod.
+        # The condition keeps saying why it began cold (timeout, no pool), not just that it did.
+        reason, message = _cold_reason(parent) or ("ColdStart", "running on a cold-started pod")
+        return WarmDecision("cold", pool, reason=reason, message=message)
     if pool is None:
         return WarmDecision("cold", None, reason="NoCompatiblePool", message=why_not)
     wp = bound_warm_pod(parent, related, pool)
     status = wp.get("status") if wp is not None and isinstance(wp.get("status"), Mapping) else {}
     if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
         return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
-    start = created(parent) or now
-    deadline = add_seconds(start, config.warm_pod_wait_seconds)
+    deadline = add_seconds(created(parent) or now, config.warm_pod_wait_seconds)
     if now < deadline:
         what = f"warm pod {name(wp)} is bound, waiting for it to be ready" if wp is not None else f"waiting for pool {pool} to bind a warm pod"
         return WarmDecision("waiting", pool, wp, "WaitingForWarmPod", what, resync_after=(deadline - now).total_seconds())

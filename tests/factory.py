@@ -125,3 +125,26 @@ def running_pod_status(ready: bool = True) -> dict[str, Any]:
         "startTime": "2026-11-22T11:59:56Z",
         "conditions": [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": "2026-11-22T11:59:58Z"}],
     }
+
+
+def settle(hook: Any, request: dict[str, Any], now: datetime = NOW, *, pod_status: Optional[dict[str, Any]] = None,
+           rounds: int = 4) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Answer `request` with `hook` round after round, each time observing every desired child as
+    the API server would hold it (Pods with `pod_status`), until the desired children stop
+    changing. Returns (the observed children, the last answer): a parent's settled desired state.
+    Creation takes more than one round: a sandbox's Pod waits for its ServiceAccount."""
+    parent = request["parent"]
+    held: list[dict[str, Any]] = [o for g in request.get("children", {}).values() for o in g.values()]
+    answer: dict[str, Any] = {}
+    for _ in range(rounds):
+        current = copy.deepcopy(request)
+        current["children"] = {k: {} for k in request.get("children", {})}
+        current["children"].update(group(held))
+        answer = hook(current, now)
+        idents = {(c["kind"], c["metadata"]["name"]) for c in answer["children"]}
+        if idents == {(c["kind"], c["metadata"]["name"]) for c in held}:
+            return held, answer
+        by_ident = {(c["kind"], c["metadata"]["name"]): c for c in held}
+        held = [by_ident.get((c["kind"], c["metadata"]["name"])) or observed(c, parent, **(pod_status or {} if c["kind"] == "Pod" else {}))
+                for c in answer["children"]]
+    raise AssertionError(f"desired children still changing after {rounds} rounds")

@@ -17,6 +17,8 @@ What it models (notes/metacontroller.md sections 1, 3, 4.1, 5):
   * InPlace = simplified kubectl-apply 3-way merge with the last applied configuration; OnDelete
     never updates; a Pod update that touches the spec is Forbidden (Pods are immutable); a WarmPod
     update that changes or removes spec.assignment is rejected (the CRD's transition rule);
+  * admission: creating a Pod that names a ServiceAccount which does not exist yet is refused, as
+    the API server does (recorded in `violations`);
   * finalize hooks: Metacontroller's finalizer is added on the first sync; a deleted parent gets
     finalize calls until finalized, then disappears; garbage collection deletes objects whose
     controller owner is gone (background propagation);
@@ -356,6 +358,10 @@ class Harness:
                 if key in self.objects:
                     self.stats.already_exists += 1  # swallowed, like Metacontroller's dynamic apply
                     continue
+                refusal = self._admission(child)
+                if refusal:
+                    self.violations.append(f"{ctl.name}: create refused: {refusal}")
+                    continue
                 created = self.create(child, owner=parent)
                 self.applied[created["metadata"]["uid"]] = child
             elif not seen["metadata"].get("deletionTimestamp") and ctl.strategy[kind] != "OnDelete":
@@ -364,6 +370,17 @@ class Harness:
         for ident, seen in observed.items():
             if ident not in wanted and not seen["metadata"].get("deletionTimestamp"):
                 self.delete((ident[0], ns, ident[1]), uid=seen["metadata"]["uid"])
+
+    def _admission(self, obj: Mapping[str, Any]) -> Optional[str]:
+        """Why the API server would refuse to create `obj`, if it would: a Pod naming a
+        ServiceAccount that does not exist (the ServiceAccount admission plugin; `default` is made
+        by the namespace's token controller). Metacontroller creates the children of one answer
+        in no particular order, so a hook must not desire such a Pod before its account exists."""
+        if obj["kind"] == "Pod":
+            account = (obj.get("spec") or {}).get("serviceAccountName") or "default"
+            if account != "default" and ("ServiceAccount", obj["metadata"]["namespace"], account) not in self.objects:
+                return f"pods {obj['metadata']['name']!r} is forbidden: serviceaccount {account!r} not found"
+        return None
 
     def _update(self, key: Key, seen: dict[str, Any], child: dict[str, Any]) -> None:
         uid = seen["metadata"]["uid"]

@@ -5,22 +5,29 @@ from typing import Any, Callable
 
 from hooks import constants as C
 from hooks import sandbox_sync
+from hooks.builders.service_account import build_service_account
 from tests.factory import (
-    NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, sync_request,
+    NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request,
 )
 
 RTE = runtime()
 
 
 def _children_of(parent: dict[str, Any], **pod_status: Any) -> list[dict[str, Any]]:
-    """What the API server holds after the first sync of `parent` (before any deletion) was applied."""
+    """What the API server holds once the syncs of `parent` (before any deletion) were applied."""
     alive = {**parent, "metadata": {k: v for k, v in parent["metadata"].items() if k != "deletionTimestamp"}}
-    first = sandbox_sync.sync(sync_request(alive, related=[RTE]), NOW)
-    out = []
-    for child in first["children"]:
-        status = pod_status if child["kind"] == "Pod" else {}
-        out.append(observed(child, parent, **status))
-    return out
+    return settle(sandbox_sync.sync, sync_request(alive, related=[RTE]), pod_status=pod_status)[0]
+
+
+def account(parent: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sandbox's ServiceAccount as observed after its first sync. Creation cases carry it: the
+    Pod (what their goldens and the security checks are about) is desired only once it exists."""
+    names = sandbox_sync.Names.of(parent)
+    return [observed(build_service_account(names.base, parent["metadata"]["namespace"], sandbox_sync.child_labels(parent)), parent)]
+
+
+def creating(parent: dict[str, Any], *related: dict[str, Any]) -> dict[str, Any]:
+    return sync_request(parent, children=account(parent), related=list(related) or [RTE])
 
 
 def warm_pool(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
@@ -50,45 +57,50 @@ def _warm_pod(parent: dict[str, Any], pool: dict[str, Any], phase: str) -> dict[
     }
 
 
-def minimal() -> dict[str, Any]:
+def first_sync() -> dict[str, Any]:
+    """A new sandbox, nothing observed yet: everything but the Pod (it waits for its account)."""
     return sync_request(sandbox(), related=[RTE])
 
 
+def minimal() -> dict[str, Any]:
+    return creating(sandbox())
+
+
 def security_high() -> dict[str, Any]:
-    return sync_request(sandbox("secure", spec={"securityLevel": "high"}), related=[RTE])
+    return creating(sandbox("secure", spec={"securityLevel": "high"}))
 
 
 def security_custom() -> dict[str, Any]:
-    return sync_request(sandbox("custom", spec={
+    return creating(sandbox("custom", spec={
         "securityLevel": "custom",
         "securityContext": {"runAsUser": 2000, "runAsGroup": 3000,
                             "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/python-strict.json"}},
-    }), related=[RTE])
+    }))
 
 
 def persistent_storage() -> dict[str, Any]:
-    return sync_request(sandbox("notebook", spec={"storage": {"persistent": True, "volumeSize": "10Gi"}}), related=[RTE])
+    return creating(sandbox("notebook", spec={"storage": {"persistent": True, "volumeSize": "10Gi"}}))
 
 
 def persistent_retained() -> dict[str, Any]:
-    return sync_request(sandbox("archive", spec={"storage": {
-        "persistent": True, "retentionPolicy": "Retain", "storageClassName": "retained-ssd"}}), related=[RTE])
+    return creating(sandbox("archive", spec={"storage": {
+        "persistent": True, "retentionPolicy": "Retain", "storageClassName": "retained-ssd"}}))
 
 
 def egress_rules() -> dict[str, Any]:
-    return sync_request(sandbox("fetcher", spec={"networkAccess": {"egress": [
+    return creating(sandbox("fetcher", spec={"networkAccess": {"egress": [
         {"domain": "pypi.org", "ports": [{"port": 443, "protocol": "TCP"}]},
         {"domain": "files.pythonhosted.org"},
         {"cidr": "203.0.113.0/24", "ports": [{"port": 5432}, {"port": 53, "protocol": "UDP"}]},
-    ]}}), related=[RTE])
+    ]}}))
 
 
 def ingress() -> dict[str, Any]:
-    return sync_request(sandbox("webapp", spec={"networkAccess": {"ingress": True}}), related=[RTE])
+    return creating(sandbox("webapp", spec={"networkAccess": {"ingress": True}}))
 
 
 def cpu_pinning() -> dict[str, Any]:
-    return sync_request(sandbox("pinned", spec={"resources": {"cpu": "2", "memory": "4Gi", "cpuPinning": True}}), related=[RTE])
+    return creating(sandbox("pinned", spec={"resources": {"cpu": "2", "memory": "4Gi", "cpuPinning": True}}))
 
 
 def profile_applied() -> dict[str, Any]:
@@ -97,7 +109,7 @@ def profile_applied() -> dict[str, Any]:
                    filesystemConfig={"writablePaths": ["/tmp", "/home/sandbox"], "readOnlyPaths": ["/opt/app"]},
                    networkPolicies=[{"type": "egress", "rules": [{"domain": "pypi.org", "ports": [{"port": 443}]}]}],
                    preInstalledPackages=["numpy==2.1.0", "pandas"])
-    return sync_request(sandbox("analyst", spec={"profileRef": {"name": "data-science"}}), related=[RTE, prof])
+    return creating(sandbox("analyst", spec={"profileRef": {"name": "data-science"}}), RTE, prof)
 
 
 def observed_running() -> dict[str, Any]:
@@ -158,10 +170,10 @@ def lifetime_expired() -> dict[str, Any]:
 
 def long_name_and_user_labels() -> dict[str, Any]:
     name = "an-unusually-long-sandbox-name-that-an-agent-framework-generated.session-0042"
-    return sync_request(sandbox(name, labels={
+    return creating(sandbox(name, labels={
         "team": "research", "app": "spoofed", "component": "api",
         C.LABEL_SANDBOX_UID: "someone-elses-uid", "controller-uid": "x",
-    }), related=[RTE])
+    }))
 
 
 def warm_waiting() -> dict[str, Any]:
@@ -177,7 +189,7 @@ def warm_bound() -> dict[str, Any]:
 def warm_timeout() -> dict[str, Any]:
     parent = sandbox("slow", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, created="2026-11-22T11:58:00Z",
                      status={"warmPool": "python-pool"})
-    return sync_request(parent, related=[RTE, warm_pool()])
+    return sync_request(parent, related=[RTE, warm_pool()])  # the decision: cold, and why
 
 
 def warm_incompatible() -> dict[str, Any]:
@@ -186,6 +198,7 @@ def warm_incompatible() -> dict[str, Any]:
 
 
 SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
+    "first-sync": first_sync,
     "minimal": minimal,
     "security-high": security_high,
     "security-custom": security_custom,

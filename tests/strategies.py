@@ -419,13 +419,14 @@ def observed_children(draw: Any, parent: dict[str, Any], related: list[dict[str,
         earlier["spec"] = {"runtime": "python:3.10", **draw(st.sampled_from([
             {}, {"storage": {"persistent": True}}, {"securityLevel": "high"}, {"networkAccess": {"ingress": True}}]))}
     base_related = related if any(r["kind"] == C.KIND_RUNTIME for r in related) else [*related, RTE]
+    from tests.factory import settle
     try:
-        first = sandbox_sync.sync(_request(earlier, [], base_related), NOW)
+        settled, _ = settle(sandbox_sync.sync, _request(earlier, [], base_related))
     except Exception:  # noqa: BLE001 - the fuzz test itself reports hook failures
         return []
     state = draw(POD_STATES)
     out = []
-    for child in first["children"]:
+    for child in settled:
         if draw(st.integers(0, 5)) == 0:
             continue  # not created yet, or deleted by someone
         status = pod_status(state) if child["kind"] == "Pod" else {}

@@ -24,7 +24,7 @@ from hooks.routes import ROUTES, Route
 from hooks.response import BadRequest
 from tests import sandbox_cases as cases
 from tests import strategies as S
-from tests.factory import NOW, observed, profile, running_pod_status, runtime, sandbox, sync_request
+from tests.factory import NOW, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request
 
 ROOT = Path(__file__).resolve().parent.parent
 # Golden files to upgrade from: this tree's by default; before a release, point LLMSS_UPGRADE_FROM
@@ -132,11 +132,8 @@ def _worst_case_sandbox_request() -> dict[str, Any]:
     prof = profile(networkPolicies=[{"type": "egress", "rules": rules}] * 8 + [{"type": "ingress", "rules": [{"cidr": "198.51.100.0/24"}]}] * 8)
     parent = sandbox("x" * 253, spec={"networkAccess": {"egress": rules, "ingress": True}, "profileRef": {"name": "data-science"},
                                       "storage": {"persistent": True}, "filesystem": {"writablePaths": [f"/w/{i}" for i in range(32)]}})
-    first = S._request(parent, [], [RTE, prof])
-    children = []
     from hooks import sandbox_sync
-    for child in sandbox_sync.sync(copy.deepcopy(first), NOW)["children"]:
-        children.append(observed(child, parent, **(running_pod_status() if child["kind"] == "Pod" else {})))
+    children, _ = settle(sandbox_sync.sync, S._request(parent, [], [RTE, prof]), pod_status=running_pod_status())
     return S._request(parent, children, [RTE, prof] + [runtime(f"rt-{i}", version=f"3.{i}") for i in range(200)])
 
 
@@ -160,12 +157,11 @@ def test_worst_case_requests_finish_far_below_the_webhook_timeout() -> None:
 
 
 def _running(spec: Optional[dict[str, Any]] = None, related: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
-    """A running sandbox: children as the API server holds them after its first sync, pod ready,
-    status as that sync wrote it."""
+    """A running sandbox: children as the API server holds them once its syncs were applied, pod
+    ready, status as the syncs wrote it."""
     related = related or [RTE]
     parent = sandbox("steady", spec=spec)
-    first = ROUTES["/sandbox/sync"].function(sync_request(parent, related=related), NOW, Config())
-    children = [observed(c, parent, **(running_pod_status() if c["kind"] == "Pod" else {})) for c in first["children"]]
+    children, first = settle(ROUTES["/sandbox/sync"].function, sync_request(parent, related=related), pod_status=running_pod_status())
     parent["status"] = first["status"]
     again = ROUTES["/sandbox/sync"].function(sync_request(copy.deepcopy(parent), children=children, related=related), NOW, Config())
     parent["status"] = again["status"]
@@ -249,7 +245,9 @@ def test_a_failed_warm_pod_is_left_for_a_cold_start() -> None:
     next(iter(request["related"][C.GVK_WARMPOD].values()))["status"]["phase"] = "Failed"
     request["parent"]["metadata"]["creationTimestamp"] = "2026-11-22T11:00:00Z"  # wait long over
     out = ROUTES["/sandbox/sync"].function(request, NOW, Config())
-    assert any(c["kind"] == "Pod" for c in out["children"]) and out["status"]["warmPodUsed"] is False
+    assert {c["kind"] for c in out["children"]} >= {"ServiceAccount", "Service"} and out["status"]["warmPodUsed"] is False
+    children, out = settle(ROUTES["/sandbox/sync"].function, request)
+    assert any(c["kind"] == "Pod" for c in children) and out["status"]["warmPodUsed"] is False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from hooks.quantity import parse_quantity
 from hooks.routes import ROUTES
 from tests import strategies as S
 from tests.crdutil import crd_schema, schema_errors, unknown_fields, validate_cr
-from tests.factory import NOW, observed, runtime, sandbox, sync_request
+from tests.factory import NOW, observed, runtime, sandbox, settle, sync_request
 from tests.sandbox_cases import minimal, observed_running
 
 K8S_VERSION = "1.33"
@@ -300,7 +300,7 @@ def test_label_value_is_always_valid(value: str) -> None:
 def test_child_names_fit_for_any_parent_name(name: str) -> None:
     request = sync_request(sandbox(name, spec={"storage": {"persistent": True}, "networkAccess": {
         "ingress": True, "egress": [{"domain": "pypi.org"}]}}), related=[runtime()])
-    body = orjson.loads(post("/sandbox/sync", request).data)
+    _, body = settle(lambda r, now: orjson.loads(post("/sandbox/sync", r).data), request)
     assert len(body["children"]) == 9  # pod, service, account, volume, five policies
     for child in body["children"]:
         name_ = child["metadata"]["name"]

@@ -77,10 +77,10 @@ POD_KNOBS: list[dict[str, Any]] = [
 def _sandbox_sources() -> dict[str, dict[str, Any]]:
     out = {f"sandbox-{k}": v() for k, v in sandbox_cases.SYNC_CASES.items()}
     for i, spec in enumerate(POD_KNOBS):
-        out[f"sandbox-knobs-{i}"] = sync_request(sandbox(f"knobs-{i}", spec=spec), related=[runtime()])
+        out[f"sandbox-knobs-{i}"] = sandbox_cases.creating(sandbox(f"knobs-{i}", spec=spec), runtime())
     digest_rte = runtime(image="ghcr.io/llmsafespace/runtime-python@sha256:" + "0" * 64)
-    out["sandbox-digest-image"] = sync_request(sandbox("pinned-image"), related=[digest_rte])
-    out["sandbox-digest-image-high"] = sync_request(sandbox("pinned-high", spec={"securityLevel": "high"}), related=[digest_rte])
+    out["sandbox-digest-image"] = sandbox_cases.creating(sandbox("pinned-image"), digest_rte)
+    out["sandbox-digest-image-high"] = sandbox_cases.creating(sandbox("pinned-high", spec={"securityLevel": "high"}), digest_rte)
     return out
 
 
@@ -298,7 +298,7 @@ class Topology:
         self.ingress_open: set[str] = set()
         rte = runtime()
         for sb_name, parent in _sandboxes().items():
-            children = _children("/sandbox/sync", sync_request(parent, related=[rte]))
+            children = _children("/sandbox/sync", sandbox_cases.creating(parent, rte))
             self.policies += [c for c in children if c["kind"] == "NetworkPolicy"]
             pod = next(c for c in children if c["kind"] == "Pod")
             self.pods.append(pod)

@@ -12,7 +12,7 @@ from hooks import sandbox_sync
 from hooks.config import Config
 from hooks.response import BadRequest
 from tests import sandbox_cases as cases
-from tests.factory import NOW, observed, profile, running_pod_status, runtime, sandbox, sync_request
+from tests.factory import NOW, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request
 
 RTE = runtime()
 
@@ -23,6 +23,45 @@ def kinds(response: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def cond(response: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in response["status"]["conditions"] if c["type"] == type_)
+
+
+def test_pod_waits_for_its_service_account() -> None:
+    # The API server refuses a Pod naming a ServiceAccount that does not exist, and Metacontroller
+    # creates one answer's children in no particular order: the first sync creates the account
+    # (and the rest), the Pod comes once the account is observed, and stays once it exists.
+    first = sandbox_sync.sync(cases.first_sync(), NOW)
+    assert {c["kind"] for c in first["children"]} == {"ServiceAccount", "Service", "NetworkPolicy"}
+    assert first["status"]["phase"] == "Creating" and cond(first, "Ready")["reason"] == "PodCreating"
+    second = sandbox_sync.sync(cases.minimal(), NOW)
+    pod = next(c for c in second["children"] if c["kind"] == "Pod")
+    account = next(c for c in second["children"] if c["kind"] == "ServiceAccount")
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    parent = cases.minimal()["parent"]
+    children, _ = settle(sandbox_sync.sync, cases.minimal(), pod_status=running_pod_status())
+    without_account = [c for c in children if c["kind"] != "ServiceAccount"]  # deleted by someone
+    again = sandbox_sync.sync(sync_request(parent, children=without_account, related=[RTE]), NOW)
+    assert {"Pod", "ServiceAccount"} <= {c["kind"] for c in again["children"]}, "a running pod is never dropped"
+
+
+def test_a_cold_start_sticks_and_keeps_saying_why() -> None:
+    # The account is created one sync before the pod, so "started cold" is decided by the
+    # account: a warm pod the pool binds in between must not flip the sandbox back to warm
+    # (the pool would have to take the pod back), and the WarmPod condition keeps its reason.
+    request = cases.warm_timeout()
+    first = sandbox_sync.sync(request, NOW)
+    assert first["status"]["warmPodUsed"] is False and cond(first, "WarmPod")["reason"] == "WarmPodWaitTimeout"
+    parent = copy.deepcopy(request["parent"])
+    parent["status"] = first["status"]
+    pool = cases.warm_pool()
+    late = cases.warm_bound()["related"][C.GVK_WARMPOD]  # a Ready warm pod bound to "quick"
+    bound = {k: {**v, "spec": {**v["spec"], "assignment": {"sandboxName": "slow", "sandboxUid": parent["metadata"]["uid"]}}}
+             for k, v in late.items()}
+    second_request = sync_request(parent, children=cases.account(parent), related=[cases.RTE, pool, *bound.values()])
+    second = sandbox_sync.sync(second_request, NOW)
+    assert second["status"]["warmPodUsed"] is False and "warmPodRef" not in second["status"]
+    assert any(c["kind"] == "Pod" for c in second["children"])
+    assert (cond(second, "WarmPod")["reason"], cond(second, "WarmPod")["message"]) == \
+        (cond(first, "WarmPod")["reason"], cond(first, "WarmPod")["message"])
 
 
 def test_user_labels_never_override_controller_labels() -> None:
@@ -99,7 +138,8 @@ def test_profile_weakening_is_rejected() -> None:
     out = sandbox_sync.sync(sync_request(sandbox(spec={"profileRef": {"name": "data-science"}, "securityLevel": "standard"}),
                                          related=[RTE, prof]), NOW)
     assert cond(out, "Validated")["reason"] == "SecurityWeakening"
-    raised = sandbox_sync.sync(sync_request(sandbox(spec={"profileRef": {"name": "data-science"}}), related=[RTE, prof]), NOW)
+    parent = sandbox(spec={"profileRef": {"name": "data-science"}})
+    raised = sandbox_sync.sync(sync_request(parent, children=cases.account(parent), related=[RTE, prof]), NOW)
     pod = next(c for c in raised["children"] if c["kind"] == "Pod")
     assert pod["spec"]["runtimeClassName"] == "gvisor"
 
@@ -161,7 +201,7 @@ def test_condition_transition_time_moves_only_on_status_change() -> None:
     parent = copy.deepcopy(cases.minimal()["parent"])
     parent["status"] = first["status"]
     later = NOW + timedelta(minutes=5)
-    again = sandbox_sync.sync(sync_request(parent, related=[RTE]), later)
+    again = sandbox_sync.sync(sync_request(parent, children=cases.account(parent), related=[RTE]), later)
     assert again["status"] == first["status"]  # same world, same status: no extra sync
     children = [observed(c, parent, **(running_pod_status() if c["kind"] == "Pod" else {})) for c in first["children"]]
     running = sandbox_sync.sync(sync_request(parent, children=children, related=[RTE]), later)

@@ -22,7 +22,7 @@ from hooks import constants as C
 from hooks.config import Config
 from hooks.routes import ROUTES
 from tests import strategies as S
-from tests.factory import NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, sync_request
+from tests.factory import NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request
 from tests.test_isolation import warmpod_parent, warmpod_request
 
 RTE = runtime()
@@ -32,6 +32,11 @@ CONTROLLER_KEYS = (C.LABEL_APP, C.LABEL_COMPONENT, C.LABEL_MANAGED_BY, C.LABEL_S
 
 def run(path: str, request: dict[str, Any]) -> dict[str, Any]:
     return ROUTES[path].function(copy.deepcopy(request), NOW, Config())
+
+
+def settled(parent: dict[str, Any], *related: dict[str, Any]) -> dict[str, Any]:
+    """The sandbox's answer once its first children exist (its Pod waits for its ServiceAccount)."""
+    return settle(lambda r, now: run("/sandbox/sync", r), sync_request(parent, related=list(related) or [RTE]))[1]
 
 
 def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -107,7 +112,7 @@ def sandbox_labels(parent: dict[str, Any]) -> dict[str, str]:
 @S.fuzz_settings(60, 3_000)
 @given(parent=attacker())
 def test_sandbox_metadata_cannot_change_controller_labels_or_selectors(parent: dict[str, Any]) -> None:
-    children = run("/sandbox/sync", sync_request(parent, related=[RTE]))["children"]
+    children = settled(parent)["children"]
     assert children
     expected = sandbox_labels(parent)
     own = {C.LABEL_APP: C.APP_NAME, C.LABEL_SANDBOX_UID: parent["metadata"]["uid"]}
@@ -125,8 +130,8 @@ def test_no_pod_is_selected_by_another_sandboxs_service_or_policies(bad: dict[st
     victim = copy.deepcopy(VICTIM)
     victim["spec"].update(victim_spec)
     victim["metadata"]["annotations"] = {}
-    mine = run("/sandbox/sync", sync_request(victim, related=[RTE]))["children"]
-    theirs = run("/sandbox/sync", sync_request(bad, related=[RTE]))["children"]
+    mine = settled(victim)["children"]
+    theirs = settled(bad)["children"]
     for owner, children, other in (("victim", mine, theirs), ("attacker", theirs, mine)):
         own_pod, other_pod = pod_of(children), pod_of(other)
         for what, selector in selectors(children):
@@ -141,7 +146,7 @@ def test_no_pod_is_selected_by_another_sandboxs_service_or_policies(bad: dict[st
 def test_api_peer_cannot_be_impersonated_by_a_sandbox(bad: dict[str, Any]) -> None:
     """Sandbox policies admit the API by namespace *and* labels; a sandbox pod never carries the
     API's component label, whatever its owner writes."""
-    children = run("/sandbox/sync", sync_request(bad, related=[RTE]))["children"]
+    children = settled(bad)["children"]
     labels = pod_of(children)["metadata"]["labels"]
     assert labels[C.LABEL_COMPONENT] == C.COMPONENT_SANDBOX
     for child in children:
@@ -267,7 +272,7 @@ def test_warmpool_and_warmpod_metadata_cannot_change_controller_labels(labels: d
     pod = pod_of(children)
     assert C.LABEL_SANDBOX_UID not in pod["metadata"]["labels"]
     assert pod["metadata"]["labels"][C.LABEL_COMPONENT] == C.COMPONENT_WARMPOD
-    victim_children = run("/sandbox/sync", sync_request(VICTIM, related=[RTE]))["children"]
+    victim_children = settled(VICTIM)["children"]
     for what, selector in selectors(victim_children):
         assert not matches(selector, pod["metadata"]["labels"]), f"the victim's {what} selects an idle warm pod"
 
@@ -279,7 +284,7 @@ def test_profile_metadata_cannot_change_controller_labels(labels: dict[str, str]
     prof["metadata"]["labels"] = labels
     prof["metadata"]["annotations"] = annotations
     parent = sandbox("profiled", spec={"profileRef": {"name": prof["metadata"]["name"]}})
-    out = run("/sandbox/sync", sync_request(parent, related=[RTE, prof]))
+    out = settled(parent, RTE, prof)
     assert out["status"]["profile"] == f"demo/{prof['metadata']['name']}"
     for child in out["children"]:
         assert_controller_labels(child, sandbox_labels(parent))
@@ -294,7 +299,7 @@ def test_observed_pod_labels_are_restored_by_the_controller() -> None:
     (Pods are OnDelete, so Metacontroller does not revert a live pod's labels: tenants must not
     be able to write Pods in sandbox namespaces — SECURITY.md, "relies on".)"""
     parent = sandbox("relabelled")
-    first = run("/sandbox/sync", sync_request(parent, related=[RTE]))["children"]
+    first = settled(parent)["children"]
     pod = observed(pod_of(first), parent, **running_pod_status())
     pod["metadata"]["labels"][C.LABEL_SANDBOX_UID] = fake_uid("someone", "else")
     pod["metadata"]["labels"][C.LABEL_COMPONENT] = C.COMPONENT_API
