@@ -272,6 +272,46 @@ def test_controllers_are_the_manifests_pointed_at_the_release_service(
             assert url.path in ROUTES and ROUTES[url.path].hook == hook_name, f"{url.path} is not a {hook_name} route"
 
 
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2E=\n-----END CERTIFICATE-----\n"
+SERVER_KINDS = {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                "NetworkPolicy", "ServiceMonitor"}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "https://hooks.example.com/llmss", "http://[::1]:9000"])
+def test_external_hook_server_gets_every_webhook_and_nothing_is_deployed(url: str) -> None:
+    # A hook server outside the cluster (a developer's ./scripts/serve, the e2e suite, or one
+    # the operator runs): webhooks call it, and the chart deploys no server of its own.
+    docs = render(None, "--set", f"externalHookServer.url={url}", "--set", "autoscaling.enabled=true",
+                  "--set", "serviceMonitor.enabled=true", "--set", "hookAuth.token=" + "t" * 24)
+    assert not [d["kind"] for d in docs if d["kind"] in SERVER_KINDS]
+    sources = {(d["kind"], d["metadata"]["name"]): d for _, d in source_controllers()}
+    controllers = [d for d in docs if d["kind"] in MC_KINDS]
+    assert {(d["kind"], d["metadata"]["name"]) for d in controllers} == set(sources)
+    for doc in controllers:
+        src = sources[(doc["kind"], doc["metadata"]["name"])]
+        assert _without_webhook_endpoint(doc["spec"]) == _without_webhook_endpoint(src["spec"])
+        for name, hook in doc["spec"]["hooks"].items():
+            path = urlparse(src["spec"]["hooks"][name]["webhook"]["url"]).path
+            assert hook["webhook"]["url"] == url + path
+            assert hook["webhook"]["authorization"]["secretRef"]["name"] == one(docs, "Secret")["metadata"]["name"]
+            assert "caBundle" not in hook["webhook"]
+        assert not list(mc_validator(doc["kind"]).iter_errors(doc))
+
+
+def test_external_hook_server_ca_bundle_goes_to_every_webhook() -> None:
+    docs = render(None, "--set", "externalHookServer.url=https://hooks.example.com", "--set-string",
+                  f"externalHookServer.caBundle={CA_PEM}")
+    webhooks = [h["webhook"] for d in docs if d["kind"] in MC_KINDS for h in d["spec"]["hooks"].values()]
+    assert webhooks and all(w["caBundle"] == {"inline": CA_PEM} for w in webhooks)
+    assert all(not list(mc_validator(d["kind"]).iter_errors(d)) for d in docs if d["kind"] in MC_KINDS)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080", "http://h/x/", "http://h?x=1", "ftp://h", "http://h/a b"])
+def test_bad_external_hook_server_url_is_rejected(url: str) -> None:
+    proc = helm("template", RELEASE, str(CHART), "--set-string", f"externalHookServer.url={url}")
+    assert proc.returncode != 0 and "at '/externalHookServer/url'" in proc.stderr, proc.stderr
+
+
 # --- the hook server ------------------------------------------------------------------------------
 
 def test_deployment_is_hardened() -> None:

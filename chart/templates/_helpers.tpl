@@ -63,6 +63,20 @@ app.kubernetes.io/component: hook-server
 {{- printf "%s.%s.svc:%d" (include "llmsafespace.hooksName" .) .Release.Namespace (int .Values.service.port) }}
 {{- end }}
 
+{{/* The URL webhook paths are appended to: an external hook server's, or the release's Service. */}}
+{{- define "llmsafespace.hookBaseURL" -}}
+{{- if .Values.externalHookServer.url -}}
+{{ .Values.externalHookServer.url }}
+{{- else -}}
+http://{{ include "llmsafespace.hookHost" . }}
+{{- end -}}
+{{- end }}
+
+{{/* Does the chart deploy the hook server? Not when an external one is named. */}}
+{{- define "llmsafespace.deployServer" -}}
+{{- if not .Values.externalHookServer.url }}true{{ end }}
+{{- end }}
+
 {{/* Is metrics.port a separate port? */}}
 {{- define "llmsafespace.separateMetricsPort" -}}
 {{- if ne (int .Values.metrics.port) (int .Values.server.port) }}true{{ end }}
