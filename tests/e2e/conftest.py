@@ -1,0 +1,175 @@
+"""Fixtures of the end-to-end suite: one real control plane for the whole run (started once,
+stopped by PID at the end, also on failure), the chart installed into it with `helm install`,
+and per test a fresh tenant namespace plus the checks every scenario ends with: Metacontroller
+logged no error for the test's objects and no Warning event was recorded in its namespace.
+
+Where the binaries are missing every test here is skipped with one line saying what is missing
+and how to get it (docs/e2e.md)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from tests.e2e import fakenode
+from tests.e2e.controlplane import ControlPlane, Settings, install_chart, skip_reason
+from tests.e2e.kube import Kube
+
+# Short timers, so the time-driven paths (warm-pod wait, lifetime, TTL) run within the suite's budget.
+WARM_POD_WAIT_SECONDS = 6
+HOOK_ENV = {
+    "LLMSS_WARM_POD_WAIT_SECONDS": str(WARM_POD_WAIT_SECONDS),
+    "LLMSS_RETAIN_STORAGE_CLASS": fakenode.RETAIN_STORAGE_CLASS,
+    "LOG_LEVEL": "INFO",
+}
+_STACK: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    workdir = Path(tempfile.mkdtemp(prefix="llmss-e2e-"))
+    cp = ControlPlane(workdir, settings=Settings(hook_env=HOOK_ENV))
+    _STACK["cp"] = cp
+    started = time.monotonic()
+    try:
+        cp.start()
+        install_chart(cp)
+        print(f"\n{cp.summary()}; chart installed, {time.monotonic() - started:.1f}s in all")
+        yield cp
+    finally:
+        cp.stop()
+        _STACK.pop("cp", None)
+        if os.environ.get("LLMSS_E2E_KEEP") or _STACK.get("failed"):
+            print(f"\ne2e logs kept in {cp.logs}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Kube:
+    k = Kube.connect(control_plane)
+    # The controllers run once Metacontroller discovered our CRDs and started each control loop.
+    for kind in ("CompositeController", "DecoratorController"):
+        for obj in k.list(kind):
+            k.wait(f"{kind} {obj['metadata']['name']} started",
+                   lambda o=obj, kd=kind: _controller_started(k, kd, o["metadata"]["name"]), timeout=60)
+    return k
+
+
+def _controller_started(k: Kube, kind: str, name: str) -> bool:
+    # Until then Metacontroller logs "discovery: can't find resource" errors for our CRDs (it
+    # finds new CRDs at its next discovery): expected at install, so tests start after it.
+    log = k.cp.processes["metacontroller"].log.read_text(errors="replace")
+    return any(f'"msg":"Starting {kind}"' in line and f'"name":"{name}"' in line for line in log.splitlines())
+
+
+# ---------------------------------------------------------------------------------------------
+# Per test: a namespace, and the error checks
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+
+
+class LogWatch:
+    """Lines Metacontroller logged at level error since a point in time."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.path = cp.processes["metacontroller"].log
+        self.offset = self.path.stat().st_size
+
+    def errors(self, *needles: str) -> list[str]:
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            lines = handle.read().decode(errors="replace").splitlines()
+        out = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") in ("error", "dpanic", "panic", "fatal") and (not needles or any(n in line for n in needles)):
+                out.append(line if len(line) < 1500 else line[:1500] + "...")
+        return out
+
+
+def _allowed(request: pytest.FixtureRequest) -> list[re.Pattern[str]]:
+    return [re.compile(p) for m in request.node.iter_markers("allow_errors") for p in m.args]
+
+
+def check_clean(request: pytest.FixtureRequest, kube: Kube, watch: LogWatch, ns: Optional[str]) -> None:
+    """No Metacontroller error mentions the test's namespace (or, without one, none at all) and
+    no Warning event was recorded there (SyncError, a refused child, a failed create), except
+    what the test provokes on purpose (@pytest.mark.allow_errors)."""
+    allowed = _allowed(request)
+    errors = [e for e in watch.errors(*([f'"{ns}"', f"{ns}/"] if ns else [])) if not any(p.search(e) for p in allowed)]
+    assert not errors, "Metacontroller logged errors:\n" + "\n".join(errors[:10])
+    if ns:
+        warnings = [f"{e.get('reason')}: {e.get('involvedObject', {}).get('kind')}/{e.get('involvedObject', {}).get('name')}: "
+                    f"{e.get('message')}" for e in kube.events(ns) if e.get("type") == "Warning"]
+        warnings = [w for w in warnings if not any(p.search(w) for p in allowed)]
+        assert not warnings, "Warning events:\n" + "\n".join(warnings[:10])
+
+
+@pytest.fixture()
+def namespace(request: pytest.FixtureRequest, kube: Kube) -> Iterator[str]:
+    """A new tenant namespace (hardened by our decorator: Pod Security "restricted", quota,
+    default-deny), ready for pods: its default ServiceAccount exists. After a passing test the
+    clean-run checks run (check_clean); then the namespace is deleted in the background.
+    Parametrize indirectly with a dict to give it annotations (quota sizes)."""
+    name = f"e2e-{_slug(request.node.name.removeprefix('test_'))}-{secrets.token_hex(2)}"
+    annotations = dict(getattr(request, "param", None) or {})
+    watch = LogWatch(kube.cp)
+    kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"llmsafespace.dev/tenant": "true"}, "annotations": annotations}})
+    kube.wait(f"namespace {name} hardened and ready", lambda: _tenant_ready(kube, name), timeout=60,
+              show=lambda: (kube.core("Namespace", "", name) or {}).get("metadata"))
+    yield name
+    if not request.node.stash.get(_FAILED, False):
+        check_clean(request, kube, watch, name)
+    kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture()
+def clean_cluster(request: pytest.FixtureRequest, kube: Kube) -> Iterator[None]:
+    """For tests without a namespace of their own: no Metacontroller error at all meanwhile."""
+    watch = LogWatch(kube.cp)
+    yield
+    if not request.node.stash.get(_FAILED, False):
+        check_clean(request, kube, watch, None)
+
+
+def _tenant_ready(kube: Kube, name: str) -> bool:
+    ns = kube.core("Namespace", "", name) or {}
+    meta = ns.get("metadata") or {}
+    hardened = (meta.get("annotations") or {}).get("llmsafespace.dev/hardening-status") == "Applied"
+    enforced = (meta.get("labels") or {}).get("pod-security.kubernetes.io/enforce") == "restricted"
+    return hardened and enforced and kube.core("ServiceAccount", name, "default") is not None
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+        _STACK["failed"] = True
+        cp: Optional[ControlPlane] = _STACK.get("cp")
+        if cp is not None:
+            for proc in cp.processes.values():
+                state = "running" if proc.alive() else "EXITED"
+                report.sections.append((f"{proc.name} log ({state}, last lines)", proc.tail(25)))
+    return report

@@ -1,0 +1,155 @@
+"""Reading and waiting on the real API server from the e2e tests: the Python client for reads
+(fast, no process per call), kubectl for what users do (apply, delete, annotate)."""
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import yaml
+
+from tests.e2e.controlplane import ControlPlane
+
+GROUP, VERSION = "llmsafespace.dev", "v1"
+PLURALS = {"Sandbox": "sandboxes", "SandboxProfile": "sandboxprofiles", "RuntimeEnvironment": "runtimeenvironments",
+           "WarmPool": "warmpools", "WarmPod": "warmpods"}
+
+
+class Timeout(AssertionError):
+    pass
+
+
+@dataclass
+class Kube:
+    cp: ControlPlane
+    tls: ssl.SSLContext = field(repr=False)
+
+    @classmethod
+    def connect(cls, cp: ControlPlane) -> "Kube":
+        return cls(cp, cp.tls())
+
+    def get(self, path: str, **query: str) -> Optional[dict[str, Any]]:
+        """GET a path of the API server as the admin; None when it is not found."""
+        url = self.cp.server + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        try:
+            with urllib.request.urlopen(url, context=self.tls, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    # -- what users do ----------------------------------------------------------------------------
+    def kubectl(self, *args: str, input: Optional[str] = None, check: bool = True) -> str:
+        return self.cp.kubectl(*args, input=input, check=check).stdout
+
+    def apply(self, *objects: dict[str, Any], namespace: Optional[str] = None) -> None:
+        ns = ["-n", namespace] if namespace else []
+        self.kubectl("apply", *ns, "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def apply_file(self, path: str, namespace: Optional[str] = None) -> str:
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("apply", *ns, "-f", path)
+
+    # -- reads --------------------------------------------------------------------------------------
+    def custom(self, kind: str, namespace: Optional[str], name: str) -> Optional[dict[str, Any]]:
+        return self.get(_custom_path(kind, namespace, name))
+
+    def customs(self, kind: str, namespace: Optional[str] = None, labels: str = "") -> list[dict[str, Any]]:
+        data = self.get(_custom_path(kind, namespace, None), **({"labelSelector": labels} if labels else {}))
+        return list((data or {}).get("items") or [])
+
+    def core(self, kind: str, namespace: Optional[str], name: str) -> Optional[dict[str, Any]]:
+        """A built-in object as the API server holds it, or None."""
+        return self.get(_path(kind, namespace, name))
+
+    def list(self, kind: str, namespace: Optional[str] = None, labels: str = "") -> list[dict[str, Any]]:
+        data = self.get(_path(kind, namespace, None), **({"labelSelector": labels} if labels else {}))
+        return list((data or {}).get("items") or [])
+
+    def events(self, namespace: str) -> list[dict[str, Any]]:
+        return self.list("Event", namespace)
+
+    # -- waiting --------------------------------------------------------------------------------------
+    def wait(self, what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.1,
+             show: Optional[Callable[[], Any]] = None) -> Any:
+        """Poll `check` until truthy; on timeout fail with `what` and what `show` returns."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                state = show() if show else None
+                raise Timeout(f"timed out after {timeout:.0f}s waiting for {what}"
+                              + (f"; now: {json.dumps(state, default=str)[:3000]}" if state is not None else ""))
+            time.sleep(interval)
+
+    def sandbox_phase(self, namespace: str, name: str) -> Optional[str]:
+        sb = self.custom("Sandbox", namespace, name)
+        return ((sb or {}).get("status") or {}).get("phase")
+
+    def wait_sandbox(self, namespace: str, name: str, phase: str = "Running", ready: Optional[bool] = True,
+                     timeout: float = 60) -> dict[str, Any]:
+        """The Sandbox once its phase (and Ready condition, unless None) are as asked."""
+        def check() -> Optional[dict[str, Any]]:
+            sb = self.custom("Sandbox", namespace, name)
+            status = (sb or {}).get("status") or {}
+            if status.get("phase") != phase:
+                return None
+            if ready is not None and condition(sb, "Ready").get("status") != ("True" if ready else "False"):
+                return None
+            return sb
+        return self.wait(f"sandbox {namespace}/{name} {phase}" + ("" if ready is None else f", ready={ready}"),
+                         check, timeout, show=lambda: (self.custom("Sandbox", namespace, name) or {}).get("status"))
+
+    def wait_gone(self, kind: str, namespace: Optional[str], name: str, timeout: float = 60) -> None:
+        get = (lambda: self.custom(kind, namespace, name)) if kind in PLURALS else (lambda: self.core(kind, namespace or "", name))
+        self.wait(f"{kind} {namespace}/{name} gone", lambda: get() is None, timeout, show=get)
+
+
+def condition(obj: Optional[dict[str, Any]], type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+_CORE = {"Pod": "pods", "Service": "services", "ServiceAccount": "serviceaccounts", "PersistentVolumeClaim":
+         "persistentvolumeclaims", "Event": "events", "Namespace": "namespaces", "ResourceQuota": "resourcequotas",
+         "LimitRange": "limitranges", "PersistentVolume": "persistentvolumes", "Secret": "secrets",
+         "Endpoints": "endpoints", "Node": "nodes"}
+_GROUPED = {"NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+            "EndpointSlice": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+            "CompositeController": "/apis/metacontroller.k8s.io/v1alpha1/compositecontrollers",
+            "DecoratorController": "/apis/metacontroller.k8s.io/v1alpha1/decoratorcontrollers",
+            "CustomResourceDefinition": "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            "ControllerRevision": "/apis/metacontroller.k8s.io/v1alpha1/namespaces/{ns}/controllerrevisions"}
+_CLUSTER = {"Namespace", "PersistentVolume", "Node", "CompositeController", "DecoratorController", "CustomResourceDefinition"}
+
+
+def _custom_path(kind: str, namespace: Optional[str], name: Optional[str]) -> str:
+    base = f"/apis/{GROUP}/{VERSION}" + (f"/namespaces/{namespace}" if namespace else "") + f"/{PLURALS[kind]}"
+    return f"{base}/{name}" if name else base
+
+
+def _path(kind: str, namespace: Optional[str], name: Optional[str]) -> str:
+    if kind in _GROUPED:
+        base = _GROUPED[kind]
+        if "{ns}" in base:
+            base = base.format(ns=namespace) if namespace else base.replace("/namespaces/{ns}", "")
+    elif kind in _CORE:
+        plural = _CORE[kind]
+        base = f"/api/v1/{plural}" if kind in _CLUSTER or not namespace else f"/api/v1/namespaces/{namespace}/{plural}"
+    else:
+        raise KeyError(f"add {kind} to tests/e2e/kube.py")
+    return f"{base}/{name}" if name else base
+
+
+def names(objects: Iterable[dict[str, Any]]) -> set[str]:
+    return {o["metadata"]["name"] for o in objects}
