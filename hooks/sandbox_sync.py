@@ -33,6 +33,7 @@ from .validators import SandboxSpec, SpecError, parse_spec
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY)
 FINALIZE_POLL_SECONDS = 10.0
+CREATE_POLL_SECONDS = 5.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +226,16 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         phase, ready = C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message)
     conditions.append(ready)
     status["phase"] = phase
+    if _missing(desired, children):
+        # Metacontroller swallows AlreadyExists without retrying: a child whose name is still held
+        # by another owner (a same-named sandbox's leftovers) would otherwise never be created.
+        resync.append(CREATE_POLL_SECONDS)
     return composite_response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
+
+
+def _missing(desired: list[dict[str, Any]], children: Any) -> bool:
+    observed = {(o.get("kind"), name(o)) for gvk in CHILD_KINDS for o in objects(children, gvk)}
+    return any((c["kind"], c["metadata"]["name"]) not in observed for c in desired)
 
 
 def _shape(eff: Effective, names: Names) -> PodShape:
@@ -371,7 +381,8 @@ def _unusable(parent: Mapping[str, Any], children: Any, related: Any, previous: 
 
 def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """Ordered teardown: the pod goes first while its network policies stay in force; the rest
-    (policies, Service, account, volume) goes once no pod of this sandbox is observed. A warm
+    (policies, Service, account, volume) goes once no pod of this sandbox is observed, and the
+    sandbox is finalized once no child at all is observed. A warm
     pod is released by its pool when the pool sees the sandbox deleting; we wait until its
     WarmPod is gone. A volume with retentionPolicy Retain lives on as its PersistentVolume
     (its storage class reclaims with Retain); the claim itself is owned and goes with the sandbox."""
@@ -395,8 +406,18 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
         response = composite_response(parent, previous, now, status, [cond], keep, FINALIZE_POLL_SECONDS)
         response["finalized"] = False
         return response
+    if keep:
+        # Finalized only once every child is gone: Metacontroller deletes them while its finalizer
+        # holds the sandbox. Released earlier, they would be left to the garbage collector, and a
+        # new sandbox of the same name would find its children's names taken (seen on a real
+        # cluster: it stayed Creating).
+        status["phase"] = C.PHASE_TERMINATING
+        cond = Condition("Ready", "False", "Terminating", f"the sandbox pod is gone; deleting {len(keep)} remaining child(ren)")
+        response = composite_response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
+        response["finalized"] = False
+        return response
     status["phase"] = C.PHASE_TERMINATED
-    cond = Condition("Ready", "False", "Terminated", "the sandbox pod is gone; remaining children are deleted")
+    cond = Condition("Ready", "False", "Terminated", "the sandbox pod and every other child are gone")
     response = composite_response(parent, previous, now, status, [cond], [], None)
     response["finalized"] = True
     return response

@@ -225,7 +225,7 @@ def _phase(pod: Optional[Mapping[str, Any]], spec: WarmPodSpec, conflict: bool,
 
 def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """The pod goes first while the default-deny policy stays in force; the policy goes once no
-    pod is observed."""
+    pod is observed, and the WarmPod is finalized once neither is."""
     parent = parent_of(request)
     children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
     previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
@@ -236,7 +236,13 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
         response = composite_response(parent, previous, now, status, [cond], [_policy(parent, _pool_of(parent))], FINALIZE_POLL_SECONDS)
         response["finalized"] = False
         return response
-    cond = Condition("Ready", "False", "Terminated", "the pod is gone")
+    policies = objects(children, C.GVK_NETWORK_POLICY)
+    if policies:  # finalized once nothing is left, so a WarmPod of the same name never meets it
+        cond = Condition("Ready", "False", "Terminating", "the pod is gone; deleting its network policy")
+        response = composite_response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
+        response["finalized"] = False
+        return response
+    cond = Condition("Ready", "False", "Terminated", "the pod and its network policy are gone")
     response = composite_response(parent, previous, now, status, [cond], [], None)
     response["finalized"] = True
     return response

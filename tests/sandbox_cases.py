@@ -134,10 +134,17 @@ def finalize_terminating() -> dict[str, Any]:
     return sync_request(parent, children=children, related=[RTE], finalizing=True)
 
 
-def finalize_done() -> dict[str, Any]:
-    parent = sandbox("gone", deleting=True, status={"phase": "Terminating", "podName": "sandbox-gone"})
+def finalize_removing() -> dict[str, Any]:
+    """The pod is gone; the policies, Service and account are still observed."""
+    parent = sandbox("going", deleting=True, status={"phase": "Terminating", "podName": "sandbox-going"})
     children = [c for c in _children_of(parent) if c["kind"] != "Pod"]
     return sync_request(parent, children=children, related=[RTE], finalizing=True)
+
+
+def finalize_done() -> dict[str, Any]:
+    """Every child is gone."""
+    parent = sandbox("gone", deleting=True, status={"phase": "Terminating", "podName": "sandbox-gone"})
+    return sync_request(parent, related=[RTE], finalizing=True)
 
 
 def invalid_new() -> dict[str, Any]:
@@ -223,5 +230,6 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
 }
 FINALIZE_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "finalize-terminating": finalize_terminating,
+    "finalize-removing": finalize_removing,
     "finalize-done": finalize_done,
 }

@@ -12,7 +12,7 @@ from hooks import app as app_module
 from hooks.config import Config
 from hooks.routes import ROUTES, Route
 from tests.factory import NOW
-from tests.sandbox_cases import minimal
+from tests.sandbox_cases import first_sync, minimal
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "requests" / "sandbox-sync.json"
 
@@ -43,7 +43,9 @@ def test_customize_and_finalize_routes(client: FlaskClient) -> None:
     customize = post(client, "/sandbox/customize", {"controller": request["controller"], "parent": request["parent"]})
     assert customize.status_code == 200 and customize.get_json()["relatedResources"]
     finalize = post(client, "/sandbox/finalize", {**request, "finalizing": True})
-    assert finalize.status_code == 200 and finalize.get_json()["finalized"] is True
+    assert finalize.status_code == 200 and finalize.get_json()["finalized"] is False  # its account is still there
+    done = post(client, "/sandbox/finalize", {**first_sync(), "finalizing": True})
+    assert done.status_code == 200 and done.get_json()["finalized"] is True
 
 
 def test_responses_are_byte_identical_for_identical_requests(client: FlaskClient) -> None:

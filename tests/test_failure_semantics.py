@@ -275,9 +275,13 @@ def test_finalize_waits_for_a_pod_that_will_not_die() -> None:
     assert post(c, "/sandbox/sync", request).get_json()["finalized"] is False
 
 
-def test_finalize_completes_once_the_pod_is_gone() -> None:
+def test_finalize_removes_the_rest_once_the_pod_is_gone_and_completes_once_all_are() -> None:
     request = cases.finalize_terminating()
     request["children"][C.GVK_POD] = {}
+    body = post(client(), "/sandbox/finalize", request).get_json()
+    assert body["finalized"] is False and body["children"] == []
+    for group in request["children"].values():
+        group.clear()
     body = post(client(), "/sandbox/finalize", request).get_json()
     assert body["finalized"] is True and body["children"] == []
 

@@ -11,7 +11,7 @@ from hooks import app as app_module
 from hooks.config import Config
 from hooks.routes import ROUTES, Route
 from tests.factory import NOW
-from tests.sandbox_cases import minimal, observed_running
+from tests.sandbox_cases import first_sync, minimal, observed_running
 
 SECRET = "do-not-log-this-value-7f3a"
 
@@ -49,7 +49,7 @@ def test_one_line_per_call_with_who_and_what() -> None:
 
 def test_finalize_line_says_whether_it_finalized() -> None:
     client, stream = app_and_log()
-    post(client, "/sandbox/finalize", {**minimal(), "finalizing": True})
+    post(client, "/sandbox/finalize", {**first_sync(), "finalizing": True})
     (line,) = lines(stream)
     assert line["hook"] == "finalize" and line["finalized"] is True and line["phase"] == "Terminated"
 

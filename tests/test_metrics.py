@@ -27,7 +27,7 @@ from hooks import sandbox_sync
 from hooks.config import Config
 from hooks.routes import ROUTES, Route
 from tests.factory import NOW, fake_uid
-from tests.sandbox_cases import invalid_new, minimal, observed_running, warm_bound, warm_timeout
+from tests.sandbox_cases import first_sync, invalid_new, minimal, observed_running, warm_bound, warm_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,7 @@ def test_phase_transitions_count_changes_not_calls(server: InProcess) -> None:
     assert again["status"]["phase"] == first["status"]["phase"] == "Creating"
     running = observed_running()  # its parent says Creating; the pod runs
     server.sync(running)
-    finalized = server.sync({**minimal(), "finalizing": True}, "/sandbox/finalize")
+    finalized = server.sync({**first_sync(), "finalizing": True}, "/sandbox/finalize")
     assert finalized["finalized"] is True
     m = server.scrape()
     t = "llmsafespace_sandbox_phase_transitions_total"

@@ -43,6 +43,16 @@ def test_pod_waits_for_its_service_account() -> None:
     assert {"Pod", "ServiceAccount"} <= {c["kind"] for c in again["children"]}, "a running pod is never dropped"
 
 
+def test_a_sync_polls_until_every_desired_child_is_observed() -> None:
+    # A create Metacontroller swallowed (AlreadyExists: the name still held by another owner) is
+    # never retried by it: until every desired child is observed, the sandbox asks to be synced
+    # again; once all are, it asks for nothing (steady state costs no syncs).
+    first = sandbox_sync.sync(cases.first_sync(), NOW)
+    assert first["resyncAfterSeconds"] == sandbox_sync.CREATE_POLL_SECONDS
+    children, settled = settle(sandbox_sync.sync, cases.first_sync(), pod_status=running_pod_status())
+    assert "resyncAfterSeconds" not in settled and settled["status"]["phase"] == "Running"
+
+
 def test_a_cold_start_sticks_and_keeps_saying_why() -> None:
     # The account is created one sync before the pod, so "started cold" is decided by the
     # account: a warm pod the pool binds in between must not flip the sandbox back to warm
@@ -213,7 +223,7 @@ def test_condition_transition_time_moves_only_on_status_change() -> None:
 
 def test_lifetime_schedules_a_resync_and_then_terminates() -> None:
     parent = sandbox(spec={"lifetimeSeconds": 600})
-    out = sandbox_sync.sync(sync_request(parent, related=[RTE]), NOW)
+    children, out = settle(sandbox_sync.sync, sync_request(parent, related=[RTE]), pod_status=running_pod_status())
     assert out["resyncAfterSeconds"] == 590.0  # created 10 s before NOW
     assert out["status"]["expiresAt"] == "2026-11-22T12:09:50Z"
     done = sandbox_sync.sync(sync_request(parent, related=[RTE]), NOW + timedelta(seconds=590))
@@ -228,8 +238,13 @@ def test_finalize_waits_for_the_pod_then_finalizes() -> None:
     assert waiting["status"]["phase"] == "Terminating"
     assert all(c["kind"] != "Pod" for c in waiting["children"])
     assert any(c["metadata"]["name"].endswith("default-deny") for c in waiting["children"])  # isolation holds to the end
+    removing = sandbox_sync.finalize(cases.finalize_removing(), NOW)
+    assert removing["finalized"] is False and removing["children"] == [] and removing["status"]["phase"] == "Terminating"
+    assert removing["resyncAfterSeconds"] > 0
+    # Finalized only once nothing is left: children left to the garbage collector would keep
+    # their names from a new sandbox of the same name (seen on a real cluster).
     done = sandbox_sync.finalize(cases.finalize_done(), NOW)
-    assert done["finalized"] is True and done["children"] == []
+    assert done["finalized"] is True and done["children"] == [] and done["status"]["phase"] == "Terminated"
     # sync on a deleting parent behaves as finalize (Metacontroller calls finalize, but be safe).
     assert sandbox_sync.sync(cases.finalize_terminating(), NOW)["finalized"] is False
 

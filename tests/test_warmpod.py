@@ -103,7 +103,7 @@ def test_policy_selects_the_pod() -> None:
 @pytest.mark.parametrize("case,phase", [
     ("new", "Pending"), ("starting", "Pending"), ("ready", "Ready"), ("relabel", "Pending"),
     ("assigned", "Assigned"), ("label-conflict", "Failed"), ("pod-failed", "Failed"),
-    ("invalid-spec", "Failed"), ("finalize-pod", "Terminating"), ("finalize-done", "Terminating"),
+    ("invalid-spec", "Failed"), ("finalize-pod", "Terminating"), ("finalize-policy", "Terminating"), ("finalize-done", "Terminating"),
 ])
 def test_phase(case: str, phase: str) -> None:
     assert run(case)["status"]["phase"] == phase
@@ -160,6 +160,8 @@ def test_invalid_spec_keeps_the_pod() -> None:
 def test_finalize_drops_the_pod_first_then_the_policy() -> None:
     first = run("finalize-pod")
     assert [c["kind"] for c in first["children"]] == ["NetworkPolicy"] and first["finalized"] is False
+    policy = run("finalize-policy")
+    assert policy["children"] == [] and policy["finalized"] is False and policy["resyncAfterSeconds"] > 0
     done = run("finalize-done")
     assert done["children"] == [] and done["finalized"] is True
 

@@ -309,14 +309,19 @@ def wpod_finalize_pod() -> dict[str, Any]:
     return request
 
 
-def wpod_finalize_done() -> dict[str, Any]:
+def wpod_finalize_policy() -> dict[str, Any]:
+    """The pod is gone; its default-deny policy is still observed."""
     parent = warmpod_parent(deleting=True)
     return warmpod_request(parent, [observed_child(_policy(parent), parent)], finalizing=True)
 
 
+def wpod_finalize_done() -> dict[str, Any]:
+    return warmpod_request(warmpod_parent(deleting=True), [], finalizing=True)
+
+
 WARMPOD_SYNC = [wpod_new, wpod_starting, wpod_ready, wpod_relabel, wpod_assigned, wpod_label_conflict, wpod_pod_failed,
                 wpod_preload_high, wpod_long_name, wpod_invalid_spec]
-WARMPOD_FINALIZE = [wpod_finalize_pod, wpod_finalize_done]
+WARMPOD_FINALIZE = [wpod_finalize_pod, wpod_finalize_policy, wpod_finalize_done]
 WARMPOD_CASES: dict[str, Case] = {
     **{_case_name(f).removeprefix("wpod-"): (f, warmpod_sync.sync) for f in WARMPOD_SYNC},
     **{_case_name(f).removeprefix("wpod-"): (f, warmpod_sync.finalize) for f in WARMPOD_FINALIZE},
