@@ -50,6 +50,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 HOOK_TOKEN_ENV = "LLMSS_HOOK_TOKEN"
+HOSTPATH_PV_DIR = "/tmp/hostpath_pv"  # kube-controller-manager's hostPath provisioner (fixed path)
 
 
 def bin_dir() -> Path:
@@ -369,8 +370,23 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop every process, newest first, by PID."""
+        self.remove_volume_dirs()
         for proc in reversed(list(self.processes.values())):
             proc.stop()
+
+    def remove_volume_dirs(self, *names: str) -> None:
+        """The hostPath provisioner keeps volumes in directories under /tmp/hostpath_pv that
+        outlive the cluster: remove those of the named PersistentVolumes (default: all of them)."""
+        if "kube-apiserver" not in self.processes or not self.processes["kube-apiserver"].alive():
+            return
+        proc = self.kubectl("get", "pv", *names, "-o", "json", "--ignore-not-found", check=False)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return
+        data = json.loads(proc.stdout)
+        for pv in data["items"] if "items" in data else [data]:
+            path = ((pv.get("spec") or {}).get("hostPath") or {}).get("path", "")
+            if path.startswith(HOSTPATH_PV_DIR + "/") and ".." not in path:
+                shutil.rmtree(path, ignore_errors=True)
 
     def _run(self, name: str, argv: list[str], ready: Callable[[], Any], timeout: float, *,
              env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None) -> Process:

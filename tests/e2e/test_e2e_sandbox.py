@@ -184,6 +184,7 @@ def test_spec_features_shape_the_children(kube: Kube, namespace: str, rte: str) 
     kube.wait_gone("PersistentVolume", None, volumes["drop"])
     kept = kube.wait("the retained volume Released", lambda: _released(kube, volumes["keep"]), 30)
     assert kept["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    kube.cp.remove_volume_dirs(volumes["keep"])
     kube.kubectl("delete", "pv", volumes["keep"], "--wait=false")
 
 
