@@ -20,8 +20,8 @@ What it models (notes/metacontroller.md sections 1, 3, 4.1, 5):
   * admission: creating a Pod that names a ServiceAccount which does not exist yet is refused, as
     the API server does (recorded in `violations`);
   * finalize hooks: Metacontroller's finalizer is added on the first sync; a deleted parent gets
-    finalize calls until finalized, then disappears; garbage collection deletes objects whose
-    controller owner is gone (background propagation);
+    finalize calls until finalized (children of a finalized answer are not touched), then disappears; garbage collection deletes objects whose
+    controller owner is gone (background propagation), `gc_lag` rounds after it went;
   * kubelet: Pods go Pending -> Running -> Ready, one step per round with probability `kubelet_speed`;
     deleted Pods (graceful) disappear one round later.
 
@@ -142,7 +142,7 @@ class Stats:
 
 class Harness:
     def __init__(self, controllers: list[Controller], config: Config, start: datetime, seed: int,
-                 stale: float = 0.0, step: float = 2.0, kubelet_speed: float = 0.7) -> None:
+                 stale: float = 0.0, step: float = 2.0, kubelet_speed: float = 0.7, gc_lag: int = 0) -> None:
         self.controllers = controllers
         self.config = config
         self.clock = start
@@ -151,6 +151,11 @@ class Harness:
         self.stale = stale
         self.step = step
         self.kubelet_speed = kubelet_speed
+        # Rounds the garbage collector takes to notice a gone owner (kube-controller-manager
+        # re-reads the resource types it tracks every 30 s: children of a CRD installed after it
+        # started waited that long on a real control plane).
+        self.gc_lag = gc_lag
+        self.orphaned_round: dict[str, int] = {}  # child uid -> round its owner was first seen gone
         self.round = 0
         self.objects: dict[Key, dict[str, Any]] = {}
         self.caches: dict[str, dict[Key, dict[str, Any]]] = {}  # kind -> informer cache
@@ -313,7 +318,10 @@ class Harness:
                    "related": related, "finalizing": deleting}
         self.stats.hook_calls += 1
         response = jsonio.loads(jsonio.dumps(hook(jsonio.loads(jsonio.dumps(request)), self.clock, self.config)))
-        self._apply(ctl, parent, children, response)
+        if not (deleting and response.get("finalized")):
+            # Metacontroller removes its finalizer first and then manages children only while
+            # the finalizer holds the parent: what a finalized answer leaves goes to the GC.
+            self._apply(ctl, parent, children, response)
         if response.get("resyncAfterSeconds"):
             self.deadline[uid] = self.clock + timedelta(seconds=float(response["resyncAfterSeconds"]))
         self._write_status(key, uid, parent, response.get("status"))
@@ -449,8 +457,10 @@ class Harness:
             for key, obj in list(self.objects.items()):
                 for ref in obj["metadata"].get("ownerReferences") or []:
                     if ref.get("controller") and ref["uid"] not in uids and not obj["metadata"].get("deletionTimestamp"):
-                        self.delete(key)
-                        changed = True
+                        since = self.orphaned_round.setdefault(obj["metadata"]["uid"], self.round)
+                        if self.round - since >= self.gc_lag:
+                            self.delete(key)
+                            changed = True
 
     # -----------------------------------------------------------------------------------------
     # Rounds

@@ -356,6 +356,33 @@ def test_ttl_recycles_idle_pods_and_leaves_assigned_ones_alone() -> None:
     assert not h.violations
 
 
+def test_a_deleted_sandbox_leaves_nothing_behind_and_its_name_can_be_used_again() -> None:
+    """Deleting a sandbox and creating one of the same name at once (the README walkthrough run
+    twice): with a garbage collector that is slow to notice (it was, on a real control plane),
+    children left to it would keep their names from the new sandbox. Finalization waits until
+    every child is gone, so nothing is left and the new sandbox starts like the first."""
+    h = Harness(CONTROLLERS, Config(), NOW, 79, stale=STALE, step=STEP_SECONDS, gc_lag=10_000)
+    h.create(runtime())
+    h.create(_sandbox("again", "cold", False))
+    first = _rounds_until(h, lambda: "again" in _running(h))
+    old_uid = h.objects[(C.KIND_SANDBOX, "demo", "again")]["metadata"]["uid"]
+    h.delete((C.KIND_SANDBOX, "demo", "again"))
+    _rounds_until(h, lambda: (C.KIND_SANDBOX, "demo", "again") not in h.objects)
+    left = [k for k, o in h.objects.items() if any(r.get("uid") == old_uid for r in o["metadata"].get("ownerReferences") or [])]
+    assert not left, f"left to the garbage collector: {left}"
+    h.create(_sandbox("again", "cold", False))
+    assert _rounds_until(h, lambda: "again" in _running(h)) <= first + 2
+    assert not h.violations
+
+
+def _rounds_until(h: Harness, done: Any, limit: int = 60) -> int:
+    for rounds in range(1, limit + 1):
+        h.run_round()
+        if done():
+            return rounds
+    raise AssertionError(f"not done after {limit} rounds")
+
+
 def test_harness_refuses_what_the_api_server_refuses() -> None:
     """The harness itself: a stale PUT conflicts, a pod spec change is Forbidden, an assignment
     change is rejected, and the 3-way merge keeps fields others set."""
