@@ -167,22 +167,35 @@ def decide(
     if not requested(spec, parent):
         return WarmDecision("none")
     pool, why_not = choose_pool(spec, parent, eff, related)
+    deadline = add_seconds(created(parent) or now, config.warm_pod_wait_seconds)
     if started_cold:
-        # Sticky: once a cold start began the sandbox stays cold, and the pool releases its pod.
-        # The condition keeps saying why it began cold (timeout, no pool), not just that it did.
-        reason, message = _cold_reason(parent) or ("ColdStart", "running on a cold-started pod")
-        return WarmDecision("cold", pool, reason=reason, message=message)
+        return _stay_cold(parent, pool, why_not, now >= deadline, config)
     if pool is None:
         return WarmDecision("cold", None, reason="NoCompatiblePool", message=why_not)
     wp = bound_warm_pod(parent, related, pool)
     status = wp.get("status") if wp is not None and isinstance(wp.get("status"), Mapping) else {}
     if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
         return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
-    deadline = add_seconds(created(parent) or now, config.warm_pod_wait_seconds)
     if now < deadline:
         what = f"warm pod {name(wp)} is bound, waiting for it to be ready" if wp is not None else f"waiting for pool {pool} to bind a warm pod"
         return WarmDecision("waiting", pool, wp, "WaitingForWarmPod", what, resync_after=(deadline - now).total_seconds())
-    return WarmDecision(
-        "cold", pool, reason="WarmPodWaitTimeout",
-        message=f"no warm pod of pool {pool} was ready within {config.warm_pod_wait_seconds}s; started cold",
-    )
+    return _timed_out(pool, config)
+
+
+def _timed_out(pool: str, config: Config) -> WarmDecision:
+    return WarmDecision("cold", pool, reason="WarmPodWaitTimeout",
+                        message=f"no warm pod of pool {pool} was ready within {config.warm_pod_wait_seconds}s; started cold")
+
+
+def _stay_cold(parent: Mapping[str, Any], pool: Optional[str], why_not: str, waited: bool, config: Config) -> WarmDecision:
+    """Sticky: once a cold start began the sandbox stays cold, and the pool releases its pod. The
+    condition keeps saying why it began cold: as an earlier sync wrote it, or, when that status is
+    not in the cache yet (often, on a real cluster), from the inputs."""
+    recorded = _cold_reason(parent)
+    if recorded is not None:
+        return WarmDecision("cold", pool, reason=recorded[0], message=recorded[1])
+    if pool is None:
+        return WarmDecision("cold", None, reason="NoCompatiblePool", message=why_not)
+    if waited:
+        return _timed_out(pool, config)
+    return WarmDecision("cold", pool, reason="ColdStart", message="running on a cold-started pod")

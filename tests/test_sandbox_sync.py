@@ -72,6 +72,13 @@ def test_a_cold_start_sticks_and_keeps_saying_why() -> None:
     assert any(c["kind"] == "Pod" for c in second["children"])
     assert (cond(second, "WarmPod")["reason"], cond(second, "WarmPod")["message"]) == \
         (cond(first, "WarmPod")["reason"], cond(first, "WarmPod")["message"])
+    # The account's creation often triggers the next sync before the status written with it is in
+    # the cache (real control plane): the reason is then recomputed, not lost.
+    stale = copy.deepcopy(second_request)
+    stale["parent"]["status"] = request["parent"]["status"]
+    again = sandbox_sync.sync(stale, NOW)
+    assert (cond(again, "WarmPod")["reason"], cond(again, "WarmPod")["message"]) == \
+        (cond(first, "WarmPod")["reason"], cond(first, "WarmPod")["message"])
 
 
 def test_user_labels_never_override_controller_labels() -> None:
