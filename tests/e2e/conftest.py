@@ -22,6 +22,7 @@ import pytest
 from tests.e2e import fakenode
 from tests.e2e.controlplane import ControlPlane, Settings, install_chart, skip_reason
 from tests.e2e.kube import Kube
+from tests.e2e.objects import runtime
 
 # Short timers, so the time-driven paths (warm-pod wait, lifetime, TTL) run within the suite's budget.
 WARM_POD_WAIT_SECONDS = 6
@@ -148,6 +149,17 @@ def clean_cluster(request: pytest.FixtureRequest, kube: Kube) -> Iterator[None]:
     yield
     if not request.node.stash.get(_FAILED, False):
         check_clean(request, kube, watch, None)
+
+
+@pytest.fixture()
+def rte(kube: Kube) -> Iterator[str]:
+    """A RuntimeEnvironment of the test's own (they are cluster-scoped), once validated."""
+    name = f"python-e2e-{secrets.token_hex(3)}"
+    kube.apply(runtime(name))
+    kube.wait(f"runtime {name} available",
+              lambda: ((kube.custom("RuntimeEnvironment", None, name) or {}).get("status") or {}).get("available") is True, 30)
+    yield name
+    kube.kubectl("delete", "runtimeenvironment", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 def _tenant_ready(kube: Kube, name: str) -> bool:

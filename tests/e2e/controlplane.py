@@ -99,6 +99,9 @@ class PKI:
     admin_key: Path
     sa_key: Path
     sa_pub: Path
+    proxy_ca_cert: Path
+    proxy_client_cert: Path
+    proxy_client_key: Path
 
 
 def make_pki(directory: Path) -> PKI:
@@ -133,33 +136,41 @@ def make_pki(directory: Path) -> PKI:
             attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
         return x509.Name(attrs)
 
-    ca_key = key()
-    ca = (x509.CertificateBuilder().subject_name(name("llmss-e2e-ca")).issuer_name(name("llmss-e2e-ca"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now).not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    def authority(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        k = key()
+        return k, (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+                   .public_key(k.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + dt.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                encipher_only=False, decipher_only=False), critical=True)
+                   .sign(k, hashes.SHA256()))
 
-    def leaf(k: ec.EllipticCurvePrivateKey, subject: x509.Name, usage: Any, sans: Sequence[x509.GeneralName] = ()) -> x509.Certificate:
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject).public_key(k.public_key())
+    ca_key, ca = authority("llmss-e2e-ca")
+    # The front proxy's CA: without it the controller-manager and scheduler log, again and again,
+    # that the request-header CA bundle is missing.
+    proxy_ca_key, proxy_ca = authority("llmss-e2e-front-proxy-ca")
+
+    def leaf(k: ec.EllipticCurvePrivateKey, subject: x509.Name, usage: Any, sans: Sequence[x509.GeneralName] = (),
+             issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] = (ca_key, ca)) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer[1].subject).public_key(k.public_key())
                    .serial_number(x509.random_serial_number()).not_valid_before(now)
                    .not_valid_after(now + dt.timedelta(days=2))
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        return builder.sign(ca_key, hashes.SHA256())
+        return builder.sign(issuer[0], hashes.SHA256())
 
-    serving_key, admin_key, sa_key = key(), key(), key()
+    serving_key, admin_key, sa_key, proxy_key = key(), key(), key(), key()
     service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
     sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(service_ip), x509.DNSName("localhost"),
             *(x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
                                          "kubernetes.default.svc.cluster.local"))]
     serving = leaf(serving_key, name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
     admin = leaf(admin_key, name("llmss-e2e-admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH)
+    proxy_client = leaf(proxy_key, name("front-proxy-client"), ExtendedKeyUsageOID.CLIENT_AUTH, issuer=(proxy_ca_key, proxy_ca))
     sa_pub = directory / "sa.pub"
     sa_pub.write_bytes(sa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
@@ -167,7 +178,8 @@ def make_pki(directory: Path) -> PKI:
         ca_cert=write_cert(ca, "ca.crt"), ca_key=write_key(ca_key, "ca.key"),
         serving_cert=write_cert(serving, "apiserver.crt"), serving_key=write_key(serving_key, "apiserver.key"),
         admin_cert=write_cert(admin, "admin.crt"), admin_key=write_key(admin_key, "admin.key"),
-        sa_key=write_key(sa_key, "sa.key"), sa_pub=sa_pub,
+        sa_key=write_key(sa_key, "sa.key"), sa_pub=sa_pub, proxy_ca_cert=write_cert(proxy_ca, "front-proxy-ca.crt"),
+        proxy_client_cert=write_cert(proxy_client, "front-proxy-client.crt"), proxy_client_key=write_key(proxy_key, "front-proxy-client.key"),
     )
 
 
@@ -440,6 +452,10 @@ class ControlPlane:
             # LimitRanger, ResourceQuota, RuntimeClass, DefaultStorageClass, ...): what users run.
             "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=false", "--profiling=false", "--endpoint-reconciler-type=none",
+            f"--requestheader-client-ca-file={pki.proxy_ca_cert}", "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.proxy_client_cert}", f"--proxy-client-key-file={pki.proxy_client_key}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
         ], lambda: http_ok(f"{self.server}/readyz", self.tls()), 120)
 

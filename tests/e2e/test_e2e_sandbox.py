@@ -3,59 +3,21 @@ steady state, ordered deletion with garbage collection, and every spec feature t
 children (profile, security levels, storage, network rules, CPU pinning, lifetime)."""
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any, Optional
 
-import pytest
-
 from hooks import constants as C
 from tests.e2e import fakenode
-from tests.e2e.kube import Kube, condition, names
+from tests.e2e.kube import Kube, condition
+from tests.e2e.objects import CHILD_KINDS, children, endpoint_ips, owned_by, sandbox, selects
 
-RUNTIME_IMAGE = "ghcr.io/llmsafespace/runtime-python:3.10"
-
-
-def runtime(name: str) -> dict[str, Any]:
-    return {"apiVersion": "llmsafespace.dev/v1", "kind": "RuntimeEnvironment", "metadata": {"name": name},
-            "spec": {"image": RUNTIME_IMAGE, "language": "python", "version": "3.10"}}
-
-
-@pytest.fixture()
-def rte(kube: Kube) -> Any:
-    """A RuntimeEnvironment of this test's own (they are cluster-scoped), validated."""
-    name = f"python-e2e-{secrets.token_hex(3)}"
-    kube.apply(runtime(name))
-    kube.wait(f"runtime {name} available", lambda: ((kube.custom("RuntimeEnvironment", None, name) or {}).get("status") or {}).get("available") is True, 30)
-    yield name
-    kube.kubectl("delete", "runtimeenvironment", name, "--ignore-not-found", "--wait=false", check=False)
-
-
-def sandbox(name: str, namespace: str, runtime_name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "llmsafespace.dev/v1", "kind": "Sandbox", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"runtime": runtime_name, **spec}}
-
-
-def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
-    return any(r.get("uid") == owner["metadata"]["uid"] and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def children(kube: Kube, namespace: str, uid: str) -> dict[str, set[str]]:
-    """Names of the objects of each child kind carrying the sandbox's UID label."""
-    selector = f"{C.LABEL_SANDBOX_UID}={uid}"
-    return {kind: names(kube.list(kind, namespace, selector))
-            for kind in ("Pod", "Service", "ServiceAccount", "PersistentVolumeClaim", "NetworkPolicy")}
 
 
 def resource_versions(kube: Kube, namespace: str, name: str) -> dict[str, str]:
     sb = kube.custom("Sandbox", namespace, name)
     assert sb is not None
     out = {f"Sandbox/{name}": sb["metadata"]["resourceVersion"]}
-    for kind in ("Pod", "Service", "ServiceAccount", "PersistentVolumeClaim", "NetworkPolicy"):
+    for kind in CHILD_KINDS:
         for obj in kube.list(kind, namespace, f"{C.LABEL_SANDBOX_UID}={sb['metadata']['uid']}"):
             out[f"{kind}/{obj['metadata']['name']}"] = obj["metadata"]["resourceVersion"]
     return out
@@ -89,7 +51,7 @@ def test_cold_sandbox_from_apply_to_deletion(kube: Kube, namespace: str, rte: st
     for policy in kube.list("NetworkPolicy", namespace, f"{C.LABEL_SANDBOX_UID}={uid}"):
         assert owned_by(policy, sb) and selects(policy["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"])
     # The Service routes to the pod: the endpoint-slice controller put its IP in as ready.
-    kube.wait("the Service's endpoint", lambda: _endpoint_ips(kube, namespace, "sandbox-alpha") == {pod["status"]["podIP"]}, 30,
+    kube.wait("the Service's endpoint", lambda: endpoint_ips(kube, namespace, "sandbox-alpha") == {pod["status"]["podIP"]}, 30,
               show=lambda: kube.list("EndpointSlice", namespace))
 
     # Steady state writes nothing: no status or child churn once Running.
@@ -111,15 +73,6 @@ def test_cold_sandbox_from_apply_to_deletion(kube: Kube, namespace: str, rte: st
         time.sleep(0.05)
     kube.wait("every child gone (garbage collector)", lambda: not any(children(kube, namespace, uid).values()), 30,
               show=lambda: children(kube, namespace, uid))
-
-
-def _endpoint_ips(kube: Kube, namespace: str, service: str) -> set[str]:
-    out = set()
-    for slice_ in kube.list("EndpointSlice", namespace, f"kubernetes.io/service-name={service}"):
-        for ep in slice_.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready"):
-                out.update(ep.get("addresses") or [])
-    return out
 
 
 def _pod(kube: Kube, namespace: str, sb: dict[str, Any]) -> dict[str, Any]:
