@@ -409,14 +409,25 @@ class ControlPlane:
         self.started_at[name] = time.monotonic() - t0
         return proc
 
-    def restart(self, name: str) -> Process:
-        """Stop one component by PID and start it again with the same command line."""
+    def restart(self, name: str, down_seconds: float = 0.0) -> Process:
+        """Stop one component by PID, leave it down for `down_seconds`, and start it again with
+        the same command line."""
         old = self.processes[name]
         old.stop()
+        time.sleep(down_seconds)
         fresh = Process(old.name, old.argv, old.log, env=old.env, cwd=old.cwd).start()
         self.processes[name] = fresh
         wait_until(self._readiness(name), 90, f"{name} ready again", process=fresh)
         return fresh
+
+    def start_second_hook_server(self) -> Process:
+        """Another hook server on a new port (a new release of the hooks); hook_url names it
+        from now on. The old one keeps running until stop_hook_server(old)."""
+        old = self.processes.pop("hooks")
+        self.processes[f"hooks-{old.pid}"] = old
+        self.ports["hooks"] = free_port()
+        self._start_hooks()
+        return old
 
     def _readiness(self, name: str) -> Callable[[], Any]:
         checks: dict[str, Callable[[], Any]] = {
@@ -500,7 +511,8 @@ class ControlPlane:
     def _start_hooks(self) -> None:
         env = {**os.environ, **self.settings.hook_env, HOOK_TOKEN_ENV: self.token,
                "BIND": f"127.0.0.1:{self.ports['hooks']}", "WORKERS": str(self.settings.hook_workers),
-               "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "hook-metrics")}
+               # One directory per server: scripts/serve empties it at start.
+               "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"hook-metrics-{self.ports['hooks']}")}
         self._run("hooks", [str(ROOT / "scripts" / "serve")], self._readiness("hooks"), 120, env=env, cwd=ROOT)
 
     def _install_metacontroller_crds(self) -> None:

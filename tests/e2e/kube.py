@@ -153,3 +153,13 @@ def _path(kind: str, namespace: Optional[str], name: Optional[str]) -> str:
 
 def names(objects: Iterable[dict[str, Any]]) -> set[str]:
     return {o["metadata"]["name"] for o in objects}
+
+
+DELETED_NAMESPACES: set[str] = set()
+
+
+def delete_namespaces(kube: Kube, *names: str) -> None:
+    """Delete in the background; what Metacontroller logs about them from now on is not blamed
+    on later tests (conftest.check_clean)."""
+    DELETED_NAMESPACES.update(names)
+    kube.kubectl("delete", "namespace", *names, "--wait=false", "--ignore-not-found", check=False)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.e2e.controlplane import ROOT
-from tests.e2e.kube import Kube, condition
+from tests.e2e.kube import Kube, condition, delete_namespaces
 
 EXAMPLES = ROOT / "examples"
 DEMO = "demo"  # the namespace the examples name
@@ -28,7 +28,7 @@ def readme_walkthrough() -> list[str]:
 @pytest.fixture(scope="module")
 def demo(kube: Kube) -> Iterator[str]:
     yield DEMO
-    kube.kubectl("delete", "namespace", DEMO, "team-a", "--ignore-not-found", "--wait=false", check=False)
+    delete_namespaces(kube, DEMO, "team-a")
     kube.kubectl("delete", "runtimeenvironment", "python-3.10", "--ignore-not-found", "--wait=false", check=False)
 
 

@@ -7,9 +7,8 @@ import time
 from typing import Any
 
 from hooks import constants as C
-from tests.e2e.conftest import WARM_POD_WAIT_SECONDS
 from tests.e2e.kube import Kube, condition
-from tests.e2e.objects import endpoint_ips, pool, pool_status, warm_pods, warm_sandbox
+from tests.e2e.objects import WARM_POD_WAIT_SECONDS, endpoint_ips, pool, pool_status, warm_pods, warm_sandbox
 
 
 

@@ -1,0 +1,114 @@
+"""Bad input loses nothing, on the real control plane: the CRDs refuse what they can at apply,
+an invalid edit or a vanished runtime or profile keeps a running sandbox's pod and volume and
+only reports why, and status says what a failed pod is."""
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import pytest
+
+from tests.e2e import fakenode
+from tests.e2e.kube import Kube, condition
+from tests.e2e.objects import runtime, sandbox
+
+
+def _uids(kube: Kube, namespace: str, name: str) -> dict[str, str]:
+    """UIDs of the sandbox's pod and claim: the same UIDs mean never replaced."""
+    out = {}
+    for kind, child in (("Pod", f"sandbox-{name}"), ("PersistentVolumeClaim", f"sandbox-{name}-data")):
+        obj = kube.core(kind, namespace, child)
+        assert obj is not None and not obj["metadata"].get("deletionTimestamp"), f"{kind} {child} is gone or going"
+        out[kind] = obj["metadata"]["uid"]
+    return out
+
+
+def _patch(kube: Kube, namespace: str, name: str, spec: dict[str, Any], check: bool = True) -> str:
+    return kube.kubectl("patch", "sandbox", name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec}), check=check)
+
+
+def _validated(kube: Kube, namespace: str, name: str, status: str, reason: str) -> dict[str, Any]:
+    return kube.wait(f"Validated {status}/{reason}", lambda: (lambda sb: sb if condition(sb, "Validated").get("status") == status
+                     and condition(sb, "Validated").get("reason") == reason else None)(kube.custom("Sandbox", namespace, name)), 30,
+                     show=lambda: (kube.custom("Sandbox", namespace, name) or {}).get("status"))
+
+
+def test_invalid_edits_and_vanished_inputs_keep_the_pod_and_volume(kube: Kube, namespace: str, rte: str) -> None:
+    profile = {"apiVersion": "llmsafespace.dev/v1", "kind": "SandboxProfile", "metadata": {"name": "base", "namespace": namespace},
+               "spec": {"language": "python", "resourceDefaults": {"cpu": "300m", "memory": "300Mi"}}}
+    kube.apply(profile, sandbox("keeper", namespace, rte, profileRef={"name": "base"}, storage={"persistent": True, "volumeSize": "1Gi"}))
+    kube.wait_sandbox(namespace, "keeper", "Running", ready=True, timeout=60)
+    held = _uids(kube, namespace, "keeper")
+
+    # An edit to a runtime that does not exist: reported, nothing replaced.
+    _patch(kube, namespace, "keeper", {"runtime": "cobol-85"})
+    sb = _validated(kube, namespace, "keeper", "False", "RuntimeNotFound")
+    assert sb["status"]["phase"] == "Running" and condition(sb, "Ready")["status"] == "True", sb["status"]
+    assert _uids(kube, namespace, "keeper") == held
+    _patch(kube, namespace, "keeper", {"runtime": rte})
+    _validated(kube, namespace, "keeper", "True", "Valid")
+
+    # The profile deleted under it.
+    kube.kubectl("delete", "sandboxprofile", "base", "-n", namespace)
+    sb = _validated(kube, namespace, "keeper", "False", "ProfileNotFound")
+    assert sb["status"]["phase"] == "Running" and _uids(kube, namespace, "keeper") == held
+    kube.apply(profile)
+    _validated(kube, namespace, "keeper", "True", "Valid")
+
+    # The runtime deleted under it: still running, still the same pod and volume.
+    kube.kubectl("delete", "runtimeenvironment", rte)
+    sb = _validated(kube, namespace, "keeper", "False", "RuntimeNotFound")
+    assert sb["status"]["phase"] == "Running" and _uids(kube, namespace, "keeper") == held
+    kube.apply(runtime(rte))
+    _validated(kube, namespace, "keeper", "True", "Valid")
+    assert _uids(kube, namespace, "keeper") == held
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"securityContext": {"runAsUser": 0}}, "should be greater than or equal to 1"),
+    ({"securityLevel": "root"}, "Unsupported value"),
+    ({"networkAccess": {"egress": [{"domain": "pypi.org", "cidr": "203.0.113.0/24"}]}}, "exactly one of domain or cidr"),
+    ({"filesystem": {"readOnlyRoot": False}}, "readOnlyRoot cannot be disabled"),
+    ({"securityContext": {"seccompProfile": {"type": "Localhost"}}}, "Localhost needs localhostProfile"),
+], ids=["root-user", "unknown-level", "domain-and-cidr", "writable-root", "localhost-without-profile"])
+def test_the_crd_refuses_what_it_can_at_apply(kube: Kube, namespace: str, rte: str, spec: dict[str, Any], message: str) -> None:
+    proc = kube.cp.kubectl("apply", "-f", "-", input=json.dumps(sandbox("refused", namespace, rte, **spec)), check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert kube.custom("Sandbox", namespace, "refused") is None
+
+
+def test_turning_persistence_off_is_refused_and_the_volume_stays(kube: Kube, namespace: str, rte: str) -> None:
+    kube.apply(sandbox("data", namespace, rte, storage={"persistent": True, "volumeSize": "1Gi"}))
+    kube.wait_sandbox(namespace, "data", "Running", ready=True, timeout=60)
+    held = _uids(kube, namespace, "data")
+    proc = kube.cp.kubectl("patch", "sandbox", "data", "-n", namespace, "--type=merge", "-p",
+                           json.dumps({"spec": {"storage": {"persistent": False}}}), check=False)
+    assert proc.returncode != 0 and "storage.persistent cannot change after creation" in proc.stderr, proc.stderr
+    assert _uids(kube, namespace, "data") == held
+
+
+def test_a_new_sandbox_that_cannot_run_fails_with_its_reason(kube: Kube, namespace: str, rte: str) -> None:
+    kube.apply(sandbox("orphan", namespace, rte, profileRef={"name": "missing"}),
+               sandbox("early", namespace, f"not-yet-{secrets.token_hex(2)}"))
+    orphan = kube.wait_sandbox(namespace, "orphan", "Failed", ready=False, timeout=30)
+    assert condition(orphan, "Validated")["reason"] == "ProfileNotFound" and "missing" in condition(orphan, "Validated")["message"]
+    early = kube.wait_sandbox(namespace, "early", "Failed", ready=False, timeout=30)
+    assert condition(early, "Validated")["reason"] == "RuntimeNotFound"
+    for name in ("orphan", "early"):
+        assert kube.core("Pod", namespace, f"sandbox-{name}") is None
+
+
+def test_status_says_what_the_pod_went_through(kube: Kube, namespace: str, rte: str) -> None:
+    """The fake kubelet reports an out-of-memory kill (the pod restarts: not ready) and an
+    eviction (the pod failed): the sandbox's status says so, in the kubelet's own words."""
+    kube.apply(sandbox("oom", namespace, rte), sandbox("evicted", namespace, rte))
+    for name in ("oom", "evicted"):
+        kube.wait_sandbox(namespace, name, "Running", ready=True, timeout=60)
+    kube.kubectl("annotate", "pod", "sandbox-oom", "-n", namespace, f"{fakenode.FAIL_ANNOTATION}=OOMKilled")
+    kube.kubectl("annotate", "pod", "sandbox-evicted", "-n", namespace, f"{fakenode.FAIL_ANNOTATION}=Evicted")
+    oom = kube.wait_sandbox(namespace, "oom", "Running", ready=False, timeout=30)
+    assert condition(oom, "Ready")["reason"] == "PodNotReady"
+    evicted = kube.wait_sandbox(namespace, "evicted", "Failed", ready=False, timeout=30)
+    assert condition(evicted, "Ready")["reason"] == "PodFailed"
+    assert "low on resource: memory" in condition(evicted, "Ready")["message"]

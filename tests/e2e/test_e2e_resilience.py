@@ -1,0 +1,96 @@
+"""What operators do to a running installation: restart the hook server in the middle of a
+burst, restart Metacontroller while users keep working, and upgrade the chart. Nothing is lost,
+nothing that runs is recreated."""
+from __future__ import annotations
+
+import pytest
+
+from hooks import constants as C
+from tests.e2e.controlplane import install_chart
+from tests.e2e.kube import Kube
+from tests.e2e.objects import CHILD_KINDS, SMALL, pool, sandbox, warm_sandbox
+
+BURST = 12
+# A hook server going down resets its idle keep-alive connections, then refuses new ones;
+# Metacontroller logs each failed call and retries it with backoff.
+HOOKS_DOWN = (r"connection refused|connection reset by peer|: EOF", r"SyncError")
+QUOTA = {"llmsafespace.dev/quota-pods": "60", "llmsafespace.dev/quota-cpu": "40", "llmsafespace.dev/quota-memory": "64Gi",
+         "llmsafespace.dev/quota-ephemeral-storage": "100Gi"}
+
+
+def _pod_uids(kube: Kube, namespace: str) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in kube.list("Pod", namespace)}
+
+
+def _children_versions(kube: Kube, namespace: str) -> dict[str, str]:
+    """resourceVersion of every sandbox child in the namespace: unchanged means not rewritten."""
+    return {f"{kind}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+            for kind in CHILD_KINDS for o in kube.list(kind, namespace, C.LABEL_SANDBOX_UID)}
+
+
+@pytest.mark.allow_errors(*HOOKS_DOWN)
+@pytest.mark.parametrize("namespace", [QUOTA], indirect=True)
+def test_hook_server_restarted_during_a_burst(kube: Kube, namespace: str, rte: str) -> None:
+    kube.apply(*(sandbox(f"burst-{i}", namespace, rte, resources=SMALL) for i in range(BURST)))
+    kube.cp.restart("hooks", down_seconds=2.0)
+    for i in range(BURST):
+        sb = kube.wait_sandbox(namespace, f"burst-{i}", "Running", ready=True, timeout=90)
+        assert sb["status"]["podName"] == f"sandbox-burst-{i}"
+    assert sum(1 for n in _pod_uids(kube, namespace) if n.startswith("sandbox-burst-")) == BURST
+
+
+def test_metacontroller_restarted_while_users_work(kube: Kube, namespace: str, rte: str) -> None:
+    kube.apply(sandbox("stays", namespace, rte, resources=SMALL), sandbox("goes", namespace, rte, resources=SMALL))
+    for name in ("stays", "goes"):
+        kube.wait_sandbox(namespace, name, "Running", ready=True, timeout=60)
+    pods = _pod_uids(kube, namespace)
+    mc = kube.cp.processes["metacontroller"]
+    mc.stop()
+    try:
+        kube.kubectl("delete", "sandbox", "goes", "-n", namespace, "--wait=false")
+        kube.apply(sandbox("arrives", namespace, rte, resources=SMALL))
+    finally:
+        kube.cp.restart("metacontroller")
+    kube.wait_sandbox(namespace, "arrives", "Running", ready=True, timeout=60)
+    kube.wait_gone("Sandbox", namespace, "goes")
+    kube.wait_gone("Pod", namespace, "sandbox-goes")
+    assert _pod_uids(kube, namespace)["sandbox-stays"] == pods["sandbox-stays"], "a running pod was recreated"
+
+
+def test_chart_upgrade_recreates_nothing_that_runs(kube: Kube, namespace: str, rte: str) -> None:
+    """A new release of the hooks behind a new address: `helm upgrade` changes every controller
+    object, Metacontroller restarts each control loop and syncs every parent again with the new
+    server. Running pods (cold and warm) stay, children are not rewritten, new sandboxes work."""
+    kube.apply(pool("upgrade", namespace, rte, minSize=1, maxSize=3), sandbox("cold", namespace, rte, resources=SMALL))
+    kube.wait("pool filled", lambda: ((kube.custom("WarmPool", namespace, "upgrade") or {}).get("status") or {}).get("availablePods") == 1, 60)
+    kube.apply(warm_sandbox("warm", namespace, rte, "upgrade"))
+    for name in ("cold", "warm"):
+        kube.wait_sandbox(namespace, name, "Running", ready=True, timeout=60)
+    warm_pod = kube.custom("Sandbox", namespace, "warm")["status"]["podName"]
+    pods, versions = _pod_uids(kube, namespace), _children_versions(kube, namespace)
+    log = kube.cp.processes["metacontroller"].log
+    starts_before = log.read_text().count('"msg":"Starting CompositeController"')
+
+    old = kube.cp.start_second_hook_server()
+    try:
+        install_chart(kube.cp, upgrade=True)
+        kube.wait("Metacontroller restarted its control loops", lambda: log.read_text().count('"msg":"Starting CompositeController"')
+                  >= starts_before + 5, 60)
+        kube.wait("the new server answers", lambda: '"name":"cold"' in _hook_calls_since_upgrade(kube), 30)
+    finally:
+        old.stop()
+    kube.apply(sandbox("after", namespace, rte, resources=SMALL))
+    kube.wait_sandbox(namespace, "after", "Running", ready=True, timeout=60)
+    now = _pod_uids(kube, namespace)
+    assert {n: now.get(n) for n in ("sandbox-cold", warm_pod)} == {n: pods[n] for n in ("sandbox-cold", warm_pod)}
+    changed = {k for k, v in versions.items() if _children_versions(kube, namespace).get(k) != v}
+    assert not changed, f"rewritten by the upgrade: {sorted(changed)}"
+    for name in ("cold", "warm"):
+        assert kube.sandbox_phase(namespace, name) == "Running"
+
+
+def _hook_calls_since_upgrade(kube: Kube) -> str:
+    """Hook calls answered by the new server (its log lines follow its start banner)."""
+    text = kube.cp.processes["hooks"].log.read_text(errors="replace")
+    port = str(kube.cp.ports["hooks"])
+    return text[text.rfind(f"Listening at: http://127.0.0.1:{port}"):] if port in text else ""
