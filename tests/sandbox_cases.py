@@ -7,7 +7,7 @@ from hooks import constants as C
 from hooks import sandbox_sync
 from hooks.builders.service_account import build_service_account
 from tests.factory import (
-    NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request,
+    fake_uid, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request,
 )
 
 RTE = runtime()
