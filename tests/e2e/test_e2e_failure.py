@@ -112,3 +112,25 @@ def test_status_says_what_the_pod_went_through(kube: Kube, namespace: str, rte: 
     evicted = kube.wait_sandbox(namespace, "evicted", "Failed", ready=False, timeout=30)
     assert condition(evicted, "Ready")["reason"] == "PodFailed"
     assert "low on resource: memory" in condition(evicted, "Ready")["message"]
+
+
+def test_runtime_and_profile_status_say_why_they_cannot_be_used(kube: Kube, namespace: str) -> None:
+    bad_runtime = runtime(f"python-e2e-bad-{secrets.token_hex(2)}")
+    bad_runtime["spec"]["packageManager"] = "cargo"  # not a Python package manager
+    profile = {"apiVersion": "llmsafespace.dev/v1", "kind": "SandboxProfile", "metadata": {"name": "ancient", "namespace": namespace},
+               "spec": {"language": "cobol"}}  # no runtime of that language
+    kube.apply(bad_runtime, profile)
+    try:
+        name = bad_runtime["metadata"]["name"]
+        rte = kube.wait("runtime verdict", lambda: (lambda r: r if "available" in (r or {}).get("status", {}) else None)(
+            kube.custom("RuntimeEnvironment", None, name)), 30)
+        assert rte["status"]["available"] is False
+        assert condition(rte, "Available")["reason"] == "CompatibilityCheckFailed" and "cargo" in condition(rte, "Available")["message"]
+        prof = kube.wait("profile verdict", lambda: (lambda p: p if "validated" in (p or {}).get("status", {}) else None)(
+            kube.custom("SandboxProfile", namespace, "ancient")), 30)
+        assert prof["status"]["validated"] is False and condition(prof, "Validated")["reason"] == "RuntimeValidationFailed"
+        kube.apply(sandbox("on-bad-runtime", namespace, name))
+        sb = kube.wait_sandbox(namespace, "on-bad-runtime", "Failed", ready=False, timeout=30)
+        assert condition(sb, "Validated")["reason"] == "RuntimeUnavailable"
+    finally:
+        kube.kubectl("delete", "runtimeenvironment", bad_runtime["metadata"]["name"], "--wait=false", check=False)
