@@ -144,8 +144,9 @@ LEGACY_DOCKER_REGISTRIES: Final = ("index.docker.io", "registry-1.docker.io")
 # ---------------------------------------------------------------------------------------------
 # Tenant namespaces: what the decorator reports and applies.
 
-ANNOTATION_HARDENING_STATUS: Final = f"{GROUP}/hardening-status"  # "Applied" | "AppliedWithErrors"
+ANNOTATION_HARDENING_STATUS: Final = f"{GROUP}/hardening-status"  # "Pending" | "Applied" | "AppliedWithErrors"
 ANNOTATION_HARDENING_ERRORS: Final = f"{GROUP}/hardening-errors"  # why; removed when there are none
+HARDENING_PENDING: Final = "Pending"  # some attachment is not observed yet
 HARDENING_APPLIED: Final = "Applied"
 HARDENING_APPLIED_WITH_ERRORS: Final = "AppliedWithErrors"
 COMPONENT_TENANT_NAMESPACE: Final = "tenant-namespace"

@@ -13,7 +13,7 @@ namespace is annotated llmsafespace.dev/gvisor=true; warn and audit stay restric
 
 An invalid annotation never blocks hardening: its default is used and the problem is reported in
 the annotation llmsafespace.dev/hardening-errors (status llmsafespace.dev/hardening-status =
-AppliedWithErrors). Annotations rather than Namespace status: a Namespace's status belongs to the
+AppliedWithErrors; Pending until every attachment is observed). Annotations rather than Namespace status: a Namespace's status belongs to the
 namespace controller (phase, conditions) and `kubectl get ns -o yaml` shows annotations anyway."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any, Optional
 from . import constants as C
 from .config import DEFAULT_CONFIG, Config
 from .meta import annotations as annotations_of
-from .meta import name
+from .meta import name, objects
 from .quantity import parse_quantity
 from .response import BadRequest
 
@@ -180,6 +180,12 @@ def psa_labels(gvisor: bool) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def _all_observed(desired: list[dict[str, Any]], observed: Any) -> bool:
+    seen = {(o.get("kind"), name(o)) for gvk in (C.GVK_NETWORK_POLICY, C.GVK_RESOURCE_QUOTA, C.GVK_LIMIT_RANGE)
+            for o in objects(observed, gvk)}
+    return all((a["kind"], a["metadata"]["name"]) in seen for a in desired)
+
+
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     target = request.get("object")
     if not isinstance(target, Mapping) or not isinstance(target.get("metadata"), Mapping):
@@ -198,10 +204,16 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits)],
         key=lambda a: (a["apiVersion"], a["kind"], a["metadata"]["name"]),
     )
+    if not _all_observed(attachments, request.get("attachments")):
+        # Metacontroller writes the annotations and creates the attachments in no particular
+        # order: "Applied" only once every attachment exists (their creation syncs us again).
+        status = C.HARDENING_PENDING
+    else:
+        status = C.HARDENING_APPLIED_WITH_ERRORS if errors else C.HARDENING_APPLIED
     return {
         "labels": psa_labels(gvisor),
         "annotations": {
-            C.ANNOTATION_HARDENING_STATUS: C.HARDENING_APPLIED_WITH_ERRORS if errors else C.HARDENING_APPLIED,
+            C.ANNOTATION_HARDENING_STATUS: status,
             # null removes the key once the namespace's annotations are fixed.
             C.ANNOTATION_HARDENING_ERRORS: "; ".join(errors) if errors else None,
         },

@@ -49,6 +49,14 @@ def request(obj: dict[str, Any], attachments: Optional[dict[str, Any]] = None) -
     }
 
 
+def observed(response: dict[str, Any], ns: str = "team-a") -> dict[str, Any]:
+    """The attachments of an answer as the next request's observed attachments."""
+    out: dict[str, Any] = {C.GVK_NETWORK_POLICY: {}, C.GVK_RESOURCE_QUOTA: {}, C.GVK_LIMIT_RANGE: {}}
+    for attachment in response["attachments"]:
+        out[C.gvk_key(attachment["kind"], attachment["apiVersion"])][f"{ns}/{attachment['metadata']['name']}"] = {**attachment, "status": {}}
+    return out
+
+
 def by_kind(response: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {a["kind"]: a for a in response["attachments"]}
 
@@ -59,21 +67,28 @@ def container_limits(response: dict[str, Any]) -> dict[str, Any]:
 
 EXAMPLE = next(d for d in yaml.safe_load_all((ROOT / "examples" / "namespace-tenant.yaml").read_text()) if d)
 
+def hardened(req: dict[str, Any]) -> dict[str, Any]:
+    """The request once the first answer's attachments exist (the cases' usual state)."""
+    first = namespace_sync.sync(req, NOW)
+    return {**req, "attachments": observed(first, req["object"]["metadata"]["name"])}
+
+
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
-    "defaults": lambda: request(namespace()),
-    "gvisor-baseline": lambda: request(namespace(annotations={C.ANNOTATION_GVISOR: "true"})),
-    "custom-sizes": lambda: request(namespace(annotations={
+    "first-sync": lambda: request(namespace()),  # nothing observed yet: Pending
+    "defaults": lambda: hardened(request(namespace())),
+    "gvisor-baseline": lambda: hardened(request(namespace(annotations={C.ANNOTATION_GVISOR: "true"}))),
+    "custom-sizes": lambda: hardened(request(namespace(annotations={
         f"{Q}cpu": "16", f"{Q}memory": "32Gi", f"{Q}pods": "50", f"{Q}storage": "1Ti", f"{Q}pvcs": "5",
         f"{Q}ephemeral-storage": "40Gi", f"{L}default-cpu": "1", f"{L}default-memory": "1Gi",
         f"{L}max-cpu": "8", f"{L}max-memory": "16Gi", f"{L}max-storage": "200Gi",
-    })),
-    "invalid-annotations": lambda: request(namespace(annotations={
+    }))),
+    "invalid-annotations": lambda: hardened(request(namespace(annotations={
         f"{Q}cpu": "lots", f"{Q}pods": "1.5", f"{Q}memory": "-1Gi", f"{Q}gpu": "2",
         f"{L}default-cpu": "0", f"{L}max-memory": "256Mi", f"{L}default-memory": "1Gi",
         C.ANNOTATION_GVISOR: "yes",
-    })),
-    "frozen": lambda: request(namespace(annotations={f"{Q}pods": "0", f"{Q}cpu": "0"})),
-    "example": lambda: request(EXAMPLE),
+    }))),
+    "frozen": lambda: hardened(request(namespace(annotations={f"{Q}pods": "0", f"{Q}cpu": "0"}))),
+    "example": lambda: hardened(request(EXAMPLE)),
 }
 
 
@@ -162,7 +177,7 @@ def test_custom_sizes_are_used() -> None:
 ])
 def test_invalid_annotations_fall_back_and_are_reported(annotations: dict[str, str], fragment: str,
                                                         field: Optional[tuple[str, str]], value: Optional[str]) -> None:
-    out = namespace_sync.sync(request(namespace(annotations=annotations)), NOW)
+    out = namespace_sync.sync(hardened(request(namespace(annotations=annotations))), NOW)
     assert out["annotations"][C.ANNOTATION_HARDENING_STATUS] == "AppliedWithErrors"
     assert fragment in out["annotations"][C.ANNOTATION_HARDENING_ERRORS]
     if field is not None:
@@ -174,7 +189,7 @@ def test_invalid_annotations_fall_back_and_are_reported(annotations: dict[str, s
 
 
 def test_lower_max_pulls_implicit_defaults_down_silently() -> None:
-    out = namespace_sync.sync(request(namespace(annotations={f"{L}max-cpu": "250m", f"{L}max-memory": "100Mi"})), NOW)
+    out = namespace_sync.sync(hardened(request(namespace(annotations={f"{L}max-cpu": "250m", f"{L}max-memory": "100Mi"}))), NOW)
     limits = container_limits(out)
     assert (limits["max"]["cpu"], limits["default"]["cpu"], limits["defaultRequest"]["cpu"]) == ("250m", "250m", "100m")
     assert (limits["max"]["memory"], limits["default"]["memory"], limits["defaultRequest"]["memory"]) == ("100Mi", "100Mi", "100Mi")
@@ -189,13 +204,18 @@ def test_other_annotations_are_ignored() -> None:
     assert out["annotations"][C.ANNOTATION_HARDENING_ERRORS] is None
 
 
-def test_existing_attachments_do_not_change_the_answer() -> None:
-    first = namespace_sync.sync(CASES["defaults"](), NOW)
-    observed = {C.GVK_NETWORK_POLICY: {}, C.GVK_RESOURCE_QUOTA: {}, C.GVK_LIMIT_RANGE: {}}
-    for attachment in first["attachments"]:
-        key = C.gvk_key(attachment["kind"], attachment["apiVersion"])
-        observed[key][f"team-a/{attachment['metadata']['name']}"] = {**attachment, "status": {}}
-    assert namespace_sync.sync(request(namespace(), observed), NOW) == first
+def test_existing_attachments_change_only_the_hardening_status() -> None:
+    # Metacontroller writes the annotations and creates the attachments in no particular order:
+    # the namespace says Pending until every attachment exists (seen on a real control plane:
+    # "Applied" with no ResourceQuota yet), then Applied; the attachments are the same answer.
+    first = namespace_sync.sync(CASES["first-sync"](), NOW)
+    assert first["annotations"][C.ANNOTATION_HARDENING_STATUS] == "Pending"
+    partial = observed(first)
+    partial[C.GVK_RESOURCE_QUOTA] = {}
+    assert namespace_sync.sync(request(namespace(), partial), NOW)["annotations"][C.ANNOTATION_HARDENING_STATUS] == "Pending"
+    again = namespace_sync.sync(request(namespace(), observed(first)), NOW)
+    assert again["annotations"][C.ANNOTATION_HARDENING_STATUS] == "Applied"
+    assert again["attachments"] == first["attachments"] and again["labels"] == first["labels"]
 
 
 @pytest.mark.parametrize("req", [
@@ -211,7 +231,7 @@ def test_bad_requests(req: dict[str, Any]) -> None:
 
 def test_example_namespace_is_clean() -> None:
     assert EXAMPLE["metadata"]["labels"][C.LABEL_TENANT_NAMESPACE] == "true"
-    out = namespace_sync.sync(request(EXAMPLE), NOW)
+    out = namespace_sync.sync(CASES["example"](), NOW)
     assert out["annotations"][C.ANNOTATION_HARDENING_STATUS] == "Applied", out["annotations"]
 
 

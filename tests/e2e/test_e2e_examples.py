@@ -58,10 +58,9 @@ def test_readme_walkthrough(kube: Kube, demo: str, clean_cluster: None) -> None:
 # What each example promises once applied (README, docs), checked on what the API server holds.
 def _hardened(kube: Kube, path: Path) -> None:
     ns = yaml.safe_load(path.read_text())["metadata"]["name"]
-    def ready() -> bool:
-        meta = (kube.core("Namespace", None, ns) or {}).get("metadata") or {}
-        return (meta.get("annotations") or {}).get("llmsafespace.dev/hardening-status") == "Applied"
-    kube.wait(f"namespace {ns} hardened", ready, 30)
+    # The wait docs/tenant-namespaces.md tells users to run; once it returns, everything exists.
+    kube.kubectl("wait", "--for=jsonpath={.metadata.annotations.llmsafespace\\.dev/hardening-status}=Applied",
+                 f"ns/{ns}", "--timeout=60s")
     quota = kube.core("ResourceQuota", ns, "llmsafespace-quota")
     assert quota is not None and quota["spec"]["hard"]["pods"] == "30" and quota["spec"]["hard"]["limits.cpu"] == "16"
     assert kube.core("LimitRange", ns, "llmsafespace-limits") is not None
