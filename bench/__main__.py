@@ -220,6 +220,9 @@ def table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["e2e"]:  # the end-to-end benchmark on a real control plane (bench/e2e.py)
+        from bench import e2e
+        return e2e.main(argv[1:])
     parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few iterations, 1 s HTTP runs: a smoke test")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")

@@ -13,6 +13,7 @@ KIND_PROFILE: Final = "SandboxProfile"
 KIND_RUNTIME: Final = "RuntimeEnvironment"
 KIND_WARMPOOL: Final = "WarmPool"
 KIND_WARMPOD: Final = "WarmPod"
+KIND_WARMPOOL_OFFER: Final = "WarmPoolOffer"
 
 # Metacontroller's map keys for the kinds we see in `children` and `related` (Kind.group/version;
 # core kinds are Kind.version).
@@ -32,6 +33,7 @@ GVK_PROFILE: Final = gvk_key(KIND_PROFILE, API_VERSION)
 GVK_RUNTIME: Final = gvk_key(KIND_RUNTIME, API_VERSION)
 GVK_WARMPOOL: Final = gvk_key(KIND_WARMPOOL, API_VERSION)
 GVK_WARMPOD: Final = gvk_key(KIND_WARMPOD, API_VERSION)
+GVK_WARMPOOL_OFFER: Final = gvk_key(KIND_WARMPOOL_OFFER, API_VERSION)
 
 # Labels the controller owns. User labels with these keys (or any key under our prefix) are
 # dropped before they reach a child, so a tenant cannot steer selectors or isolation.
@@ -40,6 +42,7 @@ LABEL_COMPONENT: Final = "component"
 APP_NAME: Final = "llmsafespace"
 COMPONENT_SANDBOX: Final = "sandbox"
 COMPONENT_WARMPOD: Final = "warmpod"
+COMPONENT_WARMPOOL_OFFER: Final = "warmpool-offer"
 COMPONENT_API: Final = "api"
 LABEL_PREFIX: Final = f"{GROUP}/"
 LABEL_SANDBOX_ID: Final = f"{GROUP}/sandbox-id"  # the sandbox's (possibly shortened) name

@@ -318,6 +318,14 @@ class Assignment(Model):
     sandbox_uid: str = Field(min_length=1, max_length=64)
 
 
+class WarmPoolOfferSpec(Model):
+    """What a WarmPool's pods are (crds/warmpooloffers.yaml), read by Sandboxes choosing a pool."""
+    pool_ref: PoolRef
+    runtime: str = Field(min_length=1, max_length=253)
+    security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
+    resources: PoolResources = Field(default_factory=PoolResources)
+
+
 class WarmPodSpec(Model):
     pool_ref: PoolRef
     runtime: str = Field(min_length=1, max_length=253)

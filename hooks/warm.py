@@ -15,7 +15,7 @@ from .config import Config
 from .meta import add_seconds, annotations, created, is_deleting, name, namespace, objects, uid
 from .quantity import parse_quantity
 from .resolve import Effective
-from .validators import SandboxSpec, SpecError, WarmPoolSpec, parse_spec
+from .validators import SandboxSpec, SpecError, WarmPoolOfferSpec, WarmPoolSpec, parse_spec
 
 # Sandbox.status.warmPodUsed: True = served by a warm pod, False = cold start; absent = undecided.
 WARM_PHASE_ASSIGNED = "Assigned"
@@ -36,15 +36,40 @@ def requested(spec: SandboxSpec, parent: Mapping[str, Any]) -> bool:
     return spec.warm_pool_ref is not None or annotations(parent).get(C.ANNOTATION_USE_WARM_POD) == "true"
 
 
-def pool_shape_fits(pool_spec: WarmPoolSpec, pool_obj: Mapping[str, Any], eff: Effective) -> Optional[str]:
+@dataclass(frozen=True)
+class Offer:
+    """What a pool's warm pods are: the pool states it in its WarmPoolOffer child (sandboxes read
+    that, never the pool, whose status changes with every assignment)."""
+    pool: str
+    runtime: str  # the pool's runtime, resolved to a RuntimeEnvironment name
+    spec: WarmPoolOfferSpec
+
+    def wire(self) -> dict[str, Any]:
+        return self.spec.wire()
+
+
+def make_offer(pool: str, runtime_name: str, pool_spec: WarmPoolSpec) -> Offer:
+    return Offer(pool, runtime_name, WarmPoolOfferSpec.model_validate({
+        "poolRef": {"name": pool}, "runtime": runtime_name, "securityLevel": pool_spec.security_level,
+        "resources": pool_spec.resources.wire()}))
+
+
+def read_offer(obj: Mapping[str, Any]) -> Offer:
+    """The offer a WarmPoolOffer object states; SpecError when it is not one its pool made."""
+    spec: WarmPoolOfferSpec = parse_spec(WarmPoolOfferSpec, dict(obj))
+    if not owned_by_pool(obj, spec.pool_ref.name):
+        # Only the pool's own offer counts: an object someone else made cannot steer sandboxes.
+        raise SpecError(f"not made by WarmPool {spec.pool_ref.name!r}")
+    return Offer(spec.pool_ref.name, spec.runtime, spec)
+
+
+def pool_shape_fits(offer: Offer, eff: Effective) -> Optional[str]:
     """Why this pool cannot serve the sandbox, or None when it can. A warm pod is built with the
     pool's settings and the defaults for everything else, so the sandbox must ask for no more."""
-    status = pool_obj.get("status") if isinstance(pool_obj.get("status"), Mapping) else {}
-    pool_runtime = status.get("runtimeEnvironment") if isinstance(status, Mapping) else None
-    if pool_runtime != eff.runtime_name:
-        return f"pool runtime {pool_runtime or pool_spec.runtime!r} is not the sandbox's {eff.runtime_name!r}"
-    if pool_spec.security_level != eff.security_level:
-        return f"pool security level {pool_spec.security_level!r} differs from the sandbox's {eff.security_level!r}"
+    if offer.runtime != eff.runtime_name:
+        return f"pool runtime {offer.runtime!r} is not the sandbox's {eff.runtime_name!r}"
+    if offer.spec.security_level != eff.security_level:
+        return f"pool security level {offer.spec.security_level!r} differs from the sandbox's {eff.security_level!r}"
     if eff.persistent:
         return "sandboxes with persistent storage always start cold"
     if eff.cpu_pinning:
@@ -55,7 +80,7 @@ def pool_shape_fits(pool_spec: WarmPoolSpec, pool_obj: Mapping[str, Any], eff: E
         return "warm pods run as the default user and group"
     if not set(eff.writable_paths) <= set(C.DEFAULT_WRITABLE_PATHS):
         return "warm pods only have the default writable paths"
-    res = pool_spec.resources
+    res = offer.spec.resources
     for what, want, have in (("cpu", eff.cpu, res.cpu), ("memory", eff.memory, res.memory),
                              ("ephemeral storage", eff.ephemeral_storage, res.ephemeral_storage)):
         if parse_quantity(want) > parse_quantity(have):
@@ -65,25 +90,28 @@ def pool_shape_fits(pool_spec: WarmPoolSpec, pool_obj: Mapping[str, Any], eff: E
 
 def choose_pool(spec: SandboxSpec, parent: Mapping[str, Any], eff: Effective, related: Any) -> tuple[Optional[str], str]:
     """The pool that may serve this sandbox (deterministic: the explicit reference, else the
-    first compatible pool by name), or (None, why not)."""
-    pools = [p for p in objects(related, C.GVK_WARMPOOL) if namespace(p) in ("", namespace(parent)) and not is_deleting(p)]
-    if spec.warm_pool_ref is not None:
-        pools = [p for p in pools if name(p) == spec.warm_pool_ref.name]
-        if not pools:
-            return None, f"WarmPool {spec.warm_pool_ref.name!r} not found"
-    reasons = []
-    for pool in pools:
-        try:
-            pool_spec = parse_spec(WarmPoolSpec, dict(pool))
-        except SpecError as exc:
-            reasons.append(f"{name(pool)}: invalid ({exc})")
+    first compatible pool by name), or (None, why not). Pools are known by their offers: a pool
+    that cannot serve (invalid, runtime unresolved, deleting) makes none."""
+    reasons, offers = [], []
+    for obj in objects(related, C.GVK_WARMPOOL_OFFER):
+        if namespace(obj) not in ("", namespace(parent)) or is_deleting(obj):
             continue
-        why = pool_shape_fits(pool_spec, pool, eff)
+        try:
+            offers.append(read_offer(obj))
+        except SpecError as exc:
+            reasons.append(f"{name(obj)}: ignored ({exc})")
+    offers.sort(key=lambda o: o.pool)
+    if spec.warm_pool_ref is not None:
+        offers = [o for o in offers if o.pool == spec.warm_pool_ref.name]
+        if not offers:
+            return None, f"WarmPool {spec.warm_pool_ref.name!r} not found or not ready to serve"
+    for offer in offers:
+        why = pool_shape_fits(offer, eff)
         if why is None:
-            return name(pool), ""
-        reasons.append(f"{name(pool)}: {why}")
+            return offer.pool, ""
+        reasons.append(f"{offer.pool}: {why}")
     if not reasons:
-        return None, "no WarmPool in this namespace"
+        return None, "no WarmPool ready to serve in this namespace"
     return None, "no compatible WarmPool (" + "; ".join(reasons) + ")"
 
 

@@ -156,8 +156,8 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         return _unusable(parent, members, previous, exc.reason, exc.message, exc.waiting, now)
 
     template = _template(pool_name, runtime_name, runtime.image, spec)
-    # What sandboxes see of this pool (warm.pool_shape_fits reads the resolved runtime from status).
-    pool_view = {"metadata": {"name": pool_name}, "status": {"runtimeEnvironment": runtime_name}}
+    # What sandboxes see of this pool: its offer (a child, so they need not watch the pool).
+    offer = warm.make_offer(pool_name, runtime_name, spec)
     sandboxes = {uid(s): s for s in objects(related, C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", ns)}
     resync: list[float] = []
 
@@ -198,7 +198,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     unserved: list[str] = []
     verdicts: dict[bytes, Optional[str]] = {}  # sandboxes with the same spec get the same verdict
     for sandbox in waiting:
-        why = _incompatible_cached(verdicts, sandbox, spec, pool_view, runtimes, config)
+        why = _incompatible_cached(verdicts, sandbox, offer, runtimes, config)
         if why is not None:
             unserved.append(f"{name(sandbox)} ({why})")
         elif available:
@@ -233,7 +233,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     last_scale = fmt_time(now) if scale_event else (fmt_time(stamp) if stamp else None)
 
     # 5. Desired children.
-    desired: list[dict[str, Any]] = []
+    desired: list[dict[str, Any]] = [_offer(offer, ns)]
     for m in kept_assigned:
         desired.append(_warm_pod(m.name, pool_name, ns, dict(m.spec), m.spec.get("assignment")))
     for m, sandbox in new_assignments:
@@ -368,8 +368,7 @@ def _waiting(sandbox: Mapping[str, Any], pool_name: str) -> bool:
     )
 
 
-def _incompatible(sandbox: Mapping[str, Any], pool_spec: WarmPoolSpec, pool_view: Mapping[str, Any],
-                  runtimes: list[dict[str, Any]], config: Config) -> Optional[str]:
+def _incompatible(sandbox: Mapping[str, Any], offer: warm.Offer, runtimes: list[dict[str, Any]], config: Config) -> Optional[str]:
     """Why this pool's pods cannot serve the sandbox now (its status may predate an edit of
     either side), or None. Without the sandbox's profile (not a related object of the pool) only
     what the sandbox itself says is checked; it checked the rest when it chose the pool."""
@@ -377,30 +376,30 @@ def _incompatible(sandbox: Mapping[str, Any], pool_spec: WarmPoolSpec, pool_view
         spec: SandboxSpec = parse_spec(SandboxSpec, dict(sandbox))
         runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
         if spec.profile_ref is None:
-            return warm.pool_shape_fits(pool_spec, pool_view, merge(spec, runtime_name, runtime, None, config.retain_storage_class))
+            return warm.pool_shape_fits(offer, merge(spec, runtime_name, runtime, None, config.retain_storage_class))
     except SpecError as exc:
         return f"invalid spec: {exc}"
     except ResolutionError as exc:
         return exc.message
-    if runtime_name != pool_view["status"]["runtimeEnvironment"]:
+    if runtime_name != offer.runtime:
         return f"runtime {runtime_name!r} is not the pool's"
-    if spec.security_level is not None and spec.security_level != pool_spec.security_level:
+    if spec.security_level is not None and spec.security_level != offer.spec.security_level:
         return f"security level {spec.security_level!r} is not the pool's"
     if spec.storage.persistent or spec.resources.cpu_pinning:
         return "persistent storage and CPU pinning always start cold"
     return None
 
 
-def _incompatible_cached(verdicts: dict[bytes, Optional[str]], sandbox: Mapping[str, Any], pool_spec: WarmPoolSpec,
-                         pool_view: Mapping[str, Any], runtimes: list[dict[str, Any]], config: Config) -> Optional[str]:
+def _incompatible_cached(verdicts: dict[bytes, Optional[str]], sandbox: Mapping[str, Any], offer: warm.Offer,
+                         runtimes: list[dict[str, Any]], config: Config) -> Optional[str]:
     """_incompatible depends on the sandbox only through its spec: compute it once per distinct
     spec (same JSON, same key order) in one sync."""
     try:
         key = orjson.dumps(sandbox.get("spec"))
     except TypeError:  # not JSON (never from Metacontroller): no caching
-        return _incompatible(sandbox, pool_spec, pool_view, runtimes, config)
+        return _incompatible(sandbox, offer, runtimes, config)
     if key not in verdicts:
-        verdicts[key] = _incompatible(sandbox, pool_spec, pool_view, runtimes, config)
+        verdicts[key] = _incompatible(sandbox, offer, runtimes, config)
     return verdicts[key]
 
 
@@ -411,6 +410,18 @@ def _ready(available: int, pending: int, min_size: int, unserved: list[str]) -> 
     if available >= min_size:
         return Condition("Ready", "True", "PoolReady", text)
     return Condition("Ready", "False", "Filling", text)
+
+
+def _offer(offer: warm.Offer, ns: str) -> dict[str, Any]:
+    """The pool's WarmPoolOffer child: named like the pool, changed only when what it offers does."""
+    labels = {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_WARMPOOL_OFFER, C.LABEL_MANAGED_BY: C.MANAGED_BY,
+              C.LABEL_WARMPOOL: label_value(offer.pool)}
+    return {
+        "apiVersion": C.API_VERSION,
+        "kind": C.KIND_WARMPOOL_OFFER,
+        "metadata": {"name": offer.pool, "namespace": ns, "labels": dict(sorted(labels.items()))},
+        "spec": offer.spec.wire(),
+    }
 
 
 def _warm_pod(child_name: str, pool_name: str, ns: str, spec: dict[str, Any], assignment: Any) -> dict[str, Any]:
@@ -448,7 +459,7 @@ def _counts(members: list[Member]) -> dict[str, int]:
 
 def _unusable(parent: Mapping[str, Any], members: list[Member], previous: Mapping[str, Any], reason: str,
               message: str, waiting: bool, now: datetime) -> dict[str, Any]:
-    """No runtimeEnvironment in status, so no sandbox chooses this pool meanwhile."""
+    """No offer (it is left out, so deleted): no sandbox chooses this pool meanwhile."""
     status: dict[str, Any] = _counts(members)
     stamp = parse_time(previous.get("lastScaleTime"))
     if stamp:

@@ -82,7 +82,7 @@ def group(objs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 SANDBOX_CHILD_KEYS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY)
-SANDBOX_RELATED_KEYS = (C.GVK_RUNTIME, C.GVK_WARMPOOL, C.GVK_WARMPOD)
+SANDBOX_RELATED_KEYS = (C.GVK_RUNTIME, C.GVK_WARMPOOL_OFFER, C.GVK_WARMPOD)
 
 
 def sync_request(parent: dict[str, Any], children: Iterable[dict[str, Any]] = (),

@@ -49,7 +49,7 @@ from hooks.routes import ROUTES
 ROOT = Path(__file__).resolve().parent.parent
 KIND_OF = {
     "pods": "Pod", "services": "Service", "serviceaccounts": "ServiceAccount", "persistentvolumeclaims": "PersistentVolumeClaim",
-    "networkpolicies": "NetworkPolicy", "sandboxes": C.KIND_SANDBOX, "warmpools": C.KIND_WARMPOOL, "warmpods": C.KIND_WARMPOD,
+    "networkpolicies": "NetworkPolicy", "sandboxes": C.KIND_SANDBOX, "warmpools": C.KIND_WARMPOOL, "warmpods": C.KIND_WARMPOD, "warmpooloffers": C.KIND_WARMPOOL_OFFER,
     "runtimeenvironments": C.KIND_RUNTIME, "sandboxprofiles": C.KIND_PROFILE,
 }
 CLUSTER_SCOPED = {C.KIND_RUNTIME}

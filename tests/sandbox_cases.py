@@ -30,13 +30,18 @@ def creating(parent: dict[str, Any], *related: dict[str, Any]) -> dict[str, Any]
     return sync_request(parent, children=account(parent), related=list(related) or [RTE])
 
 
-def warm_pool(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
+def warm_offer(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
+    """What a sandbox sees of a WarmPool: the pool's WarmPoolOffer child, as its hook writes it
+    (a pool of python:3.10 resolved to python-3.10, default resources; `spec` overrides)."""
     return {
-        "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
-        "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wp", name), "generation": 1,
-                     "creationTimestamp": "2026-11-22T10:00:00Z"},
-        "spec": {"runtime": "python:3.10", "minSize": 2, **spec},
-        "status": {"runtimeEnvironment": "python-3.10", "image": RTE["spec"]["image"], "availablePods": 2},
+        "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL_OFFER,
+        "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wpo", name), "generation": 1,
+                     "creationTimestamp": "2026-11-22T10:00:00Z",
+                     "labels": {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_WARMPOOL_OFFER, C.LABEL_WARMPOOL: name},
+                     "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "name": name,
+                                          "uid": fake_uid("wp", name), "controller": True, "blockOwnerDeletion": True}]},
+        "spec": {"poolRef": {"name": name}, "runtime": "python-3.10", "securityLevel": "standard",
+                 "resources": {"cpu": C.DEFAULT_CPU, "memory": C.DEFAULT_MEMORY, "ephemeralStorage": C.DEFAULT_EPHEMERAL_STORAGE}, **spec},
     }
 
 
@@ -184,24 +189,24 @@ def long_name_and_user_labels() -> dict[str, Any]:
 
 
 def warm_waiting() -> dict[str, Any]:
-    return sync_request(sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}), related=[RTE, warm_pool()])
+    return sync_request(sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}), related=[RTE, warm_offer()])
 
 
 def warm_bound() -> dict[str, Any]:
     parent = sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, status={"warmPool": "python-pool"})
-    pool = warm_pool()
+    pool = warm_offer()
     return sync_request(parent, related=[RTE, pool, _warm_pod(parent, pool, "Assigned")])
 
 
 def warm_timeout() -> dict[str, Any]:
     parent = sandbox("slow", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, created="2026-11-22T11:58:00Z",
                      status={"warmPool": "python-pool"})
-    return sync_request(parent, related=[RTE, warm_pool()])  # the decision: cold, and why
+    return sync_request(parent, related=[RTE, warm_offer()])  # the decision: cold, and why
 
 
 def warm_incompatible() -> dict[str, Any]:
     parent = sandbox("big", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"resources": {"memory": "8Gi"}})
-    return sync_request(parent, related=[RTE, warm_pool()])
+    return sync_request(parent, related=[RTE, warm_offer()])
 
 
 SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {

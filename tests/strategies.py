@@ -38,7 +38,7 @@ from hooks import constants as C
 from hooks import sandbox_sync
 from hooks.meta import fmt_time
 from tests.factory import NOW, fake_uid, group, observed, profile, runtime
-from tests.sandbox_cases import warm_pool
+from tests.sandbox_cases import warm_offer
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = os.environ.get("LLMSS_LONG") == "1"
@@ -384,7 +384,7 @@ def warm_pod(parent: dict[str, Any], pool: str, phase: str, name: Optional[str] 
 def warm_objects(draw: Any, parent: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if draw(st.booleans()):
-        out.append(warm_pool(securityLevel=draw(st.sampled_from(C.SECURITY_LEVELS))))
+        out.append(warm_offer(securityLevel=draw(st.sampled_from(C.SECURITY_LEVELS))))
     if draw(st.booleans()):
         out.append(warm_pod(parent, "python-pool", draw(st.sampled_from(["Assigned", "Ready", "Pending", "Failed"]))))
     if draw(st.booleans()):  # bound to someone else: must be ignored

@@ -31,13 +31,16 @@ from crdutil import (
     validate_cr,
 )
 
-KINDS = ["Sandbox", "SandboxProfile", "RuntimeEnvironment", "WarmPool", "WarmPod"]
+KINDS = ["Sandbox", "SandboxProfile", "RuntimeEnvironment", "WarmPool", "WarmPod", "WarmPoolOffer"]
+# Kinds a controller reconciles (a WarmPoolOffer is only ever a child: no status).
+PARENT_KINDS = [k for k in KINDS if k != "WarmPoolOffer"]
 MODELS: dict[str, type[V.Model]] = {
     "Sandbox": V.SandboxSpec,
     "SandboxProfile": V.SandboxProfileSpec,
     "RuntimeEnvironment": V.RuntimeEnvironmentSpec,
     "WarmPool": V.WarmPoolSpec,
     "WarmPod": V.WarmPodSpec,
+    "WarmPoolOffer": V.WarmPoolOfferSpec,
 }
 NAMES = {  # kind: (file, plural, short name, scope)
     "Sandbox": ("sandboxes.yaml", "sandboxes", "sb", "Namespaced"),
@@ -45,6 +48,7 @@ NAMES = {  # kind: (file, plural, short name, scope)
     "RuntimeEnvironment": ("runtimeenvironments.yaml", "runtimeenvironments", "rte", "Cluster"),
     "WarmPool": ("warmpools.yaml", "warmpools", "wp", "Namespaced"),
     "WarmPod": ("warmpods.yaml", "warmpods", "wpod", "Namespaced"),
+    "WarmPoolOffer": ("warmpooloffers.yaml", "warmpooloffers", "wpo", "Namespaced"),
 }
 EXAMPLES = {
     "runtimeenvironment-python.yaml": "RuntimeEnvironment",
@@ -261,6 +265,12 @@ PRINTER_COLUMNS: dict[str, list[tuple[str, str, str, int]]] = {  # name, type, j
         ("Sandbox", "string", ".spec.assignment.sandboxName", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
     ],
+    "WarmPoolOffer": [
+        ("Pool", "string", ".spec.poolRef.name", 0),
+        ("Runtime", "string", ".spec.runtime", 0),
+        ("Security", "string", ".spec.securityLevel", 0),
+        ("Age", "date", ".metadata.creationTimestamp", 0),
+    ],
 }
 
 STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (type, format)
@@ -288,9 +298,10 @@ PHASES = {
 }
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PARENT_KINDS)
 def test_status_subresource(kind: str) -> None:
     # Without it Metacontroller does not start a CompositeController for the kind.
+    assert "subresources" not in crd("WarmPoolOffer")["spec"]["versions"][0], "an offer has no status"
     (version,) = crd(kind)["spec"]["versions"]
     assert version["subresources"] == {"status": {}}
 
@@ -309,7 +320,7 @@ def test_printer_columns(kind: str) -> None:
         assert node["type"] == type_, f"column {name}: schema type {node['type']} != column type {type_}"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PARENT_KINDS)
 def test_status_schema(kind: str) -> None:
     status = crd_schema(kind)["properties"]["status"]
     props = status["properties"]
@@ -372,7 +383,7 @@ def test_a_full_status_is_accepted_and_undeclared_fields_are_reported() -> None:
 
 def test_every_example_is_listed() -> None:
     assert {p.name for p in our_examples()} == set(EXAMPLES)
-    assert set(EXAMPLES.values()) == set(KINDS) - {"WarmPod"}  # warm pods are made by pools only
+    assert set(EXAMPLES.values()) == set(KINDS) - {"WarmPod", "WarmPoolOffer"}  # made by pools only
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

@@ -219,11 +219,11 @@ def _warm_running() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("change", [
-    lambda r: r["related"][C.GVK_WARMPOOL].__setitem__("demo/a-pool", S.warm_pool("a-pool")),
-    lambda r: r["related"][C.GVK_WARMPOOL].clear(),
+    lambda r: r["related"][C.GVK_WARMPOOL_OFFER].__setitem__("demo/a-pool", S.warm_offer("a-pool")),
+    lambda r: r["related"][C.GVK_WARMPOOL_OFFER].clear(),
     lambda r: r["parent"]["metadata"].pop("annotations"),
     lambda r: next(iter(r["related"][C.GVK_WARMPOD].values()))["status"].__setitem__("phase", "Pending"),
-    lambda r: next(iter(r["related"][C.GVK_WARMPOOL].values()))["spec"].__setitem__("securityLevel", "high"),
+    lambda r: next(iter(r["related"][C.GVK_WARMPOOL_OFFER].values()))["spec"].__setitem__("securityLevel", "high"),
 ], ids=["new-pool-sorts-first", "pool-missing-from-cache", "annotation-removed", "warm-pod-readiness-blip", "pool-edited"])
 def test_a_warm_served_sandbox_keeps_its_warm_pod(change: Any) -> None:
     """Regression: any of these used to make a running warm-served sandbox start cold (a second

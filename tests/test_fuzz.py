@@ -337,7 +337,7 @@ def test_regression_exa_suffixes_parse(quantity: str, value: float) -> None:
 def test_regression_far_future_creation_time_is_not_a_500() -> None:
     for spec, annotations in (({"lifetimeSeconds": 10}, None), ({}, {C.ANNOTATION_USE_WARM_POD: "true"})):
         parent = sandbox("future", spec=spec, annotations=annotations, created="9999-12-31T23:59:59Z")
-        response = post("/sandbox/sync", sync_request(parent, related=[runtime(), S.warm_pool()]))
+        response = post("/sandbox/sync", sync_request(parent, related=[runtime(), S.warm_offer()]))
         assert response.status_code == 200, response.data
 
 

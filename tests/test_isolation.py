@@ -130,6 +130,22 @@ def emitted_workloads() -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+# Pod fields the API server stores only when true (plain booleans with omitempty): a false value
+# we emit is dropped, so the child never equals what we asked for and Metacontroller rewrites an
+# InPlace child on every sync (seen on a real control plane: 5 PUTs per warm pod).
+DROPPED_WHEN_FALSE = {"spec": ("hostNetwork", "hostPID", "hostIPC"), "container": ("stdin", "stdinOnce", "tty")}
+
+
+def test_pods_are_in_the_api_servers_canonical_form() -> None:
+    pods = [o for objs in emitted_workloads().values() for o in objs if o["kind"] == "Pod"]
+    assert pods
+    for pod in pods:
+        spec = pod["spec"]
+        assert not [k for k in DROPPED_WHEN_FALSE["spec"] if spec.get(k) is False], pod["metadata"]["name"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert not [k for k in DROPPED_WHEN_FALSE["container"] if container.get(k) is False], pod["metadata"]["name"]
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. checkov
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hooks import warm
 from hooks import warmpool_sync as W
 from hooks.config import Config
 from hooks.validators import WarmPoolSpec, parse_spec
@@ -57,13 +58,13 @@ def test_template_check_agrees_on_arbitrary_specs(observed: dict[str, Any]) -> N
     {"runtime": "ruby:3"}, {"runtime": "python:3.10", "storage": {"persistent": True}}, {"runtime": 3}, None,
 ])
 def test_cached_verdicts_equal_fresh_ones(spec: Any) -> None:
-    view = {"metadata": {"name": "python"}, "status": {"runtimeEnvironment": "python-3.10"}}
+    offer = warm.make_offer("python", "python-3.10", SPEC)
     sb = sandbox("s")
     sb["spec"] = spec
     verdicts: dict[bytes, Any] = {}
-    fresh = W._incompatible(sb, SPEC, view, [RTE], Config())
-    assert W._incompatible_cached(verdicts, sb, SPEC, view, [RTE], Config()) == fresh
-    assert W._incompatible_cached(verdicts, copy.deepcopy(sb), SPEC, view, [RTE], Config()) == fresh
+    fresh = W._incompatible(sb, offer, [RTE], Config())
+    assert W._incompatible_cached(verdicts, sb, offer, [RTE], Config()) == fresh
+    assert W._incompatible_cached(verdicts, copy.deepcopy(sb), offer, [RTE], Config()) == fresh
     assert len(verdicts) == 1
 
 

@@ -62,7 +62,7 @@ def test_a_cold_start_sticks_and_keeps_saying_why() -> None:
     assert first["status"]["warmPodUsed"] is False and cond(first, "WarmPod")["reason"] == "WarmPodWaitTimeout"
     parent = copy.deepcopy(request["parent"])
     parent["status"] = first["status"]
-    pool = cases.warm_pool()
+    pool = cases.warm_offer()
     late = cases.warm_bound()["related"][C.GVK_WARMPOD]  # a Ready warm pod bound to "quick"
     bound = {k: {**v, "spec": {**v["spec"], "assignment": {"sandboxName": "slow", "sandboxUid": parent["metadata"]["uid"]}}}
              for k, v in late.items()}

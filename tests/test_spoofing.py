@@ -24,6 +24,7 @@ from hooks.routes import ROUTES
 from tests import strategies as S
 from tests.factory import NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request
 from tests.test_isolation import warmpod_parent, warmpod_request
+from tests.warm_factory import pool as warm_pool_object
 
 RTE = runtime()
 CONTROLLER_KEYS = (C.LABEL_APP, C.LABEL_COMPONENT, C.LABEL_MANAGED_BY, C.LABEL_SANDBOX_ID, C.LABEL_SANDBOX_UID,
@@ -163,8 +164,15 @@ def test_api_peer_cannot_be_impersonated_by_a_sandbox(bad: dict[str, Any]) -> No
 # Warm pods
 
 
+def _offer() -> dict[str, Any]:
+    """What a sandbox sees of pool python-pool (its WarmPoolOffer)."""
+    return S.warm_offer()
+
+
 def _pool(**meta: Any) -> dict[str, Any]:
-    pool = S.warm_pool()
+    """Pool python-pool itself, as its own controller sees it."""
+    pool = warm_pool_object("python-pool")
+    pool["spec"]["minSize"] = 2
     pool["metadata"].update(meta)
     return pool
 
@@ -177,13 +185,13 @@ def _victims_warm_pod(victim: dict[str, Any]) -> dict[str, Any]:
 @given(bad=attacker(), copy_status=st.booleans())
 def test_a_sandbox_cannot_claim_another_sandboxs_warm_pod(bad: dict[str, Any], copy_status: bool) -> None:
     victim_pod = _victims_warm_pod(VICTIM)
-    control = run("/sandbox/sync", sync_request(VICTIM, related=[RTE, _pool(), victim_pod]))
+    control = run("/sandbox/sync", sync_request(VICTIM, related=[RTE, _offer(), victim_pod]))
     assert control["status"]["warmPodRef"]["name"] == victim_pod["metadata"]["name"], "the victim itself is served"
     if copy_status:  # even a status that names the victim's pod (tenants should not write status)
         bad["status"] = {"warmPool": "python-pool", "warmPodRef": {"name": victim_pod["metadata"]["name"], "namespace": "demo"}}
     bad["metadata"].setdefault("annotations", {})[C.ANNOTATION_USE_WARM_POD] = "true"
     # Related objects as if Metacontroller had (wrongly) handed over the victim's WarmPod too.
-    out = run("/sandbox/sync", sync_request(bad, related=[RTE, _pool(), victim_pod]))
+    out = run("/sandbox/sync", sync_request(bad, related=[RTE, _offer(), victim_pod]))
     assert out["status"].get("warmPodRef", {}).get("name") != victim_pod["metadata"]["name"]
     assert out["status"].get("podName") != victim_pod["status"]["podName"]
     assert out["status"].get("warmPodUsed") is not True
@@ -195,11 +203,11 @@ def test_a_sandbox_cannot_claim_another_sandboxs_warm_pod(bad: dict[str, Any], c
 
 def _pool_request(pool: dict[str, Any], warm_pods: list[dict[str, Any]], sandboxes: list[dict[str, Any]]) -> dict[str, Any]:
     return sync_request(pool, children=warm_pods, related=[RTE, *sandboxes],
-                        child_keys=(C.GVK_WARMPOD,), related_keys=(C.GVK_SANDBOX, C.GVK_RUNTIME))
+                        child_keys=(C.GVK_WARMPOD, C.GVK_WARMPOOL_OFFER), related_keys=(C.GVK_SANDBOX, C.GVK_RUNTIME))
 
 
 def _ready_members(pool: dict[str, Any], count: int = 2) -> list[dict[str, Any]]:
-    desired = run("/warmpool/sync", _pool_request(pool, [], []))["children"][:count]
+    desired = [c for c in run("/warmpool/sync", _pool_request(pool, [], []))["children"] if c["kind"] == C.KIND_WARMPOD][:count]
     out = []
     for child in desired:
         obj = observed(child, pool, phase="Ready", podName=child["metadata"]["name"], podNamespace="demo")
@@ -226,19 +234,20 @@ def test_the_pool_assigns_by_uid_only(bad: dict[str, Any], attacker_first: bool)
     members = _ready_members(pool)
     # Round 1: both wait; each assignment names the UID of the sandbox it was made for.
     first = run("/warmpool/sync", _pool_request(pool, members, [victim, bad]))
-    assigned = {c["metadata"]["name"]: c["spec"]["assignment"] for c in first["children"] if c["spec"].get("assignment")}
+    first_pods = [c for c in first["children"] if c["kind"] == C.KIND_WARMPOD]
+    assigned = {c["metadata"]["name"]: c["spec"]["assignment"] for c in first_pods if c["spec"].get("assignment")}
     uids = {victim["metadata"]["uid"]: victim, bad["metadata"]["uid"]: bad}
     assert victim["metadata"]["uid"] in {a["sandboxUid"] for a in assigned.values()}, first["status"]
     assert len({a["sandboxUid"] for a in assigned.values()}) == len(assigned)
     for member, assignment in assigned.items():
         owner = uids[assignment["sandboxUid"]]
         assert assignment["sandboxName"] == owner["metadata"]["name"]
-        warm_pod = next(c for c in first["children"] if c["metadata"]["name"] == member)
+        warm_pod = next(c for c in first_pods if c["metadata"]["name"] == member)
         assert warm_pod["metadata"]["labels"][C.LABEL_SANDBOX_UID] == owner["metadata"]["uid"]
     # Round 2: the victim holds a pod; the attacker claims it in its status: nothing moves.
     victim_member = next(m for m, a in assigned.items() if a["sandboxUid"] == victim["metadata"]["uid"])
     held = []
-    for child in first["children"]:
+    for child in first_pods:
         phase = "Assigned" if child["spec"].get("assignment") else "Ready"
         obj = observed(child, pool, phase=phase, podName=child["metadata"]["name"], podNamespace="demo")
         obj["metadata"]["creationTimestamp"] = "2026-11-22T11:00:00Z"
@@ -249,7 +258,7 @@ def test_the_pool_assigns_by_uid_only(bad: dict[str, Any], attacker_first: bool)
     greedy = copy.deepcopy(bad)
     greedy["status"]["warmPodRef"] = {"name": victim_member, "namespace": "demo"}
     second = run("/warmpool/sync", _pool_request(pool, held, [running_victim, greedy]))
-    kept = next(c for c in second["children"] if c["metadata"]["name"] == victim_member)
+    kept = next(c for c in second["children"] if c["kind"] == C.KIND_WARMPOD and c["metadata"]["name"] == victim_member)
     assert kept["spec"]["assignment"]["sandboxUid"] == victim["metadata"]["uid"]
 
 
@@ -261,7 +270,8 @@ def test_warmpool_and_warmpod_metadata_cannot_change_controller_labels(labels: d
     from hooks.meta import label_value
     pool = _pool(name=name, labels=labels, annotations=annotations)
     for warm in run("/warmpool/sync", _pool_request(pool, [], [VICTIM]))["children"]:
-        assert_controller_labels(warm, {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_WARMPOD,
+        component = C.COMPONENT_WARMPOOL_OFFER if warm["kind"] == C.KIND_WARMPOOL_OFFER else C.COMPONENT_WARMPOD
+        assert_controller_labels(warm, {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: component,
                                         C.LABEL_MANAGED_BY: C.MANAGED_BY, C.LABEL_WARMPOOL: label_value(name)})
     # A WarmPod whose own labels impersonate the victim: its pod carries no sandbox identity
     # until the pool assigns it, and then only the assignment's.

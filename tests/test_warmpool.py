@@ -25,13 +25,22 @@ def run(case: str) -> dict[str, Any]:
     return hook(build(), NOW)
 
 
+def pods(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The WarmPods among the children (the pool's offer is the other one)."""
+    return [c for c in response["children"] if c["kind"] == C.KIND_WARMPOD]
+
+
+def offers(response: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in response["children"] if c["kind"] == C.KIND_WARMPOOL_OFFER]
+
+
 def names(response: dict[str, Any]) -> list[str]:
-    return [c["metadata"]["name"] for c in response["children"]]
+    return [c["metadata"]["name"] for c in pods(response)]
 
 
 def assignments(response: dict[str, Any]) -> dict[str, str]:
     return {c["metadata"]["name"]: c["spec"]["assignment"]["sandboxName"]
-            for c in response["children"] if "assignment" in c["spec"]}
+            for c in pods(response) if "assignment" in c["spec"]}
 
 
 def cond(response: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -59,8 +68,11 @@ def test_children_and_status_fit_the_crds(case: str) -> None:
     request = build()
     out = hook(request, NOW)
     observed = {o["metadata"]["name"]: o for o in request["children"][C.GVK_WARMPOD].values()}
-    for child in out["children"]:
-        assert child["kind"] == C.KIND_WARMPOD and child["metadata"]["namespace"] == "demo"
+    for offer in offers(out):
+        validate_cr(offer)
+        assert offer["metadata"]["name"] == request["parent"]["metadata"]["name"]
+    for child in pods(out):
+        assert child["metadata"]["namespace"] == "demo"
         assert len(child["metadata"]["name"]) <= C.MAX_DNS_LABEL
         old = observed.get(child["metadata"]["name"])
         # `old` given: the CRD's transition rule (assignment immutable) is checked as well.
@@ -79,7 +91,7 @@ def test_deterministic(case: str) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_assigned_pods_carry_the_sandbox_identity(case: str) -> None:
     """The sandbox's customize hook selects WarmPods by LABEL_SANDBOX_UID: without it, no adoption."""
-    for child in run(case)["children"]:
+    for child in pods(run(case)):
         labels = child["metadata"]["labels"]
         assert labels[C.LABEL_APP] == C.APP_NAME and labels[C.LABEL_COMPONENT] == C.COMPONENT_WARMPOD
         if "assignment" in child["spec"]:
@@ -93,12 +105,26 @@ def test_assigned_pods_carry_the_sandbox_identity(case: str) -> None:
 # Sizing
 
 
+def test_a_usable_pool_offers_what_its_pods_are() -> None:
+    # Sandboxes choose a pool by its offer, never by the pool itself, whose status changes with
+    # every assignment (every change of a related object syncs every sandbox that relates to it).
+    out = run("empty")
+    (offer,) = offers(out)
+    template = pods(out)[0]["spec"]
+    assert offer["metadata"]["name"] == "python" and offer["spec"] == {
+        "poolRef": {"name": "python"}, "runtime": template["runtime"], "securityLevel": template["securityLevel"],
+        "resources": template["resources"]}
+    assert offer["metadata"]["labels"][C.LABEL_WARMPOOL] == "python"
+    steady = cases.steady()
+    assert offers(warmpool_sync.sync(steady, NOW)) == [offer], "what the pool offers does not change with its pods"
+
+
 def test_empty_pool_fills_to_min_size() -> None:
     out = run("empty")
     assert names(out) == ["python-0", "python-1"]
     assert out["status"]["pendingPods"] == 2 and out["status"]["lastScaleTime"] == fmt_time(NOW)
     assert out["status"]["runtimeEnvironment"] == "python-3.10"
-    assert out["children"][0]["spec"]["runtime"] == "python-3.10"  # the resolved name, not python:3.10
+    assert pods(out)[0]["spec"]["runtime"] == "python-3.10"  # the resolved name, not python:3.10
     assert cond(out, "Ready")["status"] == "False"
 
 
@@ -154,7 +180,7 @@ def test_scale_down_never_below_min_size() -> None:
     request = cases.scale_down_due()
     request["parent"]["spec"]["minSize"] = 3
     out = warmpool_sync.sync(request, NOW)
-    assert len(out["children"]) == 3 and "python-3" not in names(out)  # the pending one goes first
+    assert len(pods(out)) == 3 and "python-3" not in names(out)  # the pending one goes first
 
 
 def test_ttl_recycles_old_idle_pods_without_a_scale_event() -> None:
@@ -185,7 +211,7 @@ def test_assignment_pairs_oldest_sandboxes_with_oldest_pods() -> None:
 
 def test_pending_pods_are_never_assigned() -> None:
     out = run("assign-oldest-first")
-    assert "assignment" not in next(c for c in out["children"] if c["metadata"]["name"] == "python-2")["spec"]
+    assert "assignment" not in next(c for c in pods(out) if c["metadata"]["name"] == "python-2")["spec"]
 
 
 def test_incompatible_sandbox_is_not_assigned() -> None:
@@ -256,9 +282,9 @@ def test_duplicate_binding_keeps_the_adopted_pod() -> None:
 def test_outdated_idle_pods_are_replaced_assigned_ones_kept_verbatim() -> None:
     request = cases.outdated_spec()
     out = warmpool_sync.sync(request, NOW)
-    kept = next(c for c in out["children"] if c["metadata"]["name"] == "python-0")
+    kept = next(c for c in pods(out) if c["metadata"]["name"] == "python-0")
     assert kept["spec"] == request["children"][C.GVK_WARMPOD]["demo/python-0"]["spec"]
-    fresh = next(c for c in out["children"] if c["metadata"]["name"] == "python-2")
+    fresh = next(c for c in pods(out) if c["metadata"]["name"] == "python-2")
     assert fresh["spec"]["resources"]["cpu"] == "1"
     assert out["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]  # recycling, not scaling
 
@@ -274,6 +300,7 @@ def test_unusable_spec_keeps_every_child_unchanged(case: str) -> None:
     out = hook(request, NOW)
     before = {o["metadata"]["name"]: o for o in request["children"][C.GVK_WARMPOD].values()}
     assert names(out) == sorted(before)
+    assert not offers(out), "a pool that cannot serve makes no offer"
     for child in out["children"]:
         assert child["spec"] == before[child["metadata"]["name"]]["spec"]
         assert child["metadata"]["labels"] == before[child["metadata"]["name"]]["metadata"]["labels"]
@@ -293,7 +320,7 @@ def test_custom_security_level_is_refused() -> None:
 def test_long_pool_names_give_short_unique_member_names() -> None:
     out = run("long-name")
     assert len(set(names(out))) == 2 and all(len(n) <= C.MAX_DNS_LABEL for n in names(out))
-    assert len(out["children"][0]["metadata"]["labels"][C.LABEL_WARMPOOL]) <= C.MAX_LABEL_VALUE
+    assert all(len(c["metadata"]["labels"][C.LABEL_WARMPOOL]) <= C.MAX_LABEL_VALUE for c in out["children"])
 
 
 def test_finalize_drops_everything_and_waits() -> None:

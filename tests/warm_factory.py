@@ -13,7 +13,7 @@ from hooks.meta import fmt_time
 from tests.factory import NOW, NS, fake_uid, observed, running_pod_status, runtime, sandbox, sync_request
 
 RTE = runtime()  # python-3.10, available
-POOL_CHILD_KEYS = (C.GVK_WARMPOD,)
+POOL_CHILD_KEYS = (C.GVK_WARMPOD, C.GVK_WARMPOOL_OFFER)
 POOL_RELATED_KEYS = (C.GVK_SANDBOX, C.GVK_RUNTIME)
 WARMPOD_CHILD_KEYS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
 POOL_CREATED = "2026-11-22T10:00:00Z"

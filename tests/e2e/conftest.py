@@ -102,12 +102,14 @@ class LogWatch:
         return out
 
 
-# Races of Kubernetes and Metacontroller themselves, about objects already gone (docs/e2e.md,
-# "Known noise"): a late second finalize of a parent whose finalizer was just removed, and the
-# endpoints controller updating the Endpoints of a Service deleted meanwhile.
+# Races of Kubernetes and Metacontroller themselves (docs/e2e.md, "Known noise"): a late second
+# finalize of a parent whose finalizer was just removed, the endpoints controller updating the
+# Endpoints of a Service deleted meanwhile, the ClusterIP repair loop meeting a new Service.
 KNOWN_NOISE = (
     r"can't remove finalizer for \w+ [^:]+: [\w.]+ \\?\"[^\"\\]+\\?\" not found",
     r"^FailedToUpdateEndpoint: Endpoints/[^:]+: .*Precondition failed: UID in precondition",
+    # The API server's ClusterIP repair loop racing with a Service being created (it repairs).
+    r"^ClusterIPNotAllocated: Service/[^:]+: Cluster IP \[IPv4\]: [0-9.]+ is not allocated; repairing$",
 )
 
 

@@ -585,6 +585,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(reason or f"all binaries found in {bin_dir()}")
         return 1 if reason else 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="llmss-e2e-"))
+    if args.workdir and workdir.exists() and any(workdir.iterdir()):
+        print(f"{workdir} is not empty: every run starts a fresh cluster in an empty directory", file=sys.stderr)
+        return 2
     cp = ControlPlane(workdir)
     stop = False
 

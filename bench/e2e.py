@@ -1,0 +1,516 @@
+"""`bench/run e2e [--quick] [--json FILE]`: end-to-end figures on the real control plane.
+
+The stack of tests/e2e (kube-apiserver, controller-manager, scheduler, etcd, kwok fake nodes that
+start pods at once, Metacontroller, the hook server via scripts/serve, the chart installed with
+helm), started on 127.0.0.1 for this run and stopped at its end. Sections:
+
+1. apply -> Running latency, cold and warm: N sandboxes created one after another (each once the
+   previous one runs); each one's time from its create request to Running + Ready (a watch).
+2. The floor: the same objects a sandbox amounts to (its parent object, ServiceAccount, Service,
+   three NetworkPolicies, Pod, one status update) written straight to the same API server at full
+   speed, for the burst's count; time until every pod runs.
+3. A burst: that many sandboxes created at once (same writers as the floor): time until all are
+   Running, sandboxes/s and the ratio to the floor, hook calls per sandbox, CPU seconds of
+   Metacontroller and of the hook server.
+4. A quiet period after the burst: hook calls and API writes to our kinds while nothing changes.
+5. Metacontroller's settings: the burst again under other --workers / --client-go-qps / -burst.
+
+Figures go to stdout as one table (docs/benchmark.md keeps the last run's); `run_*` functions also
+serve the e2e suite's smoke run on its own cluster."""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from hooks import sandbox_sync
+from tests.e2e.controlplane import (
+    METACONTROLLER_CLIENT_ARGS, ControlPlane, Settings, install_chart, skip_reason,
+)
+from tests.e2e.kube import GROUP, VERSION, Kube
+
+WRITERS = 8  # concurrent clients creating objects, for the floor and for our burst alike
+SMALL = {"cpu": "100m", "memory": "128Mi", "ephemeralStorage": "256Mi"}
+OUR_RESOURCES = ("pods", "services", "serviceaccounts", "networkpolicies", "persistentvolumeclaims",
+                 "sandboxes", "warmpools", "warmpods")
+# Metacontroller's defaults, and what docs/install.md recommends.
+VARIANTS: dict[str, list[str]] = {
+    "defaults (workers 5, QPS 5, burst 10)": [],
+    "recommended (workers 5, QPS 100, burst 200)": list(METACONTROLLER_CLIENT_ARGS),
+    "workers 10, QPS 100, burst 200": ["-workers=10", *METACONTROLLER_CLIENT_ARGS],
+}
+TARGET_WARM_P50_S = 1.0
+TARGET_COLD_P50_S = 2.0
+TARGET_FLOOR_SHARE = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Observing: a watch on Sandboxes, hook calls, API writes, CPU
+
+
+class Watch:
+    """Streams watch events of one namespace's Sandboxes and records, per name, when it was first
+    seen Running with Ready=True (time.monotonic())."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+        self.running: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._conn: Optional[http.client.HTTPSConnection] = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._ready = threading.Event()
+
+    def __enter__(self) -> "Watch":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the watch did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._conn is not None:
+            try:
+                self._conn.sock.shutdown(2) if self._conn.sock else None  # type: ignore[func-returns-value]
+            except OSError:
+                pass
+            self._conn.close()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        host, port = self.kube.cp.server.removeprefix("https://").split(":")
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/sandboxes?watch=1&allowWatchBookmarks=false"
+        while not self._stop.is_set():
+            self._conn = http.client.HTTPSConnection(host, int(port), context=self.kube.tls, timeout=None)
+            try:
+                self._conn.request("GET", path)
+                response = self._conn.getresponse()
+                self._ready.set()
+                while not self._stop.is_set():
+                    line = response.readline()
+                    if not line:
+                        break
+                    self._event(json.loads(line))
+            except Exception:  # noqa: BLE001 - a closed stream (also when we stop it) is reopened or ends
+                if self._stop.is_set():
+                    return
+                time.sleep(0.1)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        obj = event.get("object") or {}
+        name = (obj.get("metadata") or {}).get("name")
+        status = obj.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        if name and name not in self.running and status.get("phase") == "Running" and ready:
+            self.running[name] = time.monotonic()
+
+    def wait_all(self, names: list[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(n in self.running for n in names):
+                return True
+            time.sleep(0.05)
+        return False
+
+
+class HookLog:
+    """Hook calls answered since a point in time (the server's one JSON line per call)."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.path = cp.processes["hooks"].log
+        self.offset = self.path.stat().st_size
+
+    def calls(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            for line in handle.read().decode(errors="replace").splitlines():
+                if '"event":"hook_call"' in line:
+                    match = re.search(r'"controller":"(\w+)","hook":"(\w+)"', line)
+                    if match:
+                        key = f"{match.group(1)}/{match.group(2)}"
+                        out[key] = out.get(key, 0) + 1
+        return out
+
+
+_REQUESTS = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.M)
+
+
+def api_writes(kube: Kube) -> dict[str, float]:
+    """The API server's own count of successful writes to our kinds, by resource (its /metrics)."""
+    with urllib.request.urlopen(kube.cp.server + "/metrics", context=kube.tls, timeout=30) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for match in _REQUESTS.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
+        if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE") and labels.get("resource") in OUR_RESOURCES \
+                and labels.get("code", "").startswith("2"):
+            key = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            out[key] = out.get(key, 0.0) + float(match.group("value"))
+    return out
+
+
+def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
+    return {k: int(v - before.get(k, 0.0)) for k, v in sorted(after.items()) if v - before.get(k, 0.0) > 0}
+
+
+def cpu_seconds(pid: Optional[int]) -> float:
+    """User + system CPU of a process and its live children (gunicorn's workers), from /proc."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            pids += [int(p) for p in handle.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Objects
+
+
+def _sandbox(name: str, namespace: str, runtime: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Sandbox", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"runtime": runtime, "resources": SMALL, **spec}}
+
+
+def prepare(kube: Kube, tag: str) -> tuple[str, str]:
+    """A tenant namespace big enough for the run, and a validated runtime. Returns (ns, runtime)."""
+    ns, runtime = f"bench-{tag}-{secrets.token_hex(2)}", f"python-bench-{secrets.token_hex(2)}"
+    quota = {f"llmsafespace.dev/quota-{k}": v for k, v in
+             {"pods": "2000", "cpu": "2000", "memory": "4000Gi", "ephemeral-storage": "4000Gi"}.items()}
+    kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"llmsafespace.dev/tenant": "true"}, "annotations": quota}},
+               {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RuntimeEnvironment", "metadata": {"name": runtime},
+                "spec": {"image": "ghcr.io/llmsafespace/runtime-python:3.10", "language": "python", "version": "3.10"}})
+    kube.wait("bench namespace ready", lambda: ((kube.core("Namespace", None, ns) or {}).get("metadata", {}).get("annotations") or {})
+              .get("llmsafespace.dev/hardening-status") == "Applied" and kube.core("ServiceAccount", ns, "default") is not None, 60)
+    kube.wait("bench runtime available",
+              lambda: ((kube.custom("RuntimeEnvironment", None, runtime) or {}).get("status") or {}).get("available") is True, 60)
+    return ns, runtime
+
+
+def cleanup(kube: Kube, ns: str, runtime: str) -> None:
+    """Delete and wait, so that one section's leftovers never load the next."""
+    kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=300s", check=False)
+    kube.kubectl("delete", "runtimeenvironment", runtime, "--ignore-not-found", check=False)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
+    return {"n": len(ordered), "p50": q(50), "p90": q(90), "p99": q(99), "max": ordered[-1], "mean": statistics.fmean(ordered)}
+
+
+def _parallel(work: list[Callable[[], Any]], writers: int = WRITERS) -> None:
+    with concurrent.futures.ThreadPoolExecutor(writers) as pool:
+        for future in [pool.submit(w) for w in work]:
+            future.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def run_latency(kube: Kube, n: int, warm: bool, timeout: float = 120) -> dict[str, Any]:
+    """N sandboxes created one after another, each once the previous one runs (what one user
+    sees; the burst measures load); each one's apply -> Running + Ready."""
+    ns, runtime = prepare(kube, "warm" if warm else "cold")
+    try:
+        extra: dict[str, Any] = {}
+        if warm:
+            kube.create({"apiVersion": f"{GROUP}/{VERSION}", "kind": "WarmPool", "metadata": {"name": "pool", "namespace": ns},
+                         "spec": {"runtime": runtime, "minSize": n, "maxSize": n + 10, "resources": SMALL}})
+            kube.wait(f"pool of {n} ready", lambda: ((kube.custom("WarmPool", ns, "pool") or {}).get("status") or {}).get("availablePods") == n,
+                      timeout + 4 * n, show=lambda: (kube.custom("WarmPool", ns, "pool") or {}).get("status"))
+            extra = {"warmPoolRef": {"name": "pool"}}
+        created: dict[str, float] = {}
+        names = [f"sb-{i}" for i in range(n)]
+        complete = True
+        with Watch(kube, ns) as watch:
+            for name in names:
+                created[name] = time.monotonic()
+                kube.create(_sandbox(name, ns, runtime, **extra))
+                if not watch.wait_all([name], timeout):
+                    complete = False
+                    break
+            latencies = [watch.running[n_] - created[n_] for n_ in names if n_ in watch.running]
+        result: dict[str, Any] = {"n": n, "complete": complete, **_percentiles(latencies or [float("nan")])}
+        if warm:
+            used = sum(1 for s in kube.customs("Sandbox", ns) if (s.get("status") or {}).get("warmPodUsed") is True)
+            result["served_warm"] = used
+        return result
+    finally:
+        cleanup(kube, ns, runtime)
+
+
+FLOOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "floorparents.bench.llmsafespace.dev"},
+    "spec": {"group": "bench.llmsafespace.dev", "scope": "Namespaced",
+             "names": {"kind": "FloorParent", "plural": "floorparents", "singular": "floorparent"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def _floor_unit(kube: Kube, ns: str, name: str, pod_template: dict[str, Any]) -> None:
+    """What one sandbox amounts to, written straight to the API server: its parent object, its
+    account, Service, three policies and pod, and one status update of the parent."""
+    base = f"/apis/bench.llmsafespace.dev/v1/namespaces/{ns}/floorparents"
+    parent = kube.send("POST", base, {"apiVersion": "bench.llmsafespace.dev/v1", "kind": "FloorParent",
+                                      "metadata": {"name": name}, "spec": {"runtime": "python"}})
+    labels = {"floor": name}
+    kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns},
+                 "automountServiceAccountToken": False})
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+                 "spec": {"selector": labels, "ports": [{"port": 8080, "targetPort": 8080, "protocol": "TCP"}]}})
+    for suffix in ("default-deny", "api-access", "dns"):
+        kube.create({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                     "metadata": {"name": f"{name}-{suffix}", "namespace": ns},
+                     "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress", "Egress"]}})
+    pod = json.loads(json.dumps(pod_template))
+    pod["metadata"] = {"name": name, "namespace": ns, "labels": labels}
+    pod["spec"]["serviceAccountName"] = name
+    kube.create(pod)
+    parent["status"] = {"phase": "Creating"}
+    kube.send("PUT", f"{base}/{name}/status", parent)
+
+
+def _pod_template(kube: Kube, ns: str, runtime: str) -> dict[str, Any]:
+    """A sandbox pod exactly as our hooks build it (from a real sandbox of the same spec)."""
+    kube.create(_sandbox("template", ns, runtime))
+    kube.wait_sandbox(ns, "template", "Running", ready=True, timeout=60)
+    pod = kube.core("Pod", ns, "sandbox-template")
+    assert pod is not None
+    return {"apiVersion": "v1", "kind": "Pod", "spec": {k: v for k, v in pod["spec"].items() if k not in ("nodeName",)}}
+
+
+def run_floor(kube: Kube, count: int, timeout: float = 300) -> dict[str, Any]:
+    ns, runtime = prepare(kube, "floor")
+    try:
+        kube.apply(FLOOR_CRD)
+        kube.kubectl("wait", "--for=condition=Established", "crd/floorparents.bench.llmsafespace.dev", "--timeout=60s")
+        template = _pod_template(kube, ns, runtime)
+        kube.kubectl("delete", "sandbox", "template", "-n", ns, "--wait=true", "--timeout=60s")
+        names = [f"floor-{i}" for i in range(count)]
+        started = time.monotonic()
+        _parallel([lambda n=n: _floor_unit(kube, ns, n, template) for n in names])
+        written = time.monotonic() - started
+        def running() -> bool:
+            pods = [p for p in kube.list("Pod", ns, "floor") if (p.get("status") or {}).get("phase") == "Running"]
+            return len(pods) >= count
+        kube.wait(f"{count} floor pods running", running, timeout, interval=0.2)
+        elapsed = time.monotonic() - started
+        return {"count": count, "writes_s": written, "seconds": elapsed, "per_s": count / elapsed, "writes_per_unit": 8}
+    finally:
+        cleanup(kube, ns, runtime)
+        kube.kubectl("delete", "crd", "floorparents.bench.llmsafespace.dev", "--ignore-not-found", check=False)
+
+
+def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float = 0.0) -> dict[str, Any]:
+    """`count` sandboxes created at once; then, optionally, a quiet period."""
+    cp = kube.cp
+    ns, runtime = prepare(kube, "burst")
+    try:
+        names = [f"b-{i}" for i in range(count)]
+        hooks = HookLog(cp)
+        writes_before = api_writes(kube)
+        cpu_before = {p: cpu_seconds(cp.processes[p].pid) for p in ("metacontroller", "hooks")}
+        with Watch(kube, ns) as watch:
+            started = time.monotonic()
+            _parallel([lambda n=n: kube.create(_sandbox(n, ns, runtime)) for n in names])
+            complete = watch.wait_all(names, timeout)
+            done = max(watch.running.values()) if complete else time.monotonic()
+            elapsed = done - started
+        calls = hooks.calls()
+        result: dict[str, Any] = {
+            "count": count, "complete": complete, "running": sum(1 for n in names if n in watch.running),
+            "seconds": elapsed, "per_s": count / elapsed,
+            "sandbox_syncs_per_sandbox": (calls.get("sandbox/sync", 0)) / count,
+            "hook_calls_per_sandbox": sum(calls.values()) / count,
+            "api_writes_per_sandbox": sum(_diff(api_writes(kube), writes_before).values()) / count,
+            "api_writes": _diff(api_writes(kube), writes_before),
+            "cpu_s": {p: cpu_seconds(cp.processes[p].pid) - cpu_before[p] for p in cpu_before},
+            "calls": calls,
+        }
+        if quiet_seconds:
+            result["quiet"] = run_quiet(kube, quiet_seconds)
+        return result
+    finally:
+        cleanup(kube, ns, runtime)
+
+
+def run_quiet(kube: Kube, seconds: float) -> dict[str, Any]:
+    """Nothing changes: count hook calls and API writes to our kinds anyway. It starts once the
+    one deferred check each sandbox asks for at its first sync (CREATE_POLL_SECONDS) is done."""
+    time.sleep(sandbox_sync.CREATE_POLL_SECONDS + 1.0)
+    hooks, before = HookLog(kube.cp), api_writes(kube)
+    time.sleep(seconds)
+    return {"seconds": seconds, "hook_calls": hooks.calls(), "api_writes": _diff(api_writes(kube), before)}
+
+
+def run_variants(kube: Kube, count: int, timeout: float) -> list[dict[str, Any]]:
+    """The burst under each of Metacontroller's settings (restarting it with those flags)."""
+    cp, out = kube.cp, []
+    base = [a for a in cp.processes["metacontroller"].argv if not a.startswith(("-client-go-", "-workers="))]
+    try:
+        for label, extra in VARIANTS.items():
+            cp.processes["metacontroller"].argv = base + extra
+            cp.restart("metacontroller")
+            time.sleep(3.0)  # its informers list everything and every control loop starts
+            out.append({"variant": label, **run_burst(kube, count, timeout)})
+    finally:
+        cp.processes["metacontroller"].argv = base + list(METACONTROLLER_CLIENT_ARGS)
+        cp.restart("metacontroller")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The run and its table
+
+
+@dataclass
+class Sizes:
+    n: int = 100
+    burst: int = 300
+    quiet: float = 60.0
+    variants: int = 100  # the burst size for each Metacontroller setting; 0 skips the section
+    timeout: float = 300.0
+
+
+QUICK = Sizes(n=10, burst=20, quiet=5.0, variants=0, timeout=120.0)
+
+
+def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    cp = ControlPlane(workdir, settings=Settings(hook_env={"LOG_LEVEL": "INFO"}))
+    results: dict[str, Any] = {"sizes": sizes.__dict__}
+    try:
+        started = time.monotonic()
+        cp.start()
+        install_chart(cp)
+        results["stack"] = {"ready_s": time.monotonic() - started, "components": cp.started_at}
+        kube = Kube.connect(cp)
+        _wait_controllers(kube)
+        results["cold"] = run_latency(kube, sizes.n, warm=False, timeout=sizes.timeout)
+        results["warm"] = run_latency(kube, sizes.n, warm=True, timeout=sizes.timeout)
+        results["floor"] = run_floor(kube, sizes.burst, timeout=sizes.timeout)
+        results["burst"] = run_burst(kube, sizes.burst, timeout=sizes.timeout, quiet_seconds=sizes.quiet)
+        results["variants"] = run_variants(kube, sizes.variants, sizes.timeout) if sizes.variants else []
+    finally:
+        cp.stop()
+    results["targets"] = targets(results)
+    return results
+
+
+def _wait_controllers(kube: Kube) -> None:
+    log = kube.cp.processes["metacontroller"].log
+    kube.wait("every controller started", lambda: log.read_text(errors="replace").count('"msg":"Starting CompositeController"') >= 5
+              and '"msg":"Starting DecoratorController"' in log.read_text(errors="replace"), 90)
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    warm, cold, burst, floor = r.get("warm"), r.get("cold"), r.get("burst"), r.get("floor")
+    if warm:
+        out.append({"target": f"warm apply -> Running p50 < {TARGET_WARM_P50_S:g} s", "value": f"{warm['p50']:.2f} s",
+                    "met": warm["complete"] and warm["p50"] < TARGET_WARM_P50_S})
+    if cold:
+        out.append({"target": f"cold apply -> Running p50 < {TARGET_COLD_P50_S:g} s", "value": f"{cold['p50']:.2f} s",
+                    "met": cold["complete"] and cold["p50"] < TARGET_COLD_P50_S})
+    if burst and floor:
+        share = burst["per_s"] / floor["per_s"]
+        out.append({"target": f"burst throughput >= {TARGET_FLOOR_SHARE:.0%} of the raw-write floor", "value": f"{share:.0%}",
+                    "met": burst["complete"] and share >= TARGET_FLOOR_SHARE})
+    quiet = (burst or {}).get("quiet")
+    if quiet:
+        sandbox_writes = sum(quiet["api_writes"].values())
+        out.append({"target": "quiet period: no API writes to our kinds", "value": f"{sandbox_writes} writes, "
+                    f"{sum(quiet['hook_calls'].values())} hook calls in {quiet['seconds']:g} s", "met": sandbox_writes == 0})
+    return out
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [f"LLMSafeSpace end-to-end benchmark: {os.cpu_count()} CPUs, sizes {r['sizes']}"]
+    stack = r.get("stack") or {}
+    if stack:
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in stack["components"].items())
+        lines.append(f"stack ready and chart installed in {stack['ready_s']:.1f} s ({parts})")
+    lines += ["", "## 1. apply -> Running + Ready (s), sandboxes created one after another",
+              "| path | n | p50 | p90 | p99 | max | all Running | served warm |", "|---|---|---|---|---|---|---|---|"]
+    for path in ("cold", "warm"):
+        x = r.get(path)
+        if x:
+            lines.append(f"| {path} | {x['n']} | {x['p50']:.2f} | {x['p90']:.2f} | {x['p99']:.2f} | {x['max']:.2f} "
+                         f"| {'yes' if x['complete'] else 'NO'} | {x.get('served_warm', '')} |")
+    floor, burst = r.get("floor"), r.get("burst")
+    lines += ["", f"## 2+3. Burst and its floor ({WRITERS} concurrent writers)",
+              "| what | count | seconds | per second | share of floor | syncs / sandbox | hook calls / sandbox | API writes / sandbox | Metacontroller CPU s | hooks CPU s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    if floor:
+        lines.append(f"| floor: raw writes, 8 per sandbox | {floor['count']} | {floor['seconds']:.1f} | {floor['per_s']:.1f} | 100% | | | 8 | | |")
+    rows = ([("burst", burst)] if burst else []) + [(v["variant"], v) for v in r.get("variants") or []]
+    for label, x in rows:
+        share = f"{x['per_s'] / floor['per_s']:.0%}" if floor else ""
+        if not x["complete"]:
+            label += f" (only {x['running']} Running)"
+        lines.append(f"| {label} "
+                     f"| {x['count']} | {x['seconds']:.1f} | {x['per_s']:.1f} | {share} | {x['sandbox_syncs_per_sandbox']:.1f} "
+                     f"| {x['hook_calls_per_sandbox']:.1f} | {x['api_writes_per_sandbox']:.1f} | {x['cpu_s']['metacontroller']:.1f} | {x['cpu_s']['hooks']:.1f} |")
+    quiet = (burst or {}).get("quiet")
+    if quiet:
+        lines += ["", f"## 4. Quiet period after the burst ({quiet['seconds']:g} s, every sandbox Running)",
+                  f"hook calls: {quiet['hook_calls'] or 'none'}; API writes to our kinds: {quiet['api_writes'] or 'none'}"]
+    lines += ["", "## Targets"]
+    for t in r.get("targets") or []:
+        lines.append(f"- {'MET' if t['met'] else 'NOT MET':<7} {t['target']}: {t['value']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench e2e", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"small sizes ({QUICK})")
+    parser.add_argument("--n", type=int, help="sandboxes per latency run (default 100)")
+    parser.add_argument("--burst", type=int, help="sandboxes in the burst (default 300)")
+    parser.add_argument("--quiet", type=float, help="seconds of the quiet period (default 60)")
+    parser.add_argument("--variants", type=int, help="burst size per Metacontroller setting; 0 skips (default 100)")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    args = parser.parse_args(argv)
+    reason = skip_reason()
+    if reason:
+        print(f"bench e2e: {reason}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else Sizes()
+    for key in ("n", "burst", "quiet", "variants"):
+        if getattr(args, key) is not None:
+            setattr(sizes, key, getattr(args, key))
+    with tempfile.TemporaryDirectory(prefix="llmss-bench-e2e-") as workdir:
+        results = run(sizes, Path(workdir))
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    return 0 if all(t["met"] for t in results["targets"]) or args.quick else 1
