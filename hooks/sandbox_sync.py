@@ -207,8 +207,9 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
             desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent), _shape(eff, names), config))
         if decision.mode == "cold":
             status["warmPodUsed"] = False
-        phase, ready = _cold_phase(cold_pod) if account_ready else (
-            C.PHASE_CREATING, Condition("Ready", "False", "PodCreating", "creating the sandbox's service account; the pod follows"))
+        # Until the pod is observed the status is the same before and after the account exists:
+        # one status write fewer per sandbox (every write costs Metacontroller a GET and a PUT).
+        phase, ready = _cold_phase(cold_pod)
         if cold_pod is not None:
             status.update(_pod_status(cold_pod))
     elif decision.mode == "warm":

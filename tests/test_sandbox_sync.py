@@ -33,6 +33,8 @@ def test_pod_waits_for_its_service_account() -> None:
     assert {c["kind"] for c in first["children"]} == {"ServiceAccount", "Service", "NetworkPolicy"}
     assert first["status"]["phase"] == "Creating" and cond(first, "Ready")["reason"] == "PodCreating"
     second = sandbox_sync.sync(cases.minimal(), NOW)
+    # Same status until the pod is observed: no status write for the account's arrival.
+    assert second["status"] == first["status"]
     pod = next(c for c in second["children"] if c["kind"] == "Pod")
     account = next(c for c in second["children"] if c["kind"] == "ServiceAccount")
     assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
