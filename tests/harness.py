@@ -14,6 +14,9 @@ What it models (notes/metacontroller.md sections 1, 3, 4.1, 5):
     children and related objects of one sync may come from caches of different ages. Creates of existing names are
     swallowed (AlreadyExists), deletes carry a UID precondition, InPlace updates are PUTs carrying
     the observed resourceVersion (a stale one fails with a conflict and changes nothing);
+  * stored form: what the API server stores differs from what was sent where it drops false plain
+    booleans of a Pod; an InPlace child that keeps asking for them costs a no-op PUT on every sync
+    (`stats.noop_updates`, seen on a real control plane);
   * InPlace = simplified kubectl-apply 3-way merge with the last applied configuration; OnDelete
     never updates; a Pod update that touches the spec is Forbidden (Pods are immutable); a WarmPod
     update that changes or removes spec.assignment is rejected (the CRD's transition rule);
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -125,6 +128,27 @@ def three_way(observed: Any, last: Any, desired: Any) -> Any:
     return copy.deepcopy(desired)
 
 
+# Plain booleans with omitempty: the API server stores false as absent.
+_POD_SPEC_DROPPED_WHEN_FALSE = ("hostNetwork", "hostPID", "hostIPC")
+_CONTAINER_DROPPED_WHEN_FALSE = ("stdin", "stdinOnce", "tty")
+
+
+def stored_form(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `obj` as the API server stores it, as far as modelled: false values of the Pod
+    fields that are plain booleans (hostNetwork/PID/IPC, a container's stdin/tty) are dropped."""
+    out = copy.deepcopy(dict(obj))
+    if out.get("kind") == "Pod" and isinstance(out.get("spec"), dict):
+        spec = out["spec"]
+        for key in _POD_SPEC_DROPPED_WHEN_FALSE:
+            if spec.get(key) is False:
+                del spec[key]
+        for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            for key in _CONTAINER_DROPPED_WHEN_FALSE:
+                if isinstance(container, dict) and container.get(key) is False:
+                    del container[key]
+    return out
+
+
 def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k != "status"}
 
@@ -132,8 +156,10 @@ def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass
 class Stats:
     hook_calls: int = 0
+    calls: dict[str, int] = field(default_factory=dict)  # controller name -> hook calls
     creates: int = 0
     updates: int = 0
+    noop_updates: int = 0  # PUTs the API server turned into nothing: a child never in canonical form
     deletes: int = 0
     conflicts: int = 0
     already_exists: int = 0
@@ -184,7 +210,7 @@ class Harness:
         return f"{self.seed:08x}-0000-4000-8000-{self._uid:012x}"
 
     def create(self, obj: dict[str, Any], owner: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        obj = stored_form(obj)
         meta = obj["metadata"]
         if obj["kind"] in CLUSTER_SCOPED:
             meta.pop("namespace", None)
@@ -317,6 +343,7 @@ class Harness:
         request = {"controller": {"metadata": {"name": ctl.name}}, "parent": parent, "children": children,
                    "related": related, "finalizing": deleting}
         self.stats.hook_calls += 1
+        self.stats.calls[ctl.name] = self.stats.calls.get(ctl.name, 0) + 1
         response = jsonio.loads(jsonio.dumps(hook(jsonio.loads(jsonio.dumps(request)), self.clock, self.config)))
         if not (deleting and response.get("finalized")):
             # Metacontroller removes its finalizer first and then manages children only while
@@ -398,11 +425,17 @@ class Harness:
         if merged == _without_status(seen):
             self.applied[uid] = desired
             return
+        if stored_form(merged) == _without_status(seen):
+            # Metacontroller compares what it would send with the object and PUTs; the API server
+            # stores the same object again (no new resourceVersion). Every sync, forever.
+            self.stats.noop_updates += 1
+            self.applied[uid] = desired
+            return
         live = self.objects.get(key)
         if live is None or live["metadata"]["uid"] != uid or live["metadata"]["resourceVersion"] != seen["metadata"]["resourceVersion"]:
             self.stats.conflicts += 1  # PUT with a stale resourceVersion
             return
-        if key[0] == "Pod" and merged.get("spec") != seen.get("spec"):
+        if key[0] == "Pod" and stored_form(merged).get("spec") != seen.get("spec"):
             self.violations.append(f"round {self.round}: Forbidden: update of pod {key[2]}'s spec")
             return
         if key[0] == C.KIND_WARMPOD:
@@ -411,7 +444,7 @@ class Harness:
                 self.violations.append(f"round {self.round}: WarmPod {key[2]}: assignment {old} changed to "
                                        f"{(merged.get('spec') or {}).get('assignment')} on a current view")
                 return
-        new = copy.deepcopy(merged)
+        new = stored_form(merged)
         if "status" in live:
             new["status"] = live["status"]
         if new.get("spec") != live.get("spec"):

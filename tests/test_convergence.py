@@ -263,6 +263,7 @@ def test_scenario_converges_safely(seed: int) -> None:
     result = outcome(seed)
     h, tracker = result.harness, result.tracker
     assert not h.violations, h.violations
+    assert h.stats.noop_updates == 0, "a child that never equals its stored form is rewritten on every sync"
     never = set(tracker.created_round) - set(tracker.running) - result.impatient
     assert not never, f"seed {seed}: {len(never)} sandboxes never reached Running"
     _assert_no_leaks(h)
@@ -381,6 +382,32 @@ def _rounds_until(h: Harness, done: Any, limit: int = 60) -> int:
         if done():
             return rounds
     raise AssertionError(f"not done after {limit} rounds")
+
+
+def _warm_burst(count: int, seed: int) -> Harness:
+    h = Harness(CONTROLLERS, Config(warm_pod_wait_seconds=WAIT_SECONDS), NOW, seed, stale=0.0, step=STEP_SECONDS)
+    h.create(runtime())
+    h.create(_pool("python", random.Random(0), minSize=count))
+    h.run_until_quiet()
+    h.stats = type(h.stats)()
+    for i in range(count):
+        h.create(_sandbox(f"sb-{i}", "warm", False))
+        h.run_round()
+    h.run_until_quiet()
+    assert len(_running(h)) == count and all(o["status"]["warmPodUsed"] for o in _running(h).values())
+    return h
+
+
+def test_sandbox_syncs_per_warm_sandbox_do_not_grow_with_the_burst() -> None:
+    """Each change of a related object syncs every parent that relates to it. Sandboxes read the
+    pools' offers, which change only with a pool's shape, not the pools, whose status changes with
+    every assignment: on a real control plane the latter meant 15 syncs per warm sandbox in a
+    burst of 30 (8 with offers), growing with the burst. Per sandbox, a burst of 20 costs about
+    what a burst of 4 does."""
+    small, large = _warm_burst(4, 81), _warm_burst(20, 82)
+    per = [h.stats.calls["llmsafespace-sandbox"] / n for h, n in ((small, 4), (large, 20))]
+    assert per[1] <= per[0] * 1.5, f"sandbox syncs per sandbox: {per[0]:.1f} for 4, {per[1]:.1f} for 20"
+    assert small.stats.noop_updates == large.stats.noop_updates == 0
 
 
 def test_harness_refuses_what_the_api_server_refuses() -> None:
