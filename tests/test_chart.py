@@ -509,7 +509,7 @@ def test_user_roles_never_let_tenants_create_warm_pods_or_write_status() -> None
         assert {"create", "update", "patch", "delete"} <= verbs(edit, resource)
         assert verbs(view, resource) == {"get", "list", "watch"}
     for role in (edit, view):
-        for resource in ("warmpods", "warmpools"):
+        for resource in ("warmpods", "warmpools", "warmpooloffers"):
             assert verbs(role, resource) == {"get", "list", "watch"}, f"{role['metadata']['name']}: {resource}"
         assert not any("/" in res for r in role["rules"] for res in r["resources"]), "no subresources"
     assert not [d for d in render(next(p for p in CI_VALUES if p.name == "minimal-values.yaml")) if d["kind"] == "ClusterRole"]

@@ -169,6 +169,22 @@ def _offer() -> dict[str, Any]:
     return S.warm_offer()
 
 
+def test_an_offer_its_pool_does_not_control_is_ignored() -> None:
+    """A WarmPoolOffer that no pool made (no controlling owner reference, or another pool's)
+    never makes a sandbox wait for a pool: it starts cold at once and says why."""
+    parent = sandbox("wants-warm", annotations={C.ANNOTATION_USE_WARM_POD: "true"})
+    forged = _offer()
+    forged["metadata"]["ownerReferences"] = []
+    other = _offer()
+    other["metadata"]["ownerReferences"][0]["name"] = "another-pool"
+    for offer in (forged, other):
+        out = run("/sandbox/sync", sync_request(parent, related=[RTE, offer]))
+        cond = next(c for c in out["status"]["conditions"] if c["type"] == "WarmPod")
+        assert (out["status"]["warmPodUsed"], cond["reason"]) == (False, "NoCompatiblePool"), out["status"]
+        assert "not made by WarmPool" in cond["message"]
+    assert run("/sandbox/sync", sync_request(parent, related=[RTE, _offer()]))["status"]["warmPool"] == "python-pool"
+
+
 def _pool(**meta: Any) -> dict[str, Any]:
     """Pool python-pool itself, as its own controller sees it."""
     pool = warm_pool_object("python-pool")

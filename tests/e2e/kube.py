@@ -84,8 +84,8 @@ class Kube:
             raise
 
     # -- what users do ----------------------------------------------------------------------------
-    def kubectl(self, *args: str, input: Optional[str] = None, check: bool = True) -> str:
-        return self.cp.kubectl(*args, input=input, check=check).stdout
+    def kubectl(self, *args: str, input: Optional[str] = None, check: bool = True, timeout: float = 60) -> str:
+        return self.cp.kubectl(*args, input=input, check=check, timeout=timeout).stdout
 
     def apply(self, *objects: dict[str, Any], namespace: Optional[str] = None) -> None:
         ns = ["-n", namespace] if namespace else []

@@ -1,0 +1,31 @@
+"""A smoke run of the end-to-end benchmark (bench/e2e.py) on the suite's control plane: every
+section runs and reports, and the properties that do not depend on the machine's speed hold
+(everything reaches Running, warm sandboxes are served warm, a quiet cluster writes nothing)."""
+from __future__ import annotations
+
+from bench import e2e
+from tests.e2e.kube import Kube
+
+
+def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> None:
+    results = {
+        "sizes": {"n": 3, "burst": 6, "quiet": 3.0},
+        "cold": e2e.run_latency(kube, 3, warm=False, timeout=60),
+        "warm": e2e.run_latency(kube, 3, warm=True, timeout=60),
+        "floor": e2e.run_floor(kube, 6, timeout=60),
+        "burst": e2e.run_burst(kube, 6, timeout=60, quiet_seconds=3.0),
+    }
+    assert results["cold"]["complete"] and results["warm"]["complete"] and results["burst"]["complete"]
+    assert results["warm"]["served_warm"] == 3
+    assert 0 < results["cold"]["p50"] < 30 and 0 < results["warm"]["p50"] < 30
+    assert results["floor"]["per_s"] > 0 and results["burst"]["per_s"] > 0
+    burst = results["burst"]
+    assert burst["calls"].get("sandbox/sync", 0) >= 6, burst["calls"]
+    assert burst["api_writes"].get("sandboxes/status", 0) >= 6, burst["api_writes"]
+    assert burst["quiet"]["api_writes"] == {}, "Running sandboxes kept being written"
+    assert burst["quiet"]["hook_calls"] == {}, "Running sandboxes kept being synced"
+    results["targets"] = e2e.targets(results)
+    table = e2e.table(results)
+    for heading in ("## 1. apply -> Running", "## 2+3. Burst and its floor", "## 4. Quiet period", "## Targets"):
+        assert heading in table, heading
+    assert len(results["targets"]) == 4
