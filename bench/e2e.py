@@ -56,6 +56,9 @@ VARIANTS: dict[str, list[str]] = {
 }
 # Writes of the scheduler (binding) and the kubelet (pod status): the floor's pods cost them too.
 NOT_OURS = ("pods/binding", "pods/status")
+READ_VERBS = ("GET", "LIST")
+# Where the floor spends its CPU too: the burst's share of it shows what our layer adds.
+SERVER_SIDE = ("kube-apiserver", "etcd")
 TARGET_WARM_P50_S = 1.0
 TARGET_COLD_P50_S = 2.0
 TARGET_FLOOR_SHARE = 0.5
@@ -152,14 +155,15 @@ class HookLog:
 _REQUESTS = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.M)
 
 
-def api_writes(kube: Kube) -> dict[str, float]:
-    """The API server's own count of successful writes to our kinds, by resource (its /metrics)."""
+def api_writes(kube: Kube, verbs: tuple[str, ...] = ("POST", "PUT", "PATCH", "DELETE")) -> dict[str, float]:
+    """The API server's own count of successful requests (writes by default) to our kinds, by
+    resource (its /metrics)."""
     with urllib.request.urlopen(kube.cp.server + "/metrics", context=kube.tls, timeout=30) as response:
         text = response.read().decode()
     out: dict[str, float] = {}
     for match in _REQUESTS.finditer(text):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
-        if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE") and labels.get("resource") in OUR_RESOURCES \
+        if labels.get("verb") in verbs and labels.get("resource") in OUR_RESOURCES \
                 and labels.get("code", "").startswith("2"):
             key = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
             out[key] = out.get(key, 0.0) + float(match.group("value"))
@@ -325,6 +329,7 @@ def run_floor(kube: Kube, count: int, timeout: float = 300) -> dict[str, Any]:
         template = _pod_template(kube, ns, runtime)
         kube.kubectl("delete", "sandbox", "template", "-n", ns, "--wait=true", "--timeout=60s")
         names = [f"floor-{i}" for i in range(count)]
+        cpu_before = {p: cpu_seconds(kube.cp.processes[p].pid) for p in SERVER_SIDE}
         started = time.monotonic()
         _parallel([lambda n=n: _floor_unit(kube, ns, n, template) for n in names])
         written = time.monotonic() - started
@@ -333,7 +338,8 @@ def run_floor(kube: Kube, count: int, timeout: float = 300) -> dict[str, Any]:
             return len(pods) >= count
         kube.wait(f"{count} floor pods running", running, timeout, interval=0.2)
         elapsed = time.monotonic() - started
-        return {"count": count, "writes_s": written, "seconds": elapsed, "per_s": count / elapsed, "writes_per_unit": 8}
+        return {"count": count, "writes_s": written, "seconds": elapsed, "per_s": count / elapsed, "writes_per_unit": 8,
+                "cpu_s": {p: cpu_seconds(kube.cp.processes[p].pid) - cpu_before[p] for p in SERVER_SIDE}}
     finally:
         cleanup(kube, ns, runtime)
         kube.kubectl("delete", "crd", "floorparents.bench.llmsafespace.dev", "--ignore-not-found", check=False)
@@ -346,8 +352,8 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
     try:
         names = [f"b-{i}" for i in range(count)]
         hooks = HookLog(cp)
-        writes_before = api_writes(kube)
-        cpu_before = {p: cpu_seconds(cp.processes[p].pid) for p in ("metacontroller", "hooks")}
+        writes_before, reads_before = api_writes(kube), api_writes(kube, READ_VERBS)
+        cpu_before = {p: cpu_seconds(cp.processes[p].pid) for p in ("metacontroller", "hooks", *SERVER_SIDE)}
         with Watch(kube, ns) as watch:
             started = time.monotonic()
             _parallel([lambda n=n: kube.create(_sandbox(n, ns, runtime)) for n in names])
@@ -356,6 +362,7 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
             elapsed = done - started
         calls = hooks.calls()
         writes = _diff(api_writes(kube), writes_before)
+        reads = _diff(api_writes(kube, READ_VERBS), reads_before)
         result: dict[str, Any] = {
             "count": count, "complete": complete, "running": sum(1 for n in names if n in watch.running),
             "seconds": elapsed, "per_s": count / elapsed,
@@ -364,6 +371,8 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
             "api_writes": writes,
             # Every write for our objects but the scheduler's and kubelet's; the user's create included.
             "api_writes_per_sandbox": sum(v for k, v in writes.items() if k not in NOT_OURS) / count,
+            # GETs and LISTs (not watches): Metacontroller reads before some writes.
+            "api_reads": reads, "api_reads_per_sandbox": sum(reads.values()) / count,
             "cpu_s": {p: cpu_seconds(cp.processes[p].pid) - cpu_before[p] for p in cpu_before},
             "calls": calls,
         }
@@ -474,6 +483,11 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _server_cpu(x: dict[str, Any]) -> str:
+    cpu = x.get("cpu_s") or {}
+    return f"{sum(cpu.get(p, 0.0) for p in SERVER_SIDE):.1f}" if any(p in cpu for p in SERVER_SIDE) else ""
+
+
 def table(r: dict[str, Any]) -> str:
     lines = [f"LLMSafeSpace end-to-end benchmark: {os.cpu_count()} CPUs, sizes {r['sizes']}"]
     stack = r.get("stack") or {}
@@ -489,10 +503,10 @@ def table(r: dict[str, Any]) -> str:
                          f"| {'yes' if x['complete'] else 'NO'} | {x.get('served_warm', '')} |")
     floor, burst = r.get("floor"), r.get("burst")
     lines += ["", f"## 2+3. Burst and its floor ({WRITERS} concurrent writers)",
-              "| what | count | seconds | per second | share of floor | syncs / sandbox | hook calls / sandbox | writes / sandbox | Metacontroller CPU s | hooks CPU s |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| what | count | seconds | per second | share of floor | syncs / sandbox | hook calls / sandbox | writes / sandbox | reads / sandbox | Metacontroller CPU s | hooks CPU s | API server + etcd CPU s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if floor:
-        lines.append(f"| floor: raw writes, 8 per sandbox | {floor['count']} | {floor['seconds']:.1f} | {floor['per_s']:.1f} | 100% | | | {floor['writes_per_unit']} | | |")
+        lines.append(f"| floor: raw writes, 8 per sandbox | {floor['count']} | {floor['seconds']:.1f} | {floor['per_s']:.1f} | 100% | | | {floor['writes_per_unit']} | 0 | | | {_server_cpu(floor)} |")
     rows = ([("burst", burst)] if burst else []) + [(v["variant"], v) for v in r.get("variants") or []]
     for label, x in rows:
         share = f"{x['per_s'] / floor['per_s']:.0%}" if floor else ""
@@ -500,7 +514,8 @@ def table(r: dict[str, Any]) -> str:
             label += f" (only {x['running']} Running)"
         lines.append(f"| {label} "
                      f"| {x['count']} | {x['seconds']:.1f} | {x['per_s']:.1f} | {share} | {x['sandbox_syncs_per_sandbox']:.1f} "
-                     f"| {x['hook_calls_per_sandbox']:.1f} | {x['api_writes_per_sandbox']:.1f} | {x['cpu_s']['metacontroller']:.1f} | {x['cpu_s']['hooks']:.1f} |")
+                     f"| {x['hook_calls_per_sandbox']:.1f} | {x['api_writes_per_sandbox']:.1f} | {x.get('api_reads_per_sandbox', 0):.1f} "
+                     f"| {x['cpu_s']['metacontroller']:.1f} | {x['cpu_s']['hooks']:.1f} | {_server_cpu(x)} |")
     quiet = (burst or {}).get("quiet")
     if quiet:
         lines += ["", f"## 4. Quiet period after the burst ({quiet['seconds']:g} s, every sandbox Running)",
