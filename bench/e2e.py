@@ -50,8 +50,8 @@ OUR_RESOURCES = ("pods", "services", "serviceaccounts", "networkpolicies", "pers
 VARIANTS: dict[str, list[str]] = {
     "defaults (workers 5, QPS 5, burst 10)": [],
     "workers 5, QPS 100, burst 200": ["-client-go-qps=100", "-client-go-burst=200"],
-    "workers 10, QPS 100, burst 200": ["-workers=10", "-client-go-qps=100", "-client-go-burst=200"],
     "workers 5, QPS 300, burst 600": ["-client-go-qps=300", "-client-go-burst=600"],
+    "workers 10, QPS 300, burst 600": ["-workers=10", "-client-go-qps=300", "-client-go-burst=600"],
     "workers 5, QPS 1000, burst 2000": ["-client-go-qps=1000", "-client-go-burst=2000"],
 }
 # Writes of the scheduler (binding) and the kubelet (pod status): the floor's pods cost them too.
