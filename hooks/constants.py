@@ -61,6 +61,10 @@ ANNOTATION_USE_WARM_POD: Final = f"{GROUP}/use-warm-pod"
 ANNOTATION_CPU_PINNING: Final = "cpu-pinning.llmsafespace.dev/enabled"
 ANNOTATION_SANDBOX: Final = f"{GROUP}/sandbox"  # namespace/name of the owning sandbox, informational
 ANNOTATION_PRELOAD_HASH: Final = f"{GROUP}/preload-hash"
+# On a sandbox's pod: how many failed pods of the sandbox were replaced before this one was created
+# (absent on the first pod). The count lives on the pod, not only in status, so a stale status can
+# never lower it (docs/failure-semantics.md, section 6).
+ANNOTATION_POD_RESTARTS: Final = f"{GROUP}/restarts"
 NODE_SELECTOR_CPU_PINNING: Final = "cpu-pinning"
 
 # Tenant namespaces (DecoratorController over Namespaces).
@@ -81,6 +85,14 @@ DATA_MOUNT_PATH: Final = "/data"
 DEFAULT_SECURITY_LEVEL: Final = "standard"
 SECURITY_LEVELS: Final = ("standard", "high", "custom")
 DEFAULT_TIMEOUT_SECONDS: Final = 300
+# spec.startupTimeoutSeconds: how long a pod may take from creation to Running (scheduling, image
+# pull, init) before the sandbox is Failed. Generous: large runtime images take minutes to pull.
+DEFAULT_STARTUP_TIMEOUT_SECONDS: Final = 600
+MIN_STARTUP_TIMEOUT_SECONDS: Final = 10
+MAX_STARTUP_TIMEOUT_SECONDS: Final = 86400
+# A sandbox whose pod failed (evicted, node lost) gets a new pod, its volume kept, this many times;
+# the next failure is final (phase Failed, the last pod kept for inspection).
+MAX_POD_REPLACEMENTS: Final = 3
 MAX_TIMEOUT_SECONDS: Final = 3600
 DEFAULT_CPU: Final = "500m"
 DEFAULT_MEMORY: Final = "512Mi"

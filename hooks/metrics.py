@@ -88,7 +88,7 @@ class HookMetrics:
             registry=r)
         self.warm_starts = Counter(
             f"{PREFIX}_warmpool_sandbox_starts_total",
-            "Sandboxes that asked for a warm pod, counted when status.warmPodUsed changes: result warm (a warm pod served it) "
+            "Sandboxes that asked for a warm pod, counted once, when status.warmPodUsed is first set: result warm (a warm pod served it) "
             "or cold (fallback; reason from the WarmPod condition). Hit ratio: warm / (warm + cold).",
             ["namespace", "pool", "result", "reason"], registry=r)
         self.pool_pods = Gauge(
@@ -161,7 +161,9 @@ class HookMetrics:
         if result.get("finalized") is True:
             self.sandboxes_deleted.inc()
         used = status.get("warmPodUsed")
-        if isinstance(used, bool) and previous.get("warmPodUsed") is not used:
+        # Each start once: when the first decision is written. A warm-served sandbox whose warm pod
+        # failed goes on cold (True -> False): a replacement, counted in status.restarts, not a start.
+        if isinstance(used, bool) and not isinstance(previous.get("warmPodUsed"), bool):
             pool = status.get("warmPool")
             reason = _condition(status, "WarmPod").get("reason")
             self.warm_starts.labels(

@@ -25,7 +25,8 @@ from .builders.storage import build_pvc
 from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import (
-    add_seconds, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, uid, user_labels,
+    add_seconds, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time, uid,
+    user_labels,
 )
 from .response import as_desired, composite_response, parent_of
 from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
@@ -34,6 +35,12 @@ from .validators import SandboxSpec, SpecError, parse_spec
 CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY)
 FINALIZE_POLL_SECONDS = 10.0
 CREATE_POLL_SECONDS = 5.0
+# A desired child not observed this long after it went missing was most likely refused by the API
+# server (quota, admission); Metacontroller says why only in an event and its log.
+CHILD_CREATE_GRACE_SECONDS = 30.0
+CONDITION_CHILDREN: str = "ChildrenCreated"
+# Container waiting reasons of a pod that is on its way; any other one is why it does not start.
+STARTING_REASONS = frozenset({"", "ContainerCreating", "PodInitializing"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,13 +210,20 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         # creates the children of one answer in no particular order: the Pod is desired only
         # once its account is observed (the account's creation triggers the next sync).
         account_ready = cold_pod is not None or account is not None
-        if account_ready:
-            desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent), _shape(eff, names), config))
+        # A failed warm pod was this sandbox's first pod: its cold pod is a replacement.
+        floor = 1 if decision.reason == warm.REASON_WARM_POD_FAILED else 0
+        outcome = _cold_pod(cold_pod, previous, floor, spec.startup_timeout_seconds, now)
+        if account_ready and outcome.keep_pod:
+            desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent, outcome.pod_number), _shape(eff, names), config))
         if decision.mode == "cold":
             status["warmPodUsed"] = False
         # Until the pod is observed the status is the same before and after the account exists:
         # one status write fewer per sandbox (every write costs Metacontroller a GET and a PUT).
-        phase, ready = _cold_phase(cold_pod)
+        phase, ready = outcome.phase, outcome.ready
+        if outcome.restarts:
+            status["restarts"] = outcome.restarts
+        if outcome.resync is not None:
+            resync.append(outcome.resync)
         if cold_pod is not None:
             status.update(_pod_status(cold_pod))
     elif decision.mode == "warm":
@@ -229,18 +243,76 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
             phase, ready = C.PHASE_RUNNING, Condition("Ready", "False", "WarmPodNotReady", f"warm pod {name(wp)} is {wp_status.get('phase') or 'not ready'}")
     else:  # waiting for a warm pod: no pod of our own, but the policies are in place already
         phase, ready = C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message)
-    conditions.append(ready)
-    status["phase"] = phase
-    if _missing(desired, children):
+    missing = _missing(desired, children)
+    if missing:
         # Metacontroller swallows AlreadyExists without retrying: a child whose name is still held
         # by another owner (a same-named sandbox's leftovers) would otherwise never be created.
         resync.append(CREATE_POLL_SECONDS)
+    created_cond, since = _children_condition(missing, parent, eff, previous, config, now)
+    conditions.append(created_cond)
+    if since is not None and ("Pod", names.base) in missing:
+        phase, ready = _pod_not_created(created_cond, since, spec.startup_timeout_seconds, now) or (phase, ready)
+    conditions.append(ready)
+    status["phase"] = phase
     return composite_response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
 
 
-def _missing(desired: list[dict[str, Any]], children: Any) -> bool:
+def _missing(desired: list[dict[str, Any]], children: Any) -> list[tuple[str, str]]:
+    """(kind, name) of every desired child not observed, in the order desired."""
     observed = {(o.get("kind"), name(o)) for gvk in CHILD_KINDS for o in objects(children, gvk)}
-    return any((c["kind"], c["metadata"]["name"]) not in observed for c in desired)
+    return [(c["kind"], c["metadata"]["name"]) for c in desired if (c["kind"], c["metadata"]["name"]) not in observed]
+
+
+# ---------------------------------------------------------------------------------------------
+# Children the API server refuses
+
+
+def _false_since(previous: Any, type_: str) -> Optional[datetime]:
+    """When an earlier sync turned condition `type_` False (its lastTransitionTime), if it did."""
+    for cond in (previous.get("conditions") or []) if isinstance(previous, Mapping) else []:
+        if isinstance(cond, Mapping) and cond.get("type") == type_ and cond.get("status") == "False":
+            return parse_time(cond.get("lastTransitionTime"))
+    return None
+
+
+def _likely_causes(kind: str, eff: Effective, config: Config) -> str:
+    if kind == "Pod":
+        runtime_class = f'its RuntimeClass "{config.high_security_runtime_class}" does not exist, ' if eff.security_level == "high" else ""
+        return ("the namespace's ResourceQuota (cpu, memory, ephemeral-storage, pods) is used up or its LimitRange refuses "
+                f"the pod's resources, {runtime_class}Pod Security admission refuses the pod, or an admission webhook does")
+    if kind == "PersistentVolumeClaim":
+        return ("the namespace's ResourceQuota (requests.storage, persistentvolumeclaims) is used up, its LimitRange refuses "
+                "the volume size, or an admission webhook refuses the claim")
+    return "the namespace's ResourceQuota on object counts is used up, or an admission webhook refuses it"
+
+
+def _children_condition(missing: list[tuple[str, str]], parent: Mapping[str, Any], eff: Effective, previous: Any,
+                        config: Config, now: datetime) -> tuple[Condition, Optional[datetime]]:
+    """ChildrenCreated, and since when a child is missing. Its lastTransitionTime is the memory of
+    "since when": a stale status only makes the grace period start later. Messages are the same
+    sync after sync (no elapsed time in them): every status change costs a write and a sync."""
+    if not missing:
+        return Condition(CONDITION_CHILDREN, "True", "ChildrenCreated", "every child of the sandbox exists"), None
+    since = _false_since(previous, CONDITION_CHILDREN) or now
+    if (now - since).total_seconds() < CHILD_CREATE_GRACE_SECONDS:
+        return Condition(CONDITION_CHILDREN, "False", "ChildrenCreating", "the sandbox's children are being created"), since
+    named = "; ".join(f"{kind} {child} (likely: {_likely_causes(kind, eff, config)})" for kind, child in missing)
+    message = (f"not created {int(CHILD_CREATE_GRACE_SECONDS)}s after it was asked for: {named}; or its name is held by an "
+               f"object of another owner. The API server's answer is in the sandbox's events: "
+               f"kubectl describe sandbox {name(parent)} -n {namespace(parent)}. Creation is retried every "
+               f"{int(CREATE_POLL_SECONDS)}s")
+    return Condition(CONDITION_CHILDREN, "False", "ChildNotCreated", message), since
+
+
+def _pod_not_created(created_cond: Condition, since: datetime, startup_timeout: int, now: datetime) -> Optional[tuple[str, Condition]]:
+    """Phase and Ready of a sandbox whose pod the API server does not create: its refusal reported
+    after the grace period, Failed at the startup deadline (creation is still retried)."""
+    if created_cond.reason != "ChildNotCreated":
+        return None
+    if (now - since).total_seconds() >= startup_timeout:
+        return C.PHASE_FAILED, Condition("Ready", "False", "StartupTimeout",
+                                         f"the sandbox pod did not start within {startup_timeout}s (spec.startupTimeoutSeconds): {created_cond.message}")
+    return C.PHASE_CREATING, Condition("Ready", "False", "PodNotCreated", created_cond.message)
 
 
 def _shape(eff: Effective, names: Names) -> PodShape:
@@ -262,8 +334,11 @@ def _shape(eff: Effective, names: Names) -> PodShape:
     )
 
 
-def _pod_annotations(parent: Mapping[str, Any]) -> dict[str, str]:
-    return {C.ANNOTATION_SANDBOX: f"{namespace(parent)}/{name(parent)}"}
+def _pod_annotations(parent: Mapping[str, Any], restarts: int = 0) -> dict[str, str]:
+    out = {C.ANNOTATION_SANDBOX: f"{namespace(parent)}/{name(parent)}"}
+    if restarts:  # absent on a first pod, so pods of earlier versions are emitted byte for byte
+        out[C.ANNOTATION_POD_RESTARTS] = str(restarts)
+    return out
 
 
 def _valid_message(eff: Effective) -> str:
@@ -286,20 +361,129 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def _cold_phase(pod: Optional[Mapping[str, Any]]) -> tuple[str, Condition]:
-    if pod is None:
-        return C.PHASE_CREATING, Condition("Ready", "False", "PodCreating", "the sandbox pod is being created")
+def pod_trouble(pod: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    """Why a pod does not run or is not ready, in the scheduler's or kubelet's words: (reason,
+    message), or None when nothing is reported. Init containers first: they run first."""
+    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            reason = str(cond.get("reason") or "Unschedulable")
+            return reason, str(cond.get("message") or "the pod cannot be scheduled")
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(key) or []:
+            if not isinstance(cs, Mapping):
+                continue
+            waiting = (cs.get("state") or {}).get("waiting") if isinstance(cs.get("state"), Mapping) else None
+            if not isinstance(waiting, Mapping) or str(waiting.get("reason") or "") in STARTING_REASONS:
+                continue
+            reason = str(waiting["reason"])
+            text = f"container {cs.get('name')}: {reason}" + (f": {waiting['message']}" if waiting.get("message") else "")
+            last = (cs.get("lastState") or {}).get("terminated") if isinstance(cs.get("lastState"), Mapping) else None
+            if isinstance(last, Mapping) and last.get("reason"):
+                text += f" (last exit: {last['reason']}, code {last.get('exitCode')})"
+            return reason, text
+    return None
+
+
+def _pod_phase(pod: Mapping[str, Any], startup_timeout: Optional[int], now: datetime) -> tuple[str, Condition, Optional[float]]:
+    """Phase and Ready of a pod that is neither failed nor being deleted, and when to look again:
+    at the startup deadline, while the pod has not reached Running (nothing else wakes the hook up
+    when a pod stays in ImagePullBackOff or unschedulable)."""
     pod_phase = (pod.get("status") or {}).get("phase")
-    if is_deleting(pod):
-        return C.PHASE_CREATING, Condition("Ready", "False", "PodReplacing", "the sandbox pod is being deleted and will be recreated")
+    trouble = pod_trouble(pod)
     if pod_phase == "Running":
         if pod_ready(pod):
-            return C.PHASE_RUNNING, Condition("Ready", "True", "PodReady", "the sandbox pod is ready")
-        return C.PHASE_RUNNING, Condition("Ready", "False", "PodNotReady", "the sandbox pod is running but not ready")
-    if pod_phase in ("Failed", "Succeeded"):
-        message = (pod.get("status") or {}).get("message") or f"the sandbox pod is {pod_phase}"
-        return C.PHASE_FAILED, Condition("Ready", "False", "PodFailed", str(message))
-    return C.PHASE_CREATING, Condition("Ready", "False", "PodPending", "the sandbox pod is starting")
+            return C.PHASE_RUNNING, Condition("Ready", "True", "PodReady", "the sandbox pod is ready"), None
+        detail = f": {trouble[1]}" if trouble else ""
+        return C.PHASE_RUNNING, Condition("Ready", "False", "PodNotReady", f"the sandbox pod is running but not ready{detail}"), None
+    deadline = add_seconds(created(pod) or now, startup_timeout) if startup_timeout else None
+    if deadline is not None and now >= deadline:
+        why = f"{trouble[0]}: {trouble[1]}" if trouble else "neither the scheduler nor the kubelet reported why"
+        return C.PHASE_FAILED, Condition("Ready", "False", "StartupTimeout",
+                                         f"the sandbox pod did not start within {startup_timeout}s (spec.startupTimeoutSeconds): {why}"), None
+    wait = (deadline - now).total_seconds() if deadline is not None else None
+    if trouble:
+        return C.PHASE_CREATING, Condition("Ready", "False", trouble[0], f"the sandbox pod cannot start yet: {trouble[1]}"), wait
+    return C.PHASE_CREATING, Condition("Ready", "False", "PodPending", "the sandbox pod is starting"), wait
+
+
+def _failure(pod: Mapping[str, Any]) -> str:
+    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+    reason, message = status.get("reason"), status.get("message")
+    text = ": ".join(str(p) for p in (reason, message) if p)
+    return text or f"the pod is {status.get('phase')}"
+
+
+def _cold_phase(pod: Optional[Mapping[str, Any]], now: datetime) -> tuple[str, Condition]:
+    """Phase and Ready from an observed pod alone (no replacement decided): for a sandbox whose
+    spec cannot be used, whose pod is kept as it is."""
+    if pod is None:
+        return C.PHASE_CREATING, Condition("Ready", "False", "PodCreating", "the sandbox pod is being created")
+    if is_deleting(pod):
+        return C.PHASE_CREATING, Condition("Ready", "False", "PodReplacing", "the sandbox pod is being deleted and will be recreated")
+    if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        return C.PHASE_FAILED, Condition("Ready", "False", "PodFailed", _failure(pod))
+    phase, ready, _ = _pod_phase(pod, None, now)  # no spec, no startup deadline
+    return phase, ready
+
+
+# ---------------------------------------------------------------------------------------------
+# Failed pods: replaced a bounded number of times, counted robustly
+
+
+@dataclass(frozen=True)
+class PodOutcome:
+    phase: str
+    ready: Condition
+    keep_pod: bool  # False: the pod is left out of the desired children, Metacontroller deletes it
+    restarts: int  # status.restarts
+    pod_number: int  # the restart annotation of the desired pod: the observed pod's own, else restarts
+    resync: Optional[float]
+
+
+def _int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return max(number, 0)
+
+
+def _stored_restarts(previous: Any) -> int:
+    return _int(previous.get("restarts")) if isinstance(previous, Mapping) else 0
+
+
+def _cold_pod(pod: Optional[Mapping[str, Any]], previous: Any, floor: int, startup_timeout: int, now: datetime) -> PodOutcome:
+    """What becomes of the sandbox's own pod. A failed pod (evicted, its node lost) is replaced,
+    the volume kept, up to MAX_POD_REPLACEMENTS times; the failure after that is final. The count
+    is the larger of status.restarts and the number the pod carries (ANNOTATION_POD_RESTARTS), and
+    a failed pod, the evidence of its failure, is deleted only once the status in the cache counts
+    it: a stale status can delay a replacement by a sync, never lose a count."""
+    stored = _stored_restarts(previous)
+    restarts = max(stored, floor)
+    if pod is None:
+        phase, ready = _cold_phase(None, now)
+        return PodOutcome(phase, ready, True, restarts, restarts, None)
+    number = _int(pod.get("metadata", {}).get("annotations", {}).get(C.ANNOTATION_POD_RESTARTS))
+    restarts = max(restarts, number)
+    pod_phase = (pod.get("status") or {}).get("phase")
+    if is_deleting(pod) or pod_phase not in ("Failed", "Succeeded"):
+        if is_deleting(pod):
+            phase, ready = _cold_phase(pod, now)
+            return PodOutcome(phase, ready, True, restarts, number, None)
+        phase, ready, wait = _pod_phase(pod, startup_timeout, now)
+        return PodOutcome(phase, ready, True, restarts, number, wait)
+    if number >= C.MAX_POD_REPLACEMENTS:
+        return PodOutcome(C.PHASE_FAILED, Condition(
+            "Ready", "False", "PodFailedRepeatedly",
+            f"the sandbox pod failed {number + 1} times, the last time: {_failure(pod)}; the last pod is kept for "
+            f"inspection (kubectl describe pod {name(pod)})"), True, restarts, number, None)
+    counted = max(restarts, number + 1)
+    persisted = stored >= number + 1
+    ready = Condition("Ready", "False", "PodReplacing",
+                      f"the sandbox pod failed ({_failure(pod)}); replacing it (replacement {number + 1} of at most "
+                      f"{C.MAX_POD_REPLACEMENTS}), its volume is kept")
+    return PodOutcome(C.PHASE_CREATING, ready, not persisted, counted, number, None if persisted else CREATE_POLL_SECONDS)
 
 
 def _pod_status(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -357,7 +541,7 @@ def _unusable(parent: Mapping[str, Any], children: Any, related: Any, previous: 
     validated = Condition("Validated", "Unknown" if waiting else "False", reason, message)
     held = None if pods else warm.held_warm_pod(parent, related)
     if pods:
-        phase, ready = _cold_phase(pods[0])
+        phase, ready = _cold_phase(pods[0], now)
         status.update(_pod_status(pods[0]))
     elif held is not None:  # a warm pod still serves this sandbox: it runs, whatever the edit
         wp_status = held[1].get("status") or {}
@@ -373,7 +557,8 @@ def _unusable(parent: Mapping[str, Any], children: Any, related: Any, previous: 
         ready = Condition("Ready", "False", reason, f"the sandbox cannot start: {why} (see the Validated condition)")
     # Carry over what the previous, valid spec established (for a sandbox that keeps running).
     if isinstance(previous, Mapping) and (kept or held is not None):
-        for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed", "startTime", "expiresAt"):
+        for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed",
+                    "startTime", "expiresAt", "restarts"):
             if key in previous:
                 status.setdefault(key, previous[key])
     status["phase"] = phase

@@ -192,6 +192,8 @@ class SandboxSpec(Model):
     security_level: Optional[SecurityLevel] = None
     timeout: int = Field(default=C.DEFAULT_TIMEOUT_SECONDS, ge=1, le=C.MAX_TIMEOUT_SECONDS)
     lifetime_seconds: Optional[int] = Field(default=None, ge=0, le=31_536_000)
+    startup_timeout_seconds: int = Field(default=C.DEFAULT_STARTUP_TIMEOUT_SECONDS, ge=C.MIN_STARTUP_TIMEOUT_SECONDS,
+                                         le=C.MAX_STARTUP_TIMEOUT_SECONDS)
     resources: Resources = Field(default_factory=Resources)
     network_access: NetworkAccess = Field(default_factory=NetworkAccess)
     filesystem: Filesystem = Field(default_factory=Filesystem)

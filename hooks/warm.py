@@ -166,7 +166,35 @@ def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str
     return None
 
 
-COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout")
+REASON_WARM_POD_FAILED = "WarmPodFailed"
+COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout", REASON_WARM_POD_FAILED)
+
+
+def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool) -> Optional[tuple[Optional[str], str, str]]:
+    """(pool, WarmPod, what happened to it) when this sandbox's warm pod can no longer serve it:
+    bound to its UID and failed or going, or recorded as serving (status.warmPodUsed) and gone.
+    Called once held_warm_pod found nothing. After a cold start began, only the pod the status
+    says it ran on counts: the pool also deletes a warm pod it bound too late to a sandbox that
+    started cold, which is no failure."""
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    ref = previous.get("warmPodRef") if isinstance(previous, Mapping) and previous.get("warmPodUsed") is True else None
+    serving = ref.get("name") if isinstance(ref, Mapping) and isinstance(ref.get("name"), str) else None
+    mine = []
+    for wp in objects(related, C.GVK_WARMPOD):
+        spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
+        assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
+        if isinstance(assignment, Mapping) and uid(parent) and assignment.get("sandboxUid") == uid(parent) and namespace(wp) in ("", namespace(parent)):
+            mine.append(wp)
+    for wp in mine:
+        phase = (wp.get("status") or {}).get("phase") if isinstance(wp.get("status"), Mapping) else None
+        if (is_deleting(wp) or phase in ("Failed", "Terminating")) and (not started_cold or name(wp) == serving):
+            pools = [r.get("name") for r in wp.get("metadata", {}).get("ownerReferences") or []
+                     if isinstance(r, Mapping) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL]
+            return (str(pools[0]) if pools else None), name(wp), "is being deleted" if is_deleting(wp) else f"is {phase}"
+    if serving and serving not in {name(wp) for wp in mine}:
+        pool = previous.get("warmPool")
+        return (pool if isinstance(pool, str) else None), serving, "is gone"
+    return None
 
 
 def _cold_reason(parent: Mapping[str, Any]) -> Optional[tuple[str, str]]:
@@ -192,6 +220,12 @@ def decide(
     if held is not None:
         pool, wp = held
         return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
+    # A sandbox whose warm pod failed goes on cold at once: never back to waiting (Pending).
+    lost = None if _cold_reason(parent) else lost_warm_pod(parent, related, started_cold)
+    if lost is not None:
+        of_pool = f" of pool {lost[0]}" if lost[0] else ""
+        return WarmDecision("cold", lost[0], reason=REASON_WARM_POD_FAILED,
+                            message=f"warm pod {lost[1]}{of_pool} {lost[2]}; the sandbox goes on with a cold-started pod")
     if not requested(spec, parent):
         return WarmDecision("none")
     pool, why_not = choose_pool(spec, parent, eff, related)

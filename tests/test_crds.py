@@ -236,6 +236,7 @@ PRINTER_COLUMNS: dict[str, list[tuple[str, str, str, int]]] = {  # name, type, j
         ("Status", "string", ".status.phase", 0),
         ("Pod", "string", ".status.podName", 1),
         ("Warm", "boolean", ".status.warmPodUsed", 1),
+        ("Restarts", "integer", ".status.restarts", 1),
         ("Age", "date", ".metadata.creationTimestamp", 0),
     ],
     "SandboxProfile": [
@@ -279,7 +280,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
         "startTime": ("string", "date-time"), "endpoint": ("string", None), "serviceName": ("string", None),
         "expiresAt": ("string", "date-time"), "runtimeEnvironment": ("string", None), "securityLevel": ("string", None), "profile": ("string", None),
         "warmPool": ("string", None), "warmPodRef": ("object", None), "warmPodUsed": ("boolean", None),
-        "resources": ("object", None),
+        "restarts": ("integer", None), "resources": ("object", None),
     },
     "SandboxProfile": {"validated": ("boolean", None), "language": ("string", None)},
     "RuntimeEnvironment": {"available": ("boolean", None), "lastValidated": ("string", "date-time")},
@@ -364,7 +365,7 @@ def test_a_full_status_is_accepted_and_undeclared_fields_are_reported() -> None:
         "endpoint": "http://sandbox-minimal.demo.svc:8080", "serviceName": "sandbox-minimal",
         "expiresAt": "2026-01-02T04:04:05Z", "runtimeEnvironment": "python-3.10", "profile": "",
         "warmPool": "python", "warmPodRef": {"name": "python-abc", "namespace": "demo"}, "warmPodUsed": True,
-        "resources": {"cpuUsage": "10m", "memoryUsage": "20Mi"},
+        "restarts": 1, "resources": {"cpuUsage": "10m", "memoryUsage": "20Mi"},
     }
     validate_cr(sandbox)
     sandbox["status"]["conditions"][0]["status"] = "Yes"

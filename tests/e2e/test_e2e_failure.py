@@ -100,18 +100,85 @@ def test_a_new_sandbox_that_cannot_run_fails_with_its_reason(kube: Kube, namespa
 
 
 def test_status_says_what_the_pod_went_through(kube: Kube, namespace: str, rte: str) -> None:
-    """The fake kubelet reports an out-of-memory kill (the pod restarts: not ready) and an
-    eviction (the pod failed): the sandbox's status says so, in the kubelet's own words."""
-    kube.apply(sandbox("oom", namespace, rte), sandbox("evicted", namespace, rte))
-    for name in ("oom", "evicted"):
-        kube.wait_sandbox(namespace, name, "Running", ready=True, timeout=60)
+    """The fake kubelet reports an out-of-memory kill (the pod restarts: not ready): the sandbox's
+    status says so, in the kubelet's own words."""
+    kube.apply(sandbox("oom", namespace, rte))
+    kube.wait_sandbox(namespace, "oom", "Running", ready=True, timeout=60)
     kube.kubectl("annotate", "pod", "sandbox-oom", "-n", namespace, f"{fakenode.FAIL_ANNOTATION}=OOMKilled")
-    kube.kubectl("annotate", "pod", "sandbox-evicted", "-n", namespace, f"{fakenode.FAIL_ANNOTATION}=Evicted")
     oom = kube.wait_sandbox(namespace, "oom", "Running", ready=False, timeout=30)
-    assert condition(oom, "Ready")["reason"] == "PodNotReady"
-    evicted = kube.wait_sandbox(namespace, "evicted", "Failed", ready=False, timeout=30)
-    assert condition(evicted, "Ready")["reason"] == "PodFailed"
-    assert "low on resource: memory" in condition(evicted, "Ready")["message"]
+    ready = condition(oom, "Ready")
+    assert ready["reason"] == "PodNotReady" and "CrashLoopBackOff" in ready["message"] and "OOMKilled" in ready["message"], ready
+
+
+def test_an_evicted_pod_is_replaced_and_its_volume_stays(kube: Kube, namespace: str, rte: str) -> None:
+    """An eviction fails the pod (phase Failed): the sandbox gets a new pod on the same volume,
+    counts it in status.restarts and runs again."""
+    kube.apply(sandbox("evicted", namespace, rte, storage={"persistent": True, "volumeSize": "1Gi"}))
+    kube.wait_sandbox(namespace, "evicted", "Running", ready=True, timeout=60)
+    held = _uids(kube, namespace, "evicted")
+    kube.kubectl("annotate", "pod", "sandbox-evicted", "-n", namespace, f"{fakenode.FAIL_ANNOTATION}=Evicted")
+    replaced = kube.wait("a new pod, counted", lambda: (lambda sb: sb if (sb or {}).get("status", {}).get("restarts") == 1
+                         and sb["status"].get("phase") == "Running" and condition(sb, "Ready").get("status") == "True" else None)(
+                         kube.custom("Sandbox", namespace, "evicted")), 60,
+                         show=lambda: (kube.custom("Sandbox", namespace, "evicted") or {}).get("status"))
+    now = _uids(kube, namespace, "evicted")
+    assert now["Pod"] != held["Pod"] and now["PersistentVolumeClaim"] == held["PersistentVolumeClaim"], (held, now)
+    pod = kube.core("Pod", namespace, "sandbox-evicted")
+    assert pod is not None and pod["metadata"]["annotations"]["llmsafespace.dev/restarts"] == "1"
+    assert replaced["status"]["podName"] == "sandbox-evicted"
+
+
+def test_a_pod_that_cannot_pull_its_image_says_so_then_fails_at_its_startup_deadline(kube: Kube, namespace: str, rte: str) -> None:
+    kube.apply(sandbox("unpullable", namespace, rte, startupTimeoutSeconds=10, storage={"persistent": True, "volumeSize": "1Gi"}))
+    kube.wait("the pod", lambda: kube.core("Pod", namespace, "sandbox-unpullable"), 30)
+    kube.kubectl("annotate", "pod", "sandbox-unpullable", "-n", namespace, f"{fakenode.FAIL_ANNOTATION}=ImagePullBackOff")
+    stuck = kube.wait("Ready says ImagePullBackOff", lambda: (lambda sb: sb if condition(sb, "Ready").get("reason") == "ImagePullBackOff"
+                      else None)(kube.custom("Sandbox", namespace, "unpullable")), 30,
+                      show=lambda: (kube.custom("Sandbox", namespace, "unpullable") or {}).get("status"))
+    assert stuck["status"]["phase"] == "Creating" and "Back-off pulling image" in condition(stuck, "Ready")["message"]
+    held = _uids(kube, namespace, "unpullable")
+    # Nothing changes on the pod any more: only the hook's resyncAfterSeconds brings the deadline.
+    failed = kube.wait_sandbox(namespace, "unpullable", "Failed", ready=False, timeout=30)
+    ready = condition(failed, "Ready")
+    assert ready["reason"] == "StartupTimeout" and "ImagePullBackOff" in ready["message"], ready
+    print(f"\nwhat a user sees: Ready={ready['reason']}: {ready['message']}")
+    assert _uids(kube, namespace, "unpullable") == held, "the pod and the volume are kept"
+
+
+# Metacontroller logs the refusal and records it as a SyncError event on the sandbox: that is the
+# API server's answer, which the ChildrenCreated condition points to.
+REFUSED = (r"exceeded quota", r'RuntimeClass \\?"gvisor\\?" not found', r"SyncError")
+
+
+@pytest.mark.allow_errors(*REFUSED)
+@pytest.mark.parametrize("namespace", [{"llmsafespace.dev/quota-cpu": "1"}], indirect=True)
+def test_a_pod_refused_for_quota_is_named_with_its_likely_causes(kube: Kube, namespace: str, rte: str) -> None:
+    kube.apply(sandbox("greedy", namespace, rte, resources={"cpu": "2"}))
+    sb = kube.wait("ChildNotCreated", lambda: (lambda s: s if condition(s, "ChildrenCreated").get("reason") == "ChildNotCreated" else None)(
+        kube.custom("Sandbox", namespace, "greedy")), 60, show=lambda: (kube.custom("Sandbox", namespace, "greedy") or {}).get("status"))
+    message = condition(sb, "ChildrenCreated")["message"]
+    print(f"\nwhat a user sees (quota): ChildrenCreated=ChildNotCreated: {message}")
+    assert "Pod sandbox-greedy" in message and "ResourceQuota" in message and f"kubectl describe sandbox greedy -n {namespace}" in message
+    assert sb["status"]["phase"] == "Creating" and condition(sb, "Ready")["reason"] == "PodNotCreated"
+    events = [e for e in kube.events(namespace) if e.get("involvedObject", {}).get("name") == "greedy"]
+    assert any("exceeded quota" in (e.get("message") or "") for e in events), [e.get("message") for e in events]
+
+
+@pytest.mark.allow_errors(*REFUSED)
+def test_a_pod_refused_for_a_missing_runtime_class_is_named_with_its_likely_causes(kube: Kube, namespace: str, rte: str) -> None:
+    kube.kubectl("delete", "runtimeclass", fakenode.RUNTIME_CLASS)
+    try:
+        kube.apply(sandbox("isolated", namespace, rte, securityLevel="high"))
+        sb = kube.wait("ChildNotCreated", lambda: (lambda s: s if condition(s, "ChildrenCreated").get("reason") == "ChildNotCreated" else None)(
+            kube.custom("Sandbox", namespace, "isolated")), 60, show=lambda: (kube.custom("Sandbox", namespace, "isolated") or {}).get("status"))
+        message = condition(sb, "ChildrenCreated")["message"]
+        print(f"\nwhat a user sees (RuntimeClass): ChildrenCreated=ChildNotCreated: {message}")
+        assert "Pod sandbox-isolated" in message and f'RuntimeClass "{fakenode.RUNTIME_CLASS}" does not exist' in message
+    finally:
+        kube.apply({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": fakenode.RUNTIME_CLASS}, "handler": "runsc"})
+    # Once the RuntimeClass exists, the next creation attempt (every 5 s) succeeds.
+    sb = kube.wait_sandbox(namespace, "isolated", "Running", ready=True, timeout=60)
+    assert condition(sb, "ChildrenCreated")["status"] == "True"
 
 
 def test_runtime_and_profile_status_say_why_they_cannot_be_used(kube: Kube, namespace: str) -> None:
