@@ -17,15 +17,18 @@ from typing import Any, Iterable, Optional
 
 from . import constants as C
 from .meta import name
-from .quantity import parse_quantity
+from .quantity import parse_quantity, whole_cpus
 from .validators import (
     NetworkRule,
     Port,
+    ResourceDefaults,
+    ResourceRequirements,
     RuntimeEnvironmentSpec,
     SandboxProfileSpec,
     SandboxSpec,
     SpecError,
     parse_spec,
+    pinning_message,
 )
 
 SECURITY_RANK = {"standard": 0, "custom": 1, "high": 2}
@@ -187,6 +190,17 @@ def _floor(explicit: Optional[str], defaulted: str, minimum: Optional[str], what
     return minimum if parse_quantity(defaulted) < floor else defaulted
 
 
+def _cpu_source(spec: SandboxSpec, defaults: Optional[ResourceDefaults], req: ResourceRequirements, cpu: str) -> str:
+    """Where the effective CPU came from, for the message of a refusal."""
+    if spec.resources.cpu is not None:
+        return "spec.resources.cpu"
+    if req.min_cpu is not None and cpu == req.min_cpu:
+        return "the runtime's minCpu"
+    if defaults is not None and defaults.cpu is not None:
+        return "the profile's resourceDefaults.cpu"
+    return "the built-in default"
+
+
 def _dedupe_rules(rules: Iterable[NetworkRule]) -> tuple[NetworkRule, ...]:
     seen: dict[str, NetworkRule] = {}
     for rule in rules:
@@ -235,6 +249,8 @@ def merge(
     cpu = _floor(spec.resources.cpu, (defaults and defaults.cpu) or C.DEFAULT_CPU, req.min_cpu, "cpu")
     memory = _floor(spec.resources.memory, (defaults and defaults.memory) or C.DEFAULT_MEMORY, req.min_memory, "memory")
     ephemeral = spec.resources.ephemeral_storage or (defaults and defaults.ephemeral_storage) or C.DEFAULT_EPHEMERAL_STORAGE
+    if spec.resources.cpu_pinning and not whole_cpus(cpu):
+        raise ResolutionError("InvalidSpec", pinning_message(cpu, _cpu_source(spec, defaults, req, cpu)))
 
     # Filesystem: writable paths may not reach into the profile's read-only paths.
     if spec.filesystem.writable_paths is not None:

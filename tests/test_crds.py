@@ -502,6 +502,15 @@ CEL_CASES: list[tuple[str, dict[str, Any], Optional[str]]] = [
     ("pool-min-gt-max", _pool(minSize=3, maxSize=2), "minSize must not exceed maxSize"),
     ("pool-default-min-gt-max", _pool(minSize=5), None),
     ("pool-scripts-unique", _pool(preloadScripts=[{"name": "a", "script": "x"}, {"name": "b", "script": "x"}]), None),
+    # cpuPinning needs whole CPUs (the static CPU manager pins nothing else); an unset cpu may
+    # still come from a profile, which the hook checks.
+    ("pinning-integer", _sandbox(resources={"cpu": "2", "cpuPinning": True}), None),
+    ("pinning-integer-millis", _sandbox(resources={"cpu": "3000m", "cpuPinning": True}), None),
+    ("pinning-integer-decimal", _sandbox(resources={"cpu": "4.0", "cpuPinning": True}), None),
+    ("pinning-cpu-unset", _sandbox(resources={"cpuPinning": True}), None),
+    ("pinning-fraction-millis", _sandbox(resources={"cpu": "500m", "cpuPinning": True}), "cpuPinning needs a whole number of CPUs"),
+    ("pinning-fraction-decimal", _sandbox(resources={"cpu": "1.5", "cpuPinning": True}), "cpuPinning needs a whole number of CPUs"),
+    ("fraction-unpinned", _sandbox(resources={"cpu": "500m", "cpuPinning": False}), None),
     ("pool-scripts-duplicate", _pool(preloadScripts=[{"name": "a", "script": "x"}, {"name": "a", "script": "y"}]), "names must be unique"),
 ]
 
@@ -563,6 +572,7 @@ def test_cel_rules_are_all_exercised() -> None:
         ("Sandbox", ".spec.securityContext.seccompProfile"), ("Sandbox", ".spec.filesystem.readOnlyRoot"),
         ("WarmPool", ".spec"), ("WarmPool", ".spec.preloadScripts"), ("WarmPod", ".spec"),
         ("Sandbox", ".spec.storage"),  # test_storage_persistence_cannot_be_switched
+        ("Sandbox", ".spec.resources"),
     }
     assert {(k, p) for k, p, _r in ALL_RULES} == exercised
 

@@ -322,3 +322,55 @@ def test_invalid_edit_of_a_warm_served_sandbox_keeps_it_running() -> None:
     assert cond(out, "Validated")["reason"] == "RuntimeNotFound"
     assert out["status"]["warmPodUsed"] is True and out["status"]["podName"] == first["status"]["podName"]
     assert set(kinds(out)) == set(kinds(first))
+
+
+# --- CPU pinning needs whole CPUs (issue 12, item 10) ---------------------------------------------
+# The static CPU manager pins only containers of Guaranteed pods whose CPU is an integer: with
+# 500m (the default) the pod would run, scheduled on a pinning node, unpinned.
+
+PINNING_CASES = [
+    # (case id, sandbox resources, profile resourceDefaults or None, accepted cpu or None if refused)
+    ("explicit-integer", {"cpu": "2", "cpuPinning": True}, None, "2"),
+    ("explicit-millis-integer", {"cpu": "2000m", "cpuPinning": True}, None, "2000m"),
+    ("explicit-fraction", {"cpu": "1500m", "cpuPinning": True}, None, None),
+    ("built-in-default", {"cpuPinning": True}, None, None),
+    ("profile-integer", {"cpuPinning": True}, {"cpu": "2"}, "2"),
+    ("profile-fraction", {"cpuPinning": True}, {"cpu": "1.5"}, None),
+    ("fraction-without-pinning", {"cpu": "1500m"}, None, "1500m"),
+]
+
+
+@pytest.mark.parametrize("case,resources,defaults,cpu", PINNING_CASES, ids=[c[0] for c in PINNING_CASES])
+def test_cpu_pinning_needs_a_whole_number_of_cpus(case: str, resources: dict[str, Any], defaults: Any, cpu: Any) -> None:
+    spec: dict[str, Any] = {"resources": resources}
+    related = [RTE]
+    if defaults is not None:
+        spec["profileRef"] = {"name": "data-science"}
+        related.append(profile(resourceDefaults=defaults))
+    parent = sandbox("pinned", spec=spec)
+    out = sandbox_sync.sync(sync_request(parent, cases.account(parent), related=related), NOW)
+    if cpu is None:
+        validated = cond(out, "Validated")
+        assert (validated["status"], validated["reason"]) == ("False", "InvalidSpec")
+        assert "cpuPinning needs a whole number of CPUs" in validated["message"]
+        assert not [c for c in out["children"] if c["kind"] == "Pod"]
+    else:
+        pod = next(c for c in out["children"] if c["kind"] == "Pod")
+        assert pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] == cpu
+
+
+def test_cpu_pinning_refusal_names_where_the_cpu_came_from() -> None:
+    parent = sandbox("pinned", spec={"resources": {"cpuPinning": True}})
+    out = sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW)
+    assert "500m (the built-in default)" in cond(out, "Validated")["message"]
+
+
+def test_cpu_pinning_refusal_keeps_a_running_pod() -> None:
+    # An edit to an unpinnable CPU never takes the running pod away.
+    request = cases.cpu_pinning()
+    held, _ = settle(sandbox_sync.sync, request, pod_status=running_pod_status())
+    parent = copy.deepcopy(request["parent"])
+    parent["spec"]["resources"]["cpu"] = "2500m"
+    out = sandbox_sync.sync(sync_request(parent, held, related=[RTE]), NOW)
+    assert cond(out, "Validated")["reason"] == "InvalidSpec"
+    assert [c["metadata"]["name"] for c in out["children"] if c["kind"] == "Pod"] == ["sandbox-pinned"]
