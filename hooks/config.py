@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from . import constants as C
+
 ENV_PREFIX = "LLMSS_"
 
 
@@ -29,6 +31,9 @@ class Config:
     # StorageClass used for volumes whose retentionPolicy is Retain (its reclaimPolicy should be
     # Retain); empty means such sandboxes must name a class themselves.
     retain_storage_class: str = ""
+    # Bound on a pod's terminationGracePeriodSeconds (spec.timeout, or the default for warm pods):
+    # how long a deleted sandbox's code may keep running after SIGTERM.
+    max_termination_grace_seconds: int = C.DEFAULT_MAX_TERMINATION_GRACE_SECONDS
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> "Config":
@@ -45,6 +50,12 @@ class Config:
                 raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from exc
             if value < 0:
                 raise ValueError(f"{ENV_PREFIX}{name} must not be negative, got {value}")
+            return value
+
+        def positive(name: str, default: int) -> int:
+            value = integer(name, default)
+            if value < 1:
+                raise ValueError(f"{ENV_PREFIX}{name} must be at least 1, got {value}")
             return value
 
         def pairs(name: str, default: str) -> tuple[tuple[str, str], ...]:
@@ -72,6 +83,7 @@ class Config:
             dns_pod_labels=pairs("DNS_POD_LABELS", "k8s-app=kube-dns"),
             network_policy_flavour=flavour,
             retain_storage_class=get("RETAIN_STORAGE_CLASS", ""),
+            max_termination_grace_seconds=positive("MAX_TERMINATION_GRACE_SECONDS", defaults.max_termination_grace_seconds),
         )
 
 

@@ -82,6 +82,9 @@ DEFAULT_SECURITY_LEVEL: Final = "standard"
 SECURITY_LEVELS: Final = ("standard", "high", "custom")
 DEFAULT_TIMEOUT_SECONDS: Final = 300
 MAX_TIMEOUT_SECONDS: Final = 3600
+# Upper bound of a pod's termination grace period (operator setting, LLMSS_MAX_TERMINATION_GRACE_SECONDS):
+# the original's grace = spec.timeout kept a deleted sandbox's code running for up to an hour.
+DEFAULT_MAX_TERMINATION_GRACE_SECONDS: Final = 300
 DEFAULT_CPU: Final = "500m"
 DEFAULT_MEMORY: Final = "512Mi"
 DEFAULT_EPHEMERAL_STORAGE: Final = "1Gi"

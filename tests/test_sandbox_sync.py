@@ -374,3 +374,26 @@ def test_cpu_pinning_refusal_keeps_a_running_pod() -> None:
     out = sandbox_sync.sync(sync_request(parent, held, related=[RTE]), NOW)
     assert cond(out, "Validated")["reason"] == "InvalidSpec"
     assert [c["metadata"]["name"] for c in out["children"] if c["kind"] == "Pod"] == ["sandbox-pinned"]
+
+
+# --- termination grace (issue 12, item 11) --------------------------------------------------------
+# The original maps spec.timeout (up to 3600 s) to the pod's grace period: deleting a stuck
+# sandbox could keep its code running for an hour. The operator's maximum bounds it.
+
+@pytest.mark.parametrize("timeout,maximum,grace", [
+    (30, None, 30), (300, None, 300), (3600, None, 300),  # the default maximum keeps small timeouts
+    (3600, 60, 60), (20, 60, 20), (3600, 3600, 3600),
+])
+def test_termination_grace_is_the_timeout_bounded_by_the_operators_maximum(timeout: int, maximum: Any, grace: int) -> None:
+    config = Config() if maximum is None else Config(max_termination_grace_seconds=maximum)
+    parent = sandbox("slow", spec={"timeout": timeout})
+    out = sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW, config)
+    pod = next(c for c in out["children"] if c["kind"] == "Pod")
+    assert pod["spec"]["terminationGracePeriodSeconds"] == grace
+
+
+def test_max_termination_grace_is_read_from_the_environment() -> None:
+    assert Config.from_env({}).max_termination_grace_seconds == 300
+    assert Config.from_env({"LLMSS_MAX_TERMINATION_GRACE_SECONDS": "45"}).max_termination_grace_seconds == 45
+    with pytest.raises(ValueError, match="LLMSS_MAX_TERMINATION_GRACE_SECONDS"):
+        Config.from_env({"LLMSS_MAX_TERMINATION_GRACE_SECONDS": "0"})
