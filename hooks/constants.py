@@ -73,6 +73,7 @@ ANNOTATION_GVISOR: Final = f"{GROUP}/gvisor"
 SANDBOX_CONTAINER: Final = "sandbox"
 SANDBOX_PORT: Final = 8080
 SANDBOX_PORT_NAME: Final = "http"
+DNS_PORT: Final = 53
 LIVENESS_PATH: Final = "/health"
 READINESS_PATH: Final = "/ready"
 DATA_MOUNT_PATH: Final = "/data"

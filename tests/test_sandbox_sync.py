@@ -397,3 +397,28 @@ def test_max_termination_grace_is_read_from_the_environment() -> None:
     assert Config.from_env({"LLMSS_MAX_TERMINATION_GRACE_SECONDS": "45"}).max_termination_grace_seconds == 45
     with pytest.raises(ValueError, match="LLMSS_MAX_TERMINATION_GRACE_SECONDS"):
         Config.from_env({"LLMSS_MAX_TERMINATION_GRACE_SECONDS": "0"})
+
+
+# --- NodeLocal DNSCache (issue 12, item 14; the network analysis is in tests/test_isolation.py) ----
+
+def test_node_local_dns_adds_its_addresses_on_its_port_only() -> None:
+    config = Config(node_local_dns_addresses=("10.96.0.10", "169.254.20.10", "fd00::a"), node_local_dns_port=5353)
+    parent = sandbox("resolver")
+    out = kinds(sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW, config))
+    rules = out[("NetworkPolicy", "sandbox-resolver-dns")]["spec"]["egress"]
+    assert rules[1] == {
+        "to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}, {"ipBlock": {"cidr": "169.254.20.10/32"}}, {"ipBlock": {"cidr": "fd00::a/128"}}],
+        "ports": [{"port": 5353, "protocol": "UDP"}, {"port": 5353, "protocol": "TCP"}],
+    }
+    default = kinds(sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW))
+    assert len(default[("NetworkPolicy", "sandbox-resolver-dns")]["spec"]["egress"]) == 1
+
+
+def test_node_local_dns_is_read_from_the_environment() -> None:
+    config = Config.from_env({"LLMSS_NODE_LOCAL_DNS_ADDRESSES": "169.254.20.10, 10.96.0.10", "LLMSS_NODE_LOCAL_DNS_PORT": "5353"})
+    assert (config.node_local_dns_addresses, config.node_local_dns_port) == (("10.96.0.10", "169.254.20.10"), 5353)
+    assert (Config.from_env({}).node_local_dns_addresses, Config.from_env({}).node_local_dns_port) == ((), 53)
+    with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_ADDRESSES entries must be IP addresses"):
+        Config.from_env({"LLMSS_NODE_LOCAL_DNS_ADDRESSES": "169.254.20.0/24"})
+    with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_PORT"):
+        Config.from_env({"LLMSS_NODE_LOCAL_DNS_PORT": "70000"})
