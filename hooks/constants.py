@@ -131,6 +131,9 @@ CONDITION_AVAILABLE: Final = "Available"  # RuntimeEnvironment
 CONDITION_VALIDATED: Final = "Validated"  # SandboxProfile (and Sandbox)
 # Security features a RuntimeEnvironment may claim; anything else fails its validation.
 RUNTIME_SECURITY_FEATURES: Final = ("apparmor", "gvisor", "non-root", "readonly-rootfs", "seccomp", "selinux")
+# What a security level needs the runtime to declare in spec.securityFeatures ("gvisor": the image
+# runs under the high-security runtime class, LLMSS_HIGH_SECURITY_RUNTIME_CLASS, gVisor by default).
+LEVEL_SECURITY_FEATURES: Final[dict[str, tuple[str, ...]]] = {"high": ("gvisor",)}
 # Package managers per well-known language; a language not listed accepts any well-formed name.
 PACKAGE_MANAGERS: Final[dict[str, tuple[str, ...]]] = {
     "python": ("conda", "mamba", "pdm", "pip", "pipenv", "poetry", "uv"),
