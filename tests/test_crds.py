@@ -629,3 +629,30 @@ def test_storage_persistence_cannot_be_switched() -> None:
     grown = copy.deepcopy(old)
     grown["spec"]["storage"]["volumeSize"] = "10Gi"
     validate_cr(grown, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Descriptions say what the code does (issue 12, item 12: "empty allows every port" while an
+# empty list opened 443 and 80).
+
+
+def _description(kind: str, path: str) -> str:
+    return dict(nodes(crd_schema(kind)))[path]["description"]
+
+
+def test_descriptions_state_the_built_behaviour() -> None:
+    from hooks.builders import network_policy as np
+    from hooks import constants as C
+    defaults = [f"{port}/{proto}" for port, proto in np.DEFAULT_EGRESS_PORTS]
+    sandbox_ports = _description("Sandbox", ".spec.networkAccess.egress[*].ports")
+    profile_ports = _description("SandboxProfile", ".spec.networkPolicies[*].rules[*].ports")
+    for text in (sandbox_ports, profile_ports):
+        assert "every port" not in text and all(d in text for d in defaults), text
+    assert f"{C.SANDBOX_PORT}/TCP" in profile_ports
+    assert "public IPv4" in _description("Sandbox", ".spec.networkAccess.egress[*].domain")
+    assert "private" in _description("Sandbox", ".spec.networkAccess.egress[*].cidr")
+    assert "creation" in _description("Sandbox", ".spec.lifetimeSeconds")
+    assert "ready" not in _description("Sandbox", ".status.startTime")
+    assert "mounted" not in _description("SandboxProfile", ".spec.filesystemConfig.readOnlyPaths")
+    assert "cidr" in _description("SandboxProfile", ".spec.networkPolicies[*].rules")
+    assert "default" in _description("SandboxProfile", ".spec.resourceDefaults")
