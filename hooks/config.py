@@ -2,9 +2,12 @@
 sets the variables) and passed to the pure hooks as an argument, so hooks stay free of I/O."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Mapping
+
+from . import constants as C
 
 ENV_PREFIX = "LLMSS_"
 
@@ -24,11 +27,19 @@ class Config:
     # Cluster DNS, the only in-cluster destination a sandbox may reach by default.
     dns_namespace: str = "kube-system"
     dns_pod_labels: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
+    # NodeLocal DNSCache: the addresses pods send DNS queries to on their node (169.254.20.10, and
+    # the kube-dns Service IP where node-local-dns binds it too), and its port. Neither is a kube-dns
+    # pod, and link-local is excluded from every egress rule, so without them resolution fails.
+    node_local_dns_addresses: tuple[str, ...] = ()
+    node_local_dns_port: int = C.DNS_PORT
     # "kubernetes" emits standard NetworkPolicies only (the only flavour so far).
     network_policy_flavour: str = "kubernetes"
     # StorageClass used for volumes whose retentionPolicy is Retain (its reclaimPolicy should be
     # Retain); empty means such sandboxes must name a class themselves.
     retain_storage_class: str = ""
+    # Bound on a pod's terminationGracePeriodSeconds (spec.timeout, or the default for warm pods):
+    # how long a deleted sandbox's code may keep running after SIGTERM.
+    max_termination_grace_seconds: int = C.DEFAULT_MAX_TERMINATION_GRACE_SECONDS
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> "Config":
@@ -46,6 +57,27 @@ class Config:
             if value < 0:
                 raise ValueError(f"{ENV_PREFIX}{name} must not be negative, got {value}")
             return value
+
+        def positive(name: str, default: int) -> int:
+            value = integer(name, default)
+            if value < 1:
+                raise ValueError(f"{ENV_PREFIX}{name} must be at least 1, got {value}")
+            return value
+
+        def port(name: str, default: int) -> int:
+            value = integer(name, default)
+            if not 1 <= value <= 65535:
+                raise ValueError(f"{ENV_PREFIX}{name} must be a port (1-65535), got {value}")
+            return value
+
+        def addresses(name: str) -> tuple[str, ...]:
+            out = set()
+            for item in filter(None, (a.strip() for a in get(name, "").split(","))):
+                try:
+                    out.add(str(ipaddress.ip_address(item)))
+                except ValueError:
+                    raise ValueError(f"{ENV_PREFIX}{name} entries must be IP addresses, got {item!r}") from None
+            return tuple(sorted(out))
 
         def pairs(name: str, default: str) -> tuple[tuple[str, str], ...]:
             out = []
@@ -70,8 +102,11 @@ class Config:
             api_namespace=get("API_NAMESPACE", defaults.api_namespace),
             dns_namespace=get("DNS_NAMESPACE", defaults.dns_namespace),
             dns_pod_labels=pairs("DNS_POD_LABELS", "k8s-app=kube-dns"),
+            node_local_dns_addresses=addresses("NODE_LOCAL_DNS_ADDRESSES"),
+            node_local_dns_port=port("NODE_LOCAL_DNS_PORT", defaults.node_local_dns_port),
             network_policy_flavour=flavour,
             retain_storage_class=get("RETAIN_STORAGE_CLASS", ""),
+            max_termination_grace_seconds=positive("MAX_TERMINATION_GRACE_SECONDS", defaults.max_termination_grace_seconds),
         )
 
 

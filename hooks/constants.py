@@ -77,6 +77,7 @@ ANNOTATION_GVISOR: Final = f"{GROUP}/gvisor"
 SANDBOX_CONTAINER: Final = "sandbox"
 SANDBOX_PORT: Final = 8080
 SANDBOX_PORT_NAME: Final = "http"
+DNS_PORT: Final = 53
 LIVENESS_PATH: Final = "/health"
 READINESS_PATH: Final = "/ready"
 DATA_MOUNT_PATH: Final = "/data"
@@ -94,6 +95,9 @@ MAX_STARTUP_TIMEOUT_SECONDS: Final = 86400
 # the next failure is final (phase Failed, the last pod kept for inspection).
 MAX_POD_REPLACEMENTS: Final = 3
 MAX_TIMEOUT_SECONDS: Final = 3600
+# Upper bound of a pod's termination grace period (operator setting, LLMSS_MAX_TERMINATION_GRACE_SECONDS):
+# the original's grace = spec.timeout kept a deleted sandbox's code running for up to an hour.
+DEFAULT_MAX_TERMINATION_GRACE_SECONDS: Final = 300
 DEFAULT_CPU: Final = "500m"
 DEFAULT_MEMORY: Final = "512Mi"
 DEFAULT_EPHEMERAL_STORAGE: Final = "1Gi"
@@ -139,6 +143,9 @@ CONDITION_AVAILABLE: Final = "Available"  # RuntimeEnvironment
 CONDITION_VALIDATED: Final = "Validated"  # SandboxProfile (and Sandbox)
 # Security features a RuntimeEnvironment may claim; anything else fails its validation.
 RUNTIME_SECURITY_FEATURES: Final = ("apparmor", "gvisor", "non-root", "readonly-rootfs", "seccomp", "selinux")
+# What a security level needs the runtime to declare in spec.securityFeatures ("gvisor": the image
+# runs under the high-security runtime class, LLMSS_HIGH_SECURITY_RUNTIME_CLASS, gVisor by default).
+LEVEL_SECURITY_FEATURES: Final[dict[str, tuple[str, ...]]] = {"high": ("gvisor",)}
 # Package managers per well-known language; a language not listed accepts any well-formed name.
 PACKAGE_MANAGERS: Final[dict[str, tuple[str, ...]]] = {
     "python": ("conda", "mamba", "pdm", "pip", "pipenv", "poetry", "uv"),

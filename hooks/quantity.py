@@ -35,3 +35,13 @@ def parse_quantity(value: str | int | float) -> Decimal:
         return base * (Decimal(10) ** int(suffix[1:]))
     except (DecimalException, OverflowError) as exc:  # DecimalException: also Overflow of huge exponents (1e1000000)
         raise ValueError(f"{value!r} is not a Kubernetes quantity") from exc
+
+
+def whole_cpus(value: str) -> bool:
+    """Whether a CPU quantity is a whole number of CPUs ("2", "2000m", "2.0"): the static CPU
+    manager pins only those (kubelet: Guaranteed pod, integer CPU request)."""
+    try:
+        amount = parse_quantity(value)
+    except ValueError:
+        return False
+    return amount > 0 and amount == amount.to_integral_value()

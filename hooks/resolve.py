@@ -17,15 +17,18 @@ from typing import Any, Iterable, Optional
 
 from . import constants as C
 from .meta import name
-from .quantity import parse_quantity
+from .quantity import parse_quantity, whole_cpus
 from .validators import (
     NetworkRule,
     Port,
+    ResourceDefaults,
+    ResourceRequirements,
     RuntimeEnvironmentSpec,
     SandboxProfileSpec,
     SandboxSpec,
     SpecError,
     parse_spec,
+    pinning_message,
 )
 
 SECURITY_RANK = {"standard": 0, "custom": 1, "high": 2}
@@ -98,6 +101,7 @@ def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tu
     1. A RuntimeEnvironment whose name equals the reference wins.
     2. Otherwise `language:version` matches spec.language and spec.version; a bare `language`
        matches every version of it and the highest version wins.
+    3. Otherwise the runtimes whose spec.tags contain the reference.
     Among several candidates the available ones win, then the highest version, then the
     lexicographically smallest name, so the choice is deterministic."""
     parsed: list[tuple[str, RuntimeEnvironmentSpec, Mapping[str, Any]]] = []
@@ -116,7 +120,10 @@ def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tu
             if p[1].language == language and (not version or (p[1].version or "") == version)
         ]
     if not candidates:
-        raise ResolutionError("RuntimeNotFound", f"no RuntimeEnvironment matches runtime {reference!r} (by name, or as language:version)")
+        # 3. A tag: every runtime that lists it (spec.tags), e.g. "data-science".
+        candidates = [p for p in parsed if reference in p[1].tags]
+    if not candidates:
+        raise ResolutionError("RuntimeNotFound", f"no RuntimeEnvironment matches runtime {reference!r} (by name, as language:version, or by tag)")
     # Stable sorts, least significant key first: name, then highest version, then availability.
     candidates.sort(key=lambda p: p[0])
     candidates.sort(key=lambda p: _version_key(p[1].version or ""), reverse=True)
@@ -187,6 +194,41 @@ def _floor(explicit: Optional[str], defaulted: str, minimum: Optional[str], what
     return minimum if parse_quantity(defaulted) < floor else defaulted
 
 
+def check_security_features(level: str, runtime_name: str, runtime: RuntimeEnvironmentSpec) -> None:
+    """A level needs the runtime to declare the features it relies on (spec.securityFeatures):
+    an image that does not run under gVisor must not be offered as `high`."""
+    missing = [f for f in C.LEVEL_SECURITY_FEATURES.get(level, ()) if f not in runtime.security_features]
+    if missing:
+        raise ResolutionError(
+            "RuntimeLacksSecurityFeature",
+            f"securityLevel {level} needs a runtime whose spec.securityFeatures lists {', '.join(repr(f) for f in missing)}; "
+            f"RuntimeEnvironment {runtime_name!r} lists {list(runtime.security_features)}",
+        )
+
+
+def _usable(quantity: Optional[str]) -> Optional[str]:
+    """A runtime's recommendation, when it is a positive quantity (a bad one is reported on the runtime)."""
+    if quantity is None:
+        return None
+    try:
+        return quantity if parse_quantity(quantity) > 0 else None
+    except ValueError:
+        return None
+
+
+def _cpu_source(spec: SandboxSpec, defaults: Optional[ResourceDefaults], req: ResourceRequirements, cpu: str) -> str:
+    """Where the effective CPU came from, for the message of a refusal."""
+    if spec.resources.cpu is not None:
+        return "spec.resources.cpu"
+    if req.min_cpu is not None and cpu == req.min_cpu:
+        return "the runtime's minCpu"
+    if defaults is not None and defaults.cpu is not None:
+        return "the profile's resourceDefaults.cpu"
+    if _usable(req.recommended_cpu) is not None:
+        return "the runtime's recommendedCpu"
+    return "the built-in default"
+
+
 def _dedupe_rules(rules: Iterable[NetworkRule]) -> tuple[NetworkRule, ...]:
     seen: dict[str, NetworkRule] = {}
     for rule in rules:
@@ -216,6 +258,8 @@ def merge(
     if prof and SECURITY_RANK[level] < SECURITY_RANK[prof.security_level]:
         raise ResolutionError("SecurityWeakening", f"securityLevel {level!r} is weaker than the profile's {prof.security_level!r}")
 
+    check_security_features(level, runtime_name, runtime)
+
     # Seccomp: a profile's Localhost profile is binding.
     sc = spec.security_context.seccomp_profile
     if prof and prof.seccomp_profile:
@@ -229,12 +273,15 @@ def merge(
     if level == "custom" and seccomp.type != C.SECCOMP_LOCALHOST:
         raise ResolutionError("InvalidSpec", "securityLevel custom needs a Localhost seccomp profile, from the sandbox or its profile")
 
-    # Resources: sandbox > profile > built-in, then the runtime's minimum.
+    # Resources: sandbox > profile > the runtime's recommendation > built-in, then the runtime's minimum.
     defaults = prof.resource_defaults if prof else None
     req = runtime.resource_requirements
-    cpu = _floor(spec.resources.cpu, (defaults and defaults.cpu) or C.DEFAULT_CPU, req.min_cpu, "cpu")
-    memory = _floor(spec.resources.memory, (defaults and defaults.memory) or C.DEFAULT_MEMORY, req.min_memory, "memory")
+    cpu = _floor(spec.resources.cpu, (defaults and defaults.cpu) or _usable(req.recommended_cpu) or C.DEFAULT_CPU, req.min_cpu, "cpu")
+    memory = _floor(spec.resources.memory, (defaults and defaults.memory) or _usable(req.recommended_memory) or C.DEFAULT_MEMORY,
+                    req.min_memory, "memory")
     ephemeral = spec.resources.ephemeral_storage or (defaults and defaults.ephemeral_storage) or C.DEFAULT_EPHEMERAL_STORAGE
+    if spec.resources.cpu_pinning and not whole_cpus(cpu):
+        raise ResolutionError("InvalidSpec", pinning_message(cpu, _cpu_source(spec, defaults, req, cpu)))
 
     # Filesystem: writable paths may not reach into the profile's read-only paths.
     if spec.filesystem.writable_paths is not None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from . import constants as C
-from .quantity import parse_quantity
+from .quantity import parse_quantity, whole_cpus
 
 SecurityLevel = Literal["standard", "high", "custom"]
 Protocol = Literal["TCP", "UDP"]
@@ -94,7 +94,7 @@ class Resources(Model):
     # No schema default for the quantities: a profile's resourceDefaults must be able to fill
     # them, and an API-server default would be indistinguishable from a user's choice. The
     # effective defaults (500m / 512Mi / 1Gi, as in the original) are applied in hooks/resolve.py.
-    cpu: Optional[str] = Field(default=None, pattern=CPU_PATTERN)
+    cpu: Optional[str] = Field(default=None, max_length=32, pattern=CPU_PATTERN)
     memory: Optional[str] = Field(default=None, pattern=MEMORY_PATTERN)
     ephemeral_storage: Optional[str] = Field(default=None, pattern=MEMORY_PATTERN)
     cpu_pinning: bool = False
@@ -103,6 +103,18 @@ class Resources(Model):
     @classmethod
     def _positive(cls, value: Optional[str]) -> Optional[str]:
         return _check_quantity(value, "a resource quantity")
+
+    @model_validator(mode="after")
+    def _pinning_needs_whole_cpus(self) -> "Resources":
+        # Mirrors the CRD's CEL rule on spec.resources; an unset cpu is checked once resolved.
+        if self.cpu_pinning and self.cpu is not None and not whole_cpus(self.cpu):
+            raise ValueError(pinning_message(self.cpu, "spec.resources.cpu"))
+        return self
+
+
+def pinning_message(cpu: str, source: str) -> str:
+    return (f"cpuPinning needs a whole number of CPUs in resources.cpu (e.g. 1, 2 or 2000m), got {cpu} ({source}): "
+            "the static CPU manager pins only Guaranteed pods with integer CPUs, a fractional CPU would run unpinned")
 
 
 class SeccompProfile(Model):

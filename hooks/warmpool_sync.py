@@ -40,7 +40,7 @@ from . import warm
 from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time, uid
-from .resolve import ResolutionError, merge, resolve_runtime
+from .resolve import ResolutionError, check_security_features, merge, resolve_runtime
 from .response import as_desired, composite_response, parent_of
 from .validators import SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec
 
@@ -152,6 +152,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     runtimes = objects(related, C.GVK_RUNTIME)
     try:
         runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
+        check_security_features(spec.security_level, runtime_name, runtime)
     except ResolutionError as exc:
         return _unusable(parent, members, previous, exc.reason, exc.message, exc.waiting, now)
 

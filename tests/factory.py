@@ -24,7 +24,9 @@ def runtime(name: str = "python-3.10", language: str = "python", version: str = 
         "apiVersion": C.API_VERSION,
         "kind": C.KIND_RUNTIME,
         "metadata": {"name": name, "uid": fake_uid("rte", name), "generation": 1, "creationTimestamp": "2026-11-01T00:00:00Z"},
-        "spec": {"image": f"ghcr.io/llmsafespace/runtime-{language}:{version}", "language": language, "version": version, **spec},
+        # Made for gVisor, like examples/runtimeenvironment-python.yaml: securityLevel high needs it.
+        "spec": {"image": f"ghcr.io/llmsafespace/runtime-{language}:{version}", "language": language, "version": version,
+                 "securityFeatures": ["gvisor", "seccomp"], **spec},
     }
     if available is not None:
         obj["status"] = {"available": available}

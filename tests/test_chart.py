@@ -413,6 +413,17 @@ def test_hook_config_accepts_the_rendered_environment(values: Path | None) -> No
         assert env["LOG_LEVEL"] == "DEBUG" and "--log-level=debug" in env["GUNICORN_CMD_ARGS"]
 
 
+def test_node_local_dns_reaches_the_hooks() -> None:
+    env = env_of(render(None, "--set", "config.nodeLocalDnsAddresses={169.254.20.10,10.96.0.10}", "--set", "config.nodeLocalDnsPort=5353"))
+    config = Config.from_env(env)
+    assert (config.node_local_dns_addresses, config.node_local_dns_port) == (("10.96.0.10", "169.254.20.10"), 5353)
+
+
+def test_termination_grace_bound_reaches_the_hooks() -> None:
+    env = env_of(render(None, "--set", "config.maxTerminationGraceSeconds=45"))
+    assert Config.from_env(env).max_termination_grace_seconds == 45
+
+
 # --- bearer token ---------------------------------------------------------------------------------
 
 def _auth_objects(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], str, str]:
@@ -561,6 +572,8 @@ def test_checkov_finds_nothing_unexpected(tmp_path: Path) -> None:
         (["--set", "replicaCoutn=3"], "additional properties 'replicaCoutn' not allowed"),
         (["--set", "hookAuth.enabeld=false"], "at '/hookAuth': additional properties 'enabeld' not allowed"),
         (["--set", "config.warmPodWaitSeconds=-1"], "at '/config/warmPodWaitSeconds': minimum: got -1, want 0"),
+        (["--set", "config.maxTerminationGraceSeconds=0"], "at '/config/maxTerminationGraceSeconds': minimum: got 0, want 1"),
+        (["--set", "config.nodeLocalDnsAddresses={169.254.20.0/24}"], "at '/config/nodeLocalDnsAddresses/0'"),
         (["--set", "config.highSecurityRuntimeClass=Bad_Name"],
          "at '/config/highSecurityRuntimeClass': 'Bad_Name' does not match pattern"),
         (["--set", "config.networkPolicyFlavour=calico"], "at '/config/networkPolicyFlavour': value must be 'kubernetes'"),
@@ -573,7 +586,7 @@ def test_checkov_finds_nothing_unexpected(tmp_path: Path) -> None:
         (["--set", "extraEnv[0].name=LLMSS_HOOK_TOKEN,extraEnv[0].value=x"],
          "extraEnv: LLMSS_HOOK_TOKEN is set by the chart from its values"),
     ],
-    ids=["replicas-not-int", "unknown-key", "unknown-key-in-section", "negative-warm-wait", "bad-runtime-class",
+    ids=["replicas-not-int", "unknown-key", "unknown-key-in-section", "negative-warm-wait", "zero-grace", "node-local-dns-cidr", "bad-runtime-class",
          "unknown-flavour", "bad-registry", "root-user", "bad-label-value", "hpa-min-over-max", "reserved-env"],
 )
 def test_bad_values_are_rejected_with_a_clear_message(args: list[str], message: str) -> None:

@@ -38,8 +38,8 @@ from tests.tooling import tool
 # What the hooks emit
 
 
-def _children(path: str, request: dict[str, Any]) -> list[dict[str, Any]]:
-    return ROUTES[path].function(copy.deepcopy(request), NOW, Config())["children"]
+def _children(path: str, request: dict[str, Any], config: Config = Config()) -> list[dict[str, Any]]:
+    return ROUTES[path].function(copy.deepcopy(request), NOW, config)["children"]
 
 
 def warmpod_parent(name: str = "python-0", assigned_to: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -306,15 +306,16 @@ def _sandboxes() -> dict[str, dict[str, Any]]:
 class Topology:
     """Pods, namespaces and the emitted policies, written for nca."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, config: Config = Config()) -> None:
         self.dir = directory
+        self.config = config
         self.policies: list[dict[str, Any]] = []
         self.pods: list[dict[str, Any]] = []
         self.sandbox_pods: dict[str, str] = {}  # sandbox name -> "ns/pod"
         self.ingress_open: set[str] = set()
         rte = runtime()
         for sb_name, parent in _sandboxes().items():
-            children = _children("/sandbox/sync", sandbox_cases.creating(parent, rte))
+            children = _children("/sandbox/sync", sandbox_cases.creating(parent, rte), config)
             self.policies += [c for c in children if c["kind"] == "NetworkPolicy"]
             pod = next(c for c in children if c["kind"] == "Pod")
             self.pods.append(pod)
@@ -342,15 +343,15 @@ class Topology:
 
     def _add_warm_pods(self, rte: dict[str, Any]) -> None:
         """An idle warm pod, and a sandbox served by a warm pod (its policies select the pod)."""
-        idle = _children("/warmpod/sync", warmpod_request(warmpod_parent("python-0")))
+        idle = _children("/warmpod/sync", warmpod_request(warmpod_parent("python-0")), self.config)
         self.policies += [c for c in idle if c["kind"] == "NetworkPolicy"]
         self.idle_warm_pod = f"{TENANT}/" + next(c for c in idle if c["kind"] == "Pod")["metadata"]["name"]
         self.pods += [c for c in idle if c["kind"] == "Pod"]
         warm_request = sandbox_cases.warm_bound()
         parent = warm_request["parent"]
-        assigned = _children("/warmpod/sync", warmpod_request(warmpod_parent("python-1", assigned_to=parent)))
+        assigned = _children("/warmpod/sync", warmpod_request(warmpod_parent("python-1", assigned_to=parent)), self.config)
         self.policies += [c for c in assigned if c["kind"] == "NetworkPolicy"]
-        self.policies += [c for c in _children("/sandbox/sync", warm_request) if c["kind"] == "NetworkPolicy"]
+        self.policies += [c for c in _children("/sandbox/sync", warm_request, self.config) if c["kind"] == "NetworkPolicy"]
         pod = next(c for c in assigned if c["kind"] == "Pod")
         self.pods.append(pod)
         self.sandbox_pods[parent["metadata"]["name"]] = f"{TENANT}/{pod['metadata']['name']}"
@@ -405,6 +406,10 @@ def _endpoint(text: str) -> Any:
 
 @pytest.fixture(scope="module")
 def connectivity(topology: Topology) -> dict[tuple[Any, Any], frozenset[tuple[str, int]]]:
+    return _connectivity(topology)
+
+
+def _connectivity(topology: Topology) -> dict[tuple[Any, Any], frozenset[tuple[str, int]]]:
     result = topology.nca("--connectivity", str(topology.np_file), "--output_format", "txt_no_fw_rules", "--print_ipv6")
     assert result.returncode == 0, result.stdout + result.stderr
     conns: dict[tuple[Any, Any], frozenset[tuple[str, int]]] = {}
@@ -554,3 +559,50 @@ def test_nca_permits_what_sandboxes_need(topology: Topology) -> None:
                                  [{"ipBlock": {"cidr": "203.0.113.0/24"}}], [("TCP", 5432), ("UDP", 53)]))
     result = _query(topology, "permits", statements, "permit.yaml")
     assert result.returncode == 0, f"nca --permits failed:\n{result.stdout}\n{result.stderr}"
+
+
+# NodeLocal DNSCache: pods query a link-local address on their node (169.254.20.10), which the
+# private-range exclusion and the kube-dns pod selector both block. The operator names it.
+NODE_LOCAL_DNS = ipaddress.ip_address("169.254.20.10")
+NODE_LOCAL_CONFIG = Config(node_local_dns_addresses=(str(NODE_LOCAL_DNS),), node_local_dns_port=53)
+
+
+@pytest.fixture(scope="module")
+def node_local_topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
+    return Topology(tmp_path_factory.mktemp("nca-node-local"), NODE_LOCAL_CONFIG)
+
+
+def _link_local(connectivity: dict[Any, Any], pod: str) -> dict[Any, frozenset[tuple[str, int]]]:
+    net = ipaddress.ip_network("169.254.0.0/16")
+    return {dst: conn for (src, dst), conn in connectivity.items()
+            if src == pod and not isinstance(dst, str) and _overlaps(dst[0], dst[1], net)}
+
+
+def test_node_local_dns_is_reachable_on_exactly_its_address_and_port(node_local_topology: Topology) -> None:
+    conns = _connectivity(node_local_topology)
+    for pod in node_local_topology.sandbox_pods.values():
+        assert _link_local(conns, pod) == {(NODE_LOCAL_DNS, NODE_LOCAL_DNS): DNS}, f"{pod}: {_link_local(conns, pod)}"
+        targets = {dst for (src, dst) in conns if src == pod and isinstance(dst, str)}
+        assert targets == {DNS_POD, API_POD}, f"{pod} reaches {sorted(targets)}"  # kube-dns stays reachable
+    # An idle warm pod still reaches nothing.
+    if "/warmpod/sync" in ROUTES:
+        assert not {k for k in conns if node_local_topology.idle_warm_pod in k}
+
+
+def test_node_local_dns_is_closed_by_default(topology: Topology, connectivity: dict[Any, Any]) -> None:
+    for pod in topology.sandbox_pods.values():
+        assert _link_local(connectivity, pod) == {}, pod
+
+
+def test_nca_permits_node_local_dns_and_forbids_its_other_ports(node_local_topology: Topology) -> None:
+    allowed, forbidden = [], []
+    for sb_name in sorted(node_local_topology.sandbox_pods):
+        sel = _sandbox_selector(node_local_topology, sb_name)
+        peer = [{"ipBlock": {"cidr": f"{NODE_LOCAL_DNS}/32"}}]
+        allowed.append(_statement(f"{sb_name}-node-local-dns", TENANT, sel, "Egress", peer, sorted(DNS)))
+        forbidden.append(_statement(f"{sb_name}-node-local-other", TENANT, sel, "Egress", peer, [("TCP", 80), ("TCP", 8080), ("UDP", 123)]))
+        forbidden.append(_statement(f"{sb_name}-metadata", TENANT, sel, "Egress", [{"ipBlock": {"cidr": "169.254.169.254/32"}}]))
+    permits = _query(node_local_topology, "permits", allowed, "permit-node-local.yaml")
+    assert permits.returncode == 0, f"nca --permits failed:\n{permits.stdout}\n{permits.stderr}"
+    forbids = _query(node_local_topology, "forbids", forbidden, "forbid-node-local.yaml")
+    assert forbids.returncode == 0, f"nca --forbids failed:\n{forbids.stdout}\n{forbids.stderr}"

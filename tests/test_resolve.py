@@ -42,6 +42,12 @@ RESOLVE_OK: list[tuple[str, str, list[dict[str, Any]], str]] = [
      [runtime("python-a", "python", "3.10", available=False), runtime("python-b", "python", "3.10")], "python-b"),
     ("invalid runtime skipped", "python", [PY39, BROKEN], "python-3.9"),
     ("other language ignored", "nodejs", [PY310, NODE20], "node-20"),
+    # Tags (issue 12, item 13): a reference that is no name and no language picks among the
+    # runtimes tagged with it, by the same order.
+    ("by tag", "data-science", [PY39, runtime("py-ds", "python", "3.11", tags=["data-science"])], "py-ds"),
+    ("by tag, highest version", "ml", [runtime("ml-a", "python", "3.9", tags=["ml"]), runtime("ml-b", "python", "3.11", tags=["ml", "x"])], "ml-b"),
+    ("language beats tag", "python", [PY39, runtime("r-4", "r", "4", tags=["python"])], "python-3.9"),
+    ("name beats tag", "python-3.9", [PY39, runtime("tagged", "python", "3.12", tags=["python-3.9"])], "python-3.9"),
 ]
 
 
@@ -109,7 +115,8 @@ def test_find_profile_errors(profiles: list[dict[str, Any]], reason: str) -> Non
 
 
 def rt(**spec: Any) -> RuntimeEnvironmentSpec:
-    return RuntimeEnvironmentSpec.model_validate({"image": "ghcr.io/x/python:3.10", "language": "python", "version": "3.10", **spec})
+    return RuntimeEnvironmentSpec.model_validate({"image": "ghcr.io/x/python:3.10", "language": "python", "version": "3.10",
+                                                  "securityFeatures": ["gvisor", "seccomp"], **spec})
 
 
 def prof(**spec: Any) -> tuple[str, SandboxProfileSpec]:
@@ -186,6 +193,15 @@ MERGE_OK: list[tuple[str, dict[str, Any], Optional[dict[str, Any]], dict[str, An
      None, {}, {"storage_class_name": "retain-class", "retention_policy": "Retain"}),
     ("Retain without persistence needs no class", {"storage": {"retentionPolicy": "Retain"}}, None, {}, {"persistent": False}),
     ("public CIDR allowed", {"networkAccess": {"egress": [{"cidr": "0.0.0.0/0"}]}}, None, {}, {"egress_len": 1}),
+    # The runtime's recommended resources are the defaults after the profile's (issue 12, item 13).
+    ("runtime recommendation is the default", {}, None, {"resourceRequirements": {"recommendedCpu": "2", "recommendedMemory": "2Gi"}},
+     {"cpu": "2", "memory": "2Gi"}),
+    ("profile default beats the recommendation", {}, {"resourceDefaults": {"cpu": "750m"}},
+     {"resourceRequirements": {"recommendedCpu": "2", "recommendedMemory": "2Gi"}}, {"cpu": "750m", "memory": "2Gi"}),
+    ("sandbox beats the recommendation", {"resources": {"cpu": "250m"}}, None, {"resourceRequirements": {"recommendedCpu": "2"}}, {"cpu": "250m"}),
+    ("recommendation makes pinning possible", {"resources": {"cpuPinning": True}}, None, {"resourceRequirements": {"recommendedCpu": "1"}},
+     {"cpu": "1", "cpu_pinning": True}),
+    ("high on a runtime that lists gvisor", {"securityLevel": "high"}, None, {"securityFeatures": ["gvisor"]}, {"security_level": "high"}),
 ]
 
 
@@ -233,6 +249,13 @@ MERGE_ERR: list[tuple[str, dict[str, Any], Optional[dict[str, Any]], dict[str, A
     ("profile ingress by domain", {}, {"networkPolicies": [{"type": "ingress", "rules": [{"domain": "example.com"}]}]}, {},
      "InvalidSpec", "example.com"),
     ("profile for another language", {}, {"language": "nodejs"}, {}, "ProfileLanguageMismatch", "nodejs"),
+    # securityFeatures gate the levels (issue 12, item 13): high needs a runtime made for gVisor.
+    ("high on a runtime without gvisor", {"securityLevel": "high"}, None, {"securityFeatures": ["seccomp"]},
+     "RuntimeLacksSecurityFeature", "'gvisor'"),
+    ("high from the profile on a runtime without features", {}, {"securityLevel": "high"}, {"securityFeatures": []},
+     "RuntimeLacksSecurityFeature", "python-3.10"),
+    ("pinning a fractional recommendation", {"resources": {"cpuPinning": True}}, None, {"resourceRequirements": {"recommendedCpu": "1500m"}},
+     "InvalidSpec", "1500m (the runtime's recommendedCpu)"),
 ]
 
 

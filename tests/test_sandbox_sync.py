@@ -323,3 +323,103 @@ def test_invalid_edit_of_a_warm_served_sandbox_keeps_it_running() -> None:
     assert cond(out, "Validated")["reason"] == "RuntimeNotFound"
     assert out["status"]["warmPodUsed"] is True and out["status"]["podName"] == first["status"]["podName"]
     assert set(kinds(out)) == set(kinds(first))
+
+
+# --- CPU pinning needs whole CPUs (issue 12, item 10) ---------------------------------------------
+# The static CPU manager pins only containers of Guaranteed pods whose CPU is an integer: with
+# 500m (the default) the pod would run, scheduled on a pinning node, unpinned.
+
+PINNING_CASES = [
+    # (case id, sandbox resources, profile resourceDefaults or None, accepted cpu or None if refused)
+    ("explicit-integer", {"cpu": "2", "cpuPinning": True}, None, "2"),
+    ("explicit-millis-integer", {"cpu": "2000m", "cpuPinning": True}, None, "2000m"),
+    ("explicit-fraction", {"cpu": "1500m", "cpuPinning": True}, None, None),
+    ("built-in-default", {"cpuPinning": True}, None, None),
+    ("profile-integer", {"cpuPinning": True}, {"cpu": "2"}, "2"),
+    ("profile-fraction", {"cpuPinning": True}, {"cpu": "1.5"}, None),
+    ("fraction-without-pinning", {"cpu": "1500m"}, None, "1500m"),
+]
+
+
+@pytest.mark.parametrize("case,resources,defaults,cpu", PINNING_CASES, ids=[c[0] for c in PINNING_CASES])
+def test_cpu_pinning_needs_a_whole_number_of_cpus(case: str, resources: dict[str, Any], defaults: Any, cpu: Any) -> None:
+    spec: dict[str, Any] = {"resources": resources}
+    related = [RTE]
+    if defaults is not None:
+        spec["profileRef"] = {"name": "data-science"}
+        related.append(profile(resourceDefaults=defaults))
+    parent = sandbox("pinned", spec=spec)
+    out = sandbox_sync.sync(sync_request(parent, cases.account(parent), related=related), NOW)
+    if cpu is None:
+        validated = cond(out, "Validated")
+        assert (validated["status"], validated["reason"]) == ("False", "InvalidSpec")
+        assert "cpuPinning needs a whole number of CPUs" in validated["message"]
+        assert not [c for c in out["children"] if c["kind"] == "Pod"]
+    else:
+        pod = next(c for c in out["children"] if c["kind"] == "Pod")
+        assert pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] == cpu
+
+
+def test_cpu_pinning_refusal_names_where_the_cpu_came_from() -> None:
+    parent = sandbox("pinned", spec={"resources": {"cpuPinning": True}})
+    out = sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW)
+    assert "500m (the built-in default)" in cond(out, "Validated")["message"]
+
+
+def test_cpu_pinning_refusal_keeps_a_running_pod() -> None:
+    # An edit to an unpinnable CPU never takes the running pod away.
+    request = cases.cpu_pinning()
+    held, _ = settle(sandbox_sync.sync, request, pod_status=running_pod_status())
+    parent = copy.deepcopy(request["parent"])
+    parent["spec"]["resources"]["cpu"] = "2500m"
+    out = sandbox_sync.sync(sync_request(parent, held, related=[RTE]), NOW)
+    assert cond(out, "Validated")["reason"] == "InvalidSpec"
+    assert [c["metadata"]["name"] for c in out["children"] if c["kind"] == "Pod"] == ["sandbox-pinned"]
+
+
+# --- termination grace (issue 12, item 11) --------------------------------------------------------
+# The original maps spec.timeout (up to 3600 s) to the pod's grace period: deleting a stuck
+# sandbox could keep its code running for an hour. The operator's maximum bounds it.
+
+@pytest.mark.parametrize("timeout,maximum,grace", [
+    (30, None, 30), (300, None, 300), (3600, None, 300),  # the default maximum keeps small timeouts
+    (3600, 60, 60), (20, 60, 20), (3600, 3600, 3600),
+])
+def test_termination_grace_is_the_timeout_bounded_by_the_operators_maximum(timeout: int, maximum: Any, grace: int) -> None:
+    config = Config() if maximum is None else Config(max_termination_grace_seconds=maximum)
+    parent = sandbox("slow", spec={"timeout": timeout})
+    out = sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW, config)
+    pod = next(c for c in out["children"] if c["kind"] == "Pod")
+    assert pod["spec"]["terminationGracePeriodSeconds"] == grace
+
+
+def test_max_termination_grace_is_read_from_the_environment() -> None:
+    assert Config.from_env({}).max_termination_grace_seconds == 300
+    assert Config.from_env({"LLMSS_MAX_TERMINATION_GRACE_SECONDS": "45"}).max_termination_grace_seconds == 45
+    with pytest.raises(ValueError, match="LLMSS_MAX_TERMINATION_GRACE_SECONDS"):
+        Config.from_env({"LLMSS_MAX_TERMINATION_GRACE_SECONDS": "0"})
+
+
+# --- NodeLocal DNSCache (issue 12, item 14; the network analysis is in tests/test_isolation.py) ----
+
+def test_node_local_dns_adds_its_addresses_on_its_port_only() -> None:
+    config = Config(node_local_dns_addresses=("10.96.0.10", "169.254.20.10", "fd00::a"), node_local_dns_port=5353)
+    parent = sandbox("resolver")
+    out = kinds(sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW, config))
+    rules = out[("NetworkPolicy", "sandbox-resolver-dns")]["spec"]["egress"]
+    assert rules[1] == {
+        "to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}, {"ipBlock": {"cidr": "169.254.20.10/32"}}, {"ipBlock": {"cidr": "fd00::a/128"}}],
+        "ports": [{"port": 5353, "protocol": "UDP"}, {"port": 5353, "protocol": "TCP"}],
+    }
+    default = kinds(sandbox_sync.sync(sync_request(parent, cases.account(parent), related=[RTE]), NOW))
+    assert len(default[("NetworkPolicy", "sandbox-resolver-dns")]["spec"]["egress"]) == 1
+
+
+def test_node_local_dns_is_read_from_the_environment() -> None:
+    config = Config.from_env({"LLMSS_NODE_LOCAL_DNS_ADDRESSES": "169.254.20.10, 10.96.0.10", "LLMSS_NODE_LOCAL_DNS_PORT": "5353"})
+    assert (config.node_local_dns_addresses, config.node_local_dns_port) == (("10.96.0.10", "169.254.20.10"), 5353)
+    assert (Config.from_env({}).node_local_dns_addresses, Config.from_env({}).node_local_dns_port) == ((), 53)
+    with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_ADDRESSES entries must be IP addresses"):
+        Config.from_env({"LLMSS_NODE_LOCAL_DNS_ADDRESSES": "169.254.20.0/24"})
+    with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_PORT"):
+        Config.from_env({"LLMSS_NODE_LOCAL_DNS_PORT": "70000"})

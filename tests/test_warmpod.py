@@ -170,3 +170,12 @@ def test_sync_of_a_deleting_warm_pod_finalizes() -> None:
     request = cases.wpod_finalize_done()
     request["finalizing"] = False
     assert warmpod_sync.sync(request, NOW)["finalized"] is True
+
+
+def test_warm_pod_grace_is_bounded_by_the_operators_maximum() -> None:
+    # A warm pod runs a sandbox's code once assigned: the same bound as a cold pod applies.
+    build, hook = CASES[sorted(CASES)[0]]
+    default = child(hook(build(), NOW), "Pod")
+    assert default["spec"]["terminationGracePeriodSeconds"] == 300
+    bounded = child(hook(build(), NOW, Config(max_termination_grace_seconds=20)), "Pod")
+    assert bounded["spec"]["terminationGracePeriodSeconds"] == 20

@@ -346,3 +346,16 @@ def test_condition_times_move_only_on_transitions() -> None:
     request["parent"]["status"] = first["status"]
     later = warmpool_sync.sync(request, NOW + timedelta(hours=1))
     assert later["status"] == first["status"]
+
+
+def test_high_pool_on_a_runtime_without_gvisor_is_refused() -> None:
+    # securityFeatures gate the levels (issue 12, item 13): such a pool would run an image not
+    # made for gVisor under it, and no high sandbox could use it.
+    from tests.factory import runtime
+    from tests.warm_factory import pool, pool_request
+    plain = runtime(securityFeatures=["seccomp"])
+    out = warmpool_sync.sync(pool_request(pool(securityLevel="high"), related=[plain]), NOW)
+    validated = cond(out, "Validated")
+    assert (validated["status"], validated["reason"]) == ("False", "RuntimeLacksSecurityFeature")
+    assert out["children"] == []
+    assert cond(warmpool_sync.sync(pool_request(pool(securityLevel="standard"), related=[plain]), NOW), "Validated")["status"] == "True"

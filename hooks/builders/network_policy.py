@@ -49,17 +49,31 @@ def api_access(name: str, namespace: str, labels: dict[str, str], selector: dict
     })
 
 
+def _dns_ports(port: int) -> list[dict[str, Any]]:
+    return [{"port": port, "protocol": "UDP"}, {"port": port, "protocol": "TCP"}]
+
+
 def dns(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], config: Config) -> dict[str, Any]:
-    return _policy(name, namespace, labels, selector, {
-        "egress": [{
-            "to": [{
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.dns_namespace}},
-                "podSelector": {"matchLabels": dict(config.dns_pod_labels)},
-            }],
-            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    """Cluster DNS pods, plus the node-local DNS cache's addresses when the operator names them
+    (single addresses, on the DNS port only: nothing else link-local opens)."""
+    rules: list[dict[str, Any]] = [{
+        "to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.dns_namespace}},
+            "podSelector": {"matchLabels": dict(config.dns_pod_labels)},
         }],
-        "policyTypes": ["Egress"],
-    })
+        "ports": _dns_ports(C.DNS_PORT),
+    }]
+    if config.node_local_dns_addresses:
+        rules.append({
+            "to": [{"ipBlock": {"cidr": _host_cidr(a)}} for a in config.node_local_dns_addresses],
+            "ports": _dns_ports(config.node_local_dns_port),
+        })
+    return _policy(name, namespace, labels, selector, {"egress": rules, "policyTypes": ["Egress"]})
+
+
+def _host_cidr(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
 
 
 def _ports(rule: NetworkRule) -> list[dict[str, Any]]:

@@ -113,7 +113,9 @@ def build_pod(
             "runAsUser": shape.run_as_user,
             "seccompProfile": seccomp_profile(shape),
         },
-        "terminationGracePeriodSeconds": shape.termination_grace_seconds,
+        # Bounded by the operator: the grace period is how long a deleted sandbox's code may
+        # keep running, and spec.timeout (the original mapping) reaches an hour.
+        "terminationGracePeriodSeconds": min(shape.termination_grace_seconds, config.max_termination_grace_seconds),
         "volumes": volumes,
     }
     if shape.service_account:

@@ -15,7 +15,7 @@ CHILD_KINDS = ("Pod", "Service", "ServiceAccount", "PersistentVolumeClaim", "Net
 
 def runtime(name: str) -> dict[str, Any]:
     return {"apiVersion": "llmsafespace.dev/v1", "kind": "RuntimeEnvironment", "metadata": {"name": name},
-            "spec": {"image": RUNTIME_IMAGE, "language": "python", "version": "3.10"}}
+            "spec": {"image": RUNTIME_IMAGE, "language": "python", "version": "3.10", "securityFeatures": ["gvisor", "seccomp"]}}
 
 
 def sandbox(name: str, namespace: str, runtime_name: str, **spec: Any) -> dict[str, Any]:

@@ -71,7 +71,8 @@ def test_invalid_edits_and_vanished_inputs_keep_the_pod_and_volume(kube: Kube, n
     ({"networkAccess": {"egress": [{"domain": "pypi.org", "cidr": "203.0.113.0/24"}]}}, "exactly one of domain or cidr"),
     ({"filesystem": {"readOnlyRoot": False}}, "readOnlyRoot cannot be disabled"),
     ({"securityContext": {"seccompProfile": {"type": "Localhost"}}}, "Localhost needs localhostProfile"),
-], ids=["root-user", "unknown-level", "domain-and-cidr", "writable-root", "localhost-without-profile"])
+    ({"resources": {"cpu": "1500m", "cpuPinning": True}}, "cpuPinning needs a whole number of CPUs in resources.cpu"),
+], ids=["root-user", "unknown-level", "domain-and-cidr", "writable-root", "localhost-without-profile", "pinning-fractional-cpu"])
 def test_the_crd_refuses_what_it_can_at_apply(kube: Kube, namespace: str, rte: str, spec: dict[str, Any], message: str) -> None:
     proc = kube.cp.kubectl("apply", "-f", "-", input=json.dumps(sandbox("refused", namespace, rte, **spec)), check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
@@ -90,12 +91,17 @@ def test_turning_persistence_off_is_refused_and_the_volume_stays(kube: Kube, nam
 
 def test_a_new_sandbox_that_cannot_run_fails_with_its_reason(kube: Kube, namespace: str, rte: str) -> None:
     kube.apply(sandbox("orphan", namespace, rte, profileRef={"name": "missing"}),
-               sandbox("early", namespace, f"not-yet-{secrets.token_hex(2)}"))
+               sandbox("early", namespace, f"not-yet-{secrets.token_hex(2)}"),
+               # The CRD cannot see the default CPU (500m): the hook refuses what pinning cannot pin.
+               sandbox("unpinnable", namespace, rte, resources={"cpuPinning": True}))
     orphan = kube.wait_sandbox(namespace, "orphan", "Failed", ready=False, timeout=30)
     assert condition(orphan, "Validated")["reason"] == "ProfileNotFound" and "missing" in condition(orphan, "Validated")["message"]
     early = kube.wait_sandbox(namespace, "early", "Failed", ready=False, timeout=30)
     assert condition(early, "Validated")["reason"] == "RuntimeNotFound"
-    for name in ("orphan", "early"):
+    unpinnable = kube.wait_sandbox(namespace, "unpinnable", "Failed", ready=False, timeout=30)
+    assert condition(unpinnable, "Validated")["reason"] == "InvalidSpec"
+    assert "cpuPinning needs a whole number of CPUs" in condition(unpinnable, "Validated")["message"]
+    for name in ("orphan", "early", "unpinnable"):
         assert kube.core("Pod", namespace, f"sandbox-{name}") is None
 
 
