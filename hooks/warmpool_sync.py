@@ -139,37 +139,32 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
     pool_name, ns = name(parent), namespace(parent)
     members = [_member(o) for o in objects(children, C.GVK_WARMPOD)]
+    sandboxes = {uid(s): s for s in objects(related, C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", ns)}
+    # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them, else dropped
+    # (also by a pool that cannot serve: a sandbox's deletion waits for its warm pod).
+    live = [m for m in members if not m.deleting]  # terminating ones are on their way out
+    holders = _holders(live, sandboxes, pool_name)
+    kept_assigned = [_the_adopted(held, sandboxes[sandbox_uid]) for sandbox_uid, held in holders.items()]
 
     try:
         spec: WarmPoolSpec = parse_spec(WarmPoolSpec, dict(parent))
     except SpecError as exc:
-        return _unusable(parent, members, previous, "InvalidSpec", str(exc), False, now)
+        return _unusable(parent, live, kept_assigned, previous, "InvalidSpec", str(exc), False, now)
     if spec.security_level == "custom":
         # securityLevel custom means a Localhost seccomp profile chosen per sandbox; warm pods run
         # RuntimeDefault, so such a pool could never serve anyone (warm.pool_shape_fits).
-        return _unusable(parent, members, previous, "UnsupportedSecurityLevel",
+        return _unusable(parent, live, kept_assigned, previous, "UnsupportedSecurityLevel",
                          "securityLevel custom is not supported for warm pools: warm pods use the RuntimeDefault seccomp profile", False, now)
     runtimes = objects(related, C.GVK_RUNTIME)
     try:
         runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
     except ResolutionError as exc:
-        return _unusable(parent, members, previous, exc.reason, exc.message, exc.waiting, now)
+        return _unusable(parent, live, kept_assigned, previous, exc.reason, exc.message, exc.waiting, now)
 
     template = _template(pool_name, runtime_name, runtime.image, spec)
     # What sandboxes see of this pool: its offer (a child, so they need not watch the pool).
     offer = warm.make_offer(pool_name, runtime_name, spec)
-    sandboxes = {uid(s): s for s in objects(related, C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", ns)}
     resync: list[float] = []
-
-    # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them, else dropped.
-    live = [m for m in members if not m.deleting]  # terminating ones are on their way out
-    holders: dict[str, list[Member]] = {}
-    for m in live:
-        if m.assigned and m.sandbox_uid and _still_used(sandboxes.get(m.sandbox_uid), pool_name):
-            holders.setdefault(m.sandbox_uid, []).append(m)
-    kept_assigned: list[Member] = []
-    for sandbox_uid, held in holders.items():
-        kept_assigned.append(_the_adopted(held, sandboxes[sandbox_uid]))
 
     # 2. Unassigned WarmPods: recycle failed ones, outdated ones and (ttl) expired idle ones.
     recycled = 0
@@ -348,6 +343,15 @@ def _still_used(sandbox: Optional[Mapping[str, Any]], pool_name: str) -> bool:
     return True
 
 
+def _holders(live: list[Member], sandboxes: Mapping[str, Mapping[str, Any]], pool_name: str) -> dict[str, list[Member]]:
+    """Sandbox UID -> the assigned WarmPods its sandbox still uses (see _still_used)."""
+    holders: dict[str, list[Member]] = {}
+    for m in live:
+        if m.assigned and m.sandbox_uid and _still_used(sandboxes.get(m.sandbox_uid), pool_name):
+            holders.setdefault(m.sandbox_uid, []).append(m)
+    return holders
+
+
 def _the_adopted(held: list[Member], sandbox: Mapping[str, Any]) -> Member:
     """One WarmPod per sandbox. Two can only happen after a stale cache; keep the one the sandbox
     reports, else the one hooks/warm.py would pick (first by name)."""
@@ -444,8 +448,7 @@ def _warm_pod(child_name: str, pool_name: str, ns: str, spec: dict[str, Any], as
 
 
 # ---------------------------------------------------------------------------------------------
-# Unusable spec: keep every WarmPod as it is, assign nothing, report why
-
+# Unusable spec: keep idle WarmPods and the ones sandboxes run on, assign nothing, report why
 
 
 def _counts(members: list[Member]) -> dict[str, int]:
@@ -457,19 +460,24 @@ def _counts(members: list[Member]) -> dict[str, int]:
     }
 
 
-def _unusable(parent: Mapping[str, Any], members: list[Member], previous: Mapping[str, Any], reason: str,
-              message: str, waiting: bool, now: datetime) -> dict[str, Any]:
-    """No offer (it is left out, so deleted): no sandbox chooses this pool meanwhile."""
-    status: dict[str, Any] = _counts(members)
+def _unusable(parent: Mapping[str, Any], live: list[Member], kept_assigned: list[Member], previous: Mapping[str, Any],
+              reason: str, message: str, waiting: bool, now: datetime) -> dict[str, Any]:
+    """No offer (it is left out, so deleted): no sandbox chooses this pool meanwhile. Idle pods
+    and pods sandboxes run on are kept as they are (nothing is created, replaced or assigned);
+    pods released by their sandbox (deleting, gone, ended, cold) are dropped as by a usable pool,
+    since a sandbox's deletion waits for its warm pod and must not wait for the pool's repair."""
+    kept = [m for m in live if not m.assigned] + kept_assigned
+    status: dict[str, Any] = _counts(kept)
     stamp = parse_time(previous.get("lastScaleTime"))
     if stamp:
         status["lastScaleTime"] = fmt_time(stamp)
     conditions = [
         Condition("Validated", "Unknown" if waiting else "False", reason, message),
-        Condition("Ready", "False", reason, "the pool cannot create or assign warm pods (see the Validated condition); existing ones are kept"),
+        Condition("Ready", "False", reason, "the pool cannot create or assign warm pods (see the Validated condition); "
+                  "idle ones and the ones sandboxes run on are kept, released ones are deleted"),
     ]
-    kept = [as_desired(m.obj) for m in members if not m.deleting]
-    return composite_response(parent, previous, now, status, conditions, kept, None)
+    desired = [as_desired(m.obj) for m in sorted(kept, key=lambda m: m.name)]
+    return composite_response(parent, previous, now, status, conditions, desired, None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from tests import warm_cases as cases
 from tests.crdutil import assert_status_fits, validate_cr
 from tests.factory import NOW
 from tests.golden import check_golden
-from tests.warm_factory import RTE, pool, pool_request, waiting_sandbox, warm_pod
+from tests.warm_factory import RTE, ago, pool, pool_request, waiting_sandbox, warm_pod
 
 CASES = cases.POOL_CASES
 
@@ -299,13 +299,45 @@ def test_unusable_spec_keeps_every_child_unchanged(case: str) -> None:
     request = build()
     out = hook(request, NOW)
     before = {o["metadata"]["name"]: o for o in request["children"][C.GVK_WARMPOD].values()}
-    assert names(out) == sorted(before)
+    released = {"python-2"} if case == "invalid-with-children" else set()  # its sandbox is gone
+    assert names(out) == sorted(set(before) - released)
     assert not offers(out), "a pool that cannot serve makes no offer"
     for child in out["children"]:
         assert child["spec"] == before[child["metadata"]["name"]]["spec"]
         assert child["metadata"]["labels"] == before[child["metadata"]["name"]]["metadata"]["labels"]
     assert cond(out, "Validated")["status"] == "False"
     assert "runtimeEnvironment" not in out["status"]  # no sandbox chooses a broken pool
+
+
+UNUSABLE_POOLS = {
+    "invalid-spec": ({"minSize": 5, "maxSize": 2}, [RTE]),
+    "custom-level": ({"securityLevel": "custom"}, [RTE]),
+    "runtime-deleted": ({}, []),
+    "runtime-unavailable": ({}, [cases.runtime(available=False)]),
+    "runtime-not-validated": ({}, [cases.runtime(available=None)]),
+}
+
+
+@pytest.mark.parametrize("why", sorted(UNUSABLE_POOLS))
+def test_unusable_pool_still_releases_pods_of_sandboxes_that_left(why: str) -> None:
+    """A pool that cannot serve keeps its idle pods and the pods sandboxes run on, but releases
+    those whose sandbox is deleting, gone, ended or cold: a sandbox's deletion waits for its warm
+    pod, so keeping it would hang the deletion for as long as the pool stays broken."""
+    spec, runtimes = UNUSABLE_POOLS[why]
+    p = pool(status={"lastScaleTime": ago(3600)}, **{"minSize": 1, **spec})
+    leaving = cases.sandbox("leaving", deleting=True, status={"phase": C.PHASE_RUNNING, "warmPool": "python", "warmPodUsed": True})
+    ended = cases.sandbox("ended", status={"phase": C.PHASE_TERMINATED, "warmPool": "python", "warmPodUsed": True})
+    cold = cases.sandbox("cold", status={"phase": C.PHASE_RUNNING, "warmPool": "python", "warmPodUsed": False})
+    user = cases.running_warm("user", pod="python-3")
+    gone = cases.running_warm("gone", pod="python-4")
+    observed = [warm_pod(p, 0, phase="Assigned", assigned_to=leaving), warm_pod(p, 1, phase="Assigned", assigned_to=ended),
+                warm_pod(p, 2, phase="Assigned", assigned_to=cold), warm_pod(p, 3, phase="Assigned", assigned_to=user),
+                warm_pod(p, 4, phase="Assigned", assigned_to=gone), warm_pod(p, 5)]
+    out = warmpool_sync.sync(pool_request(p, observed, related=[*runtimes, leaving, ended, cold, user]), NOW)
+    assert cond(out, "Validated")["status"] != "True" and not offers(out)
+    assert names(out) == ["python-3", "python-5"]
+    assert assignments(out) == {"python-3": "user"}
+    assert out["status"]["assignedPods"] == 1
 
 
 def test_unvalidated_runtime_is_waiting_not_failed() -> None:
