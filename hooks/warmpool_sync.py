@@ -28,6 +28,7 @@ so a dropped pod's name is not reused while it exists and a stale cache re-emits
 (Metacontroller then finds them already there)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from collections.abc import Mapping
@@ -166,9 +167,11 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     offer = warm.make_offer(pool_name, runtime_name, spec)
     resync: list[float] = []
 
-    # 2. Unassigned WarmPods: recycle failed ones, outdated ones and (ttl) expired idle ones.
+    # 2. Unassigned WarmPods: recycle failed and outdated ones; (ttl) expired idle ones keep
+    # serving until replaced (step 4).
     recycled = 0
     available: list[Member] = []
+    expired: list[Member] = []
     pending: list[Member] = []
     ages: dict[str, float] = {}
     current = _TemplateCheck(template)
@@ -177,33 +180,38 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
             recycled += 1
         elif m.phase == PHASE_READY:
             ages[m.name] = (now - m.created).total_seconds() if m.created is not _NEVER else 0.0
-            if spec.ttl and ages[m.name] >= spec.ttl:
-                recycled += 1
-            else:
-                available.append(m)
+            (expired if spec.ttl and ages[m.name] >= expiry_seconds(spec.ttl, m.name) else available).append(m)
         else:
             pending.append(m)
 
-    # 3. Assignment: waiting sandboxes, oldest first, get the oldest Ready pods.
+    # 3. Assignment: waiting sandboxes, oldest first, get the oldest Ready pods (expired ones
+    # first: they are the oldest). Compatible sandboxes left waiting are demand (step 4).
     waiting = sorted(
         (s for s in sandboxes.values() if _waiting(s, pool_name) and uid(s) not in holders),
         key=lambda s: (created(s) or _NEVER, name(s)),
     )
+    ready = sorted(expired + available, key=lambda m: m.order)
     new_assignments: list[tuple[Member, Mapping[str, Any]]] = []
     unserved: list[str] = []
+    demand = 0
     verdicts: dict[bytes, Optional[str]] = {}  # sandboxes with the same spec get the same verdict
     for sandbox in waiting:
         why = _incompatible_cached(verdicts, sandbox, offer, runtimes, config)
         if why is not None:
             unserved.append(f"{name(sandbox)} ({why})")
-        elif available:
-            new_assignments.append((available.pop(0), sandbox))
+        elif ready:
+            new_assignments.append((ready.pop(0), sandbox))
+        else:
+            demand += 1
+    taken = {m.name for m, _ in new_assignments}
+    available = [m for m in available if m.name not in taken]
+    expired = [m for m in expired if m.name not in taken]
 
-    # 4. Sizing of the idle (unassigned) part.
+    # 4. Sizing of the idle (unassigned) part; expired pods do not count as idle, they only
+    # stand in for missing ones.
     assigned_count = len(kept_assigned) + len(new_assignments)
     idle = len(available) + len(pending)
-    target, capped = _target(spec, assigned_count)
-    created_count = max(0, target - idle)
+    target, capped = _target(spec, assigned_count, demand)
     removed: list[Member] = []
     deferred = False
     if idle > target:
@@ -218,12 +226,19 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         gone = {m.name for m in removed}
         available = [m for m in available if m.name not in gone]
         pending = [m for m in pending if m.name not in gone]
-    scale_event = created_count > recycled or bool(removed)
+    # Replace before removing: expired pods stand in for the Ready pods the pool lacks (the
+    # youngest kept, the oldest go first), and at most `surge` replacements start at a time.
+    stand_in = min(len(expired), max(0, target - len(available)))
+    expired = expired[len(expired) - stand_in:]
+    missing = max(0, target - len(available) - stand_in - len(pending))  # not covered at all
+    wanted_pending = target - len(available) - stand_in + min(stand_in, _surge(target))
+    created_count = max(0, wanted_pending - len(pending))
+    scale_event = missing > recycled or bool(removed)
     if deferred:
         # The rest of the excess goes when the delay, counted from the last scale event, has passed.
         resync.append(float(spec.auto_scaling.scale_down_delay) if scale_event else remaining)
     if spec.ttl:
-        resync += [spec.ttl - ages[m.name] for m in available]
+        resync += [expiry_seconds(spec.ttl, m.name) - ages[m.name] for m in available]
     stamp = parse_time(previous.get("lastScaleTime"))
     last_scale = fmt_time(now) if scale_event else (fmt_time(stamp) if stamp else None)
 
@@ -234,13 +249,13 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     for m, sandbox in new_assignments:
         assignment = {"sandboxName": name(sandbox), "sandboxUid": uid(sandbox)}
         desired.append(_warm_pod(m.name, pool_name, ns, {**template, "assignment": assignment}, assignment))
-    for m in available + pending:
+    for m in available + expired + pending:
         desired.append(_warm_pod(m.name, pool_name, ns, dict(template), None))
     for new_name in _free_names(pool_name, {m.name for m in members}, created_count):
         desired.append(_warm_pod(new_name, pool_name, ns, dict(template), None))
 
     status: dict[str, Any] = {
-        "availablePods": len(available),
+        "availablePods": len(available) + len(expired),
         "pendingPods": len(pending) + created_count,
         "assignedPods": assigned_count,
         "runtimeEnvironment": runtime_name,
@@ -250,7 +265,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         status["lastScaleTime"] = last_scale
     conditions = [
         Condition("Validated", "True", "Valid", f"runtime {runtime_name} ({runtime.image}), security level {spec.security_level}"),
-        _ready(len(available), status["pendingPods"], spec.min_size, unserved),
+        _ready(status["availablePods"], status["pendingPods"], spec.min_size, unserved),
         Condition("ScalingLimited", "True", "MaxSizeReached", f"the pool wants more idle pods than maxSize ({spec.max_size})")
         if capped else Condition("ScalingLimited", "False", "WithinLimits", "the pool is within its size limits"),
     ]
@@ -309,16 +324,31 @@ class _TemplateCheck:
 _MISSING = object()
 
 
-def _target(spec: WarmPoolSpec, assigned: int) -> tuple[int, bool]:
-    """Idle pods wanted, and whether maxSize cut that number."""
-    target = spec.min_size
-    if spec.auto_scaling.enabled and assigned:
-        # ceil(assigned / (t / 100)) pods in total, in integers to stay exact.
-        total = -(-assigned * 100 // spec.auto_scaling.target_utilization)
+def _target(spec: WarmPoolSpec, assigned: int, demand: int) -> tuple[int, bool]:
+    """Idle pods wanted, and whether maxSize cut that number. `demand`: compatible sandboxes
+    waiting with no Ready pod left for them; they count as pods about to be assigned, so with no
+    one waiting this is the original formula."""
+    target = max(spec.min_size, demand)
+    if spec.auto_scaling.enabled and assigned + demand:
+        # ceil((assigned + demand) / (t / 100)) pods in total, in integers to stay exact.
+        total = -(-(assigned + demand) * 100 // spec.auto_scaling.target_utilization)
         target = max(target, total - assigned)
     if spec.max_size and target > spec.max_size:
         return spec.max_size, True
     return target, False
+
+
+def expiry_seconds(ttl: int, member: str) -> float:
+    """The age at which an idle WarmPod of this name expires: between (100 - spread) % and 100 %
+    of ttl, a deterministic point derived from the name, so pods created together (a pool's
+    fill, a burst's refill) do not all expire in one sync."""
+    fraction = int.from_bytes(hashlib.sha256(member.encode()).digest()[:8], "big") / 2**64
+    return ttl * (1 - C.WARM_TTL_SPREAD_PERCENT / 100 * fraction)
+
+
+def _surge(target: int) -> int:
+    """Replacements of expired pods that may start at a time."""
+    return max(1, -(-target * C.WARM_TTL_SURGE_PERCENT // 100))
 
 
 def _status(sandbox: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -183,12 +183,47 @@ def test_scale_down_never_below_min_size() -> None:
     assert len(pods(out)) == 3 and "python-3" not in names(out)  # the pending one goes first
 
 
-def test_ttl_recycles_old_idle_pods_without_a_scale_event() -> None:
+def test_ttl_replaces_an_expired_pod_before_removing_it() -> None:
+    """python-0 expired: it stays available (and assignable) while its replacement starts, so the
+    pool never has fewer than minSize ready pods because of its own TTL; not a scale event."""
     request = cases.ttl_expired()
     out = warmpool_sync.sync(request, NOW)
-    assert names(out) == ["python-1", "python-2"]  # python-0 expired; its name stays reserved while it exists
+    assert names(out) == ["python-0", "python-1", "python-2"]
+    assert (out["status"]["availablePods"], out["status"]["pendingPods"]) == (2, 1)
+    assert cond(out, "Ready")["status"] == "True"
     assert out["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]
-    assert out["resyncAfterSeconds"] == 500.0  # python-1 expires in 600 - 100 s
+    # The replacement is Ready: now the expired pod goes.
+    p = request["parent"]
+    later = pool_request(p, [*request["children"][C.GVK_WARMPOD].values(), warm_pod(p, 2, created=ago(5))])
+    again = warmpool_sync.sync(later, NOW)
+    assert names(again) == ["python-1", "python-2"]
+    assert again["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]
+
+
+def test_ttl_replacement_surge_is_bounded() -> None:
+    """Eight pods expired at once: they all keep serving, and replacements start a quarter of
+    minSize at a time (at least one)."""
+    p = pool(minSize=8, ttl=600, status={"lastScaleTime": ago(3600)})
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, k, created=ago(900)) for k in range(8)]), NOW)
+    assert (out["status"]["availablePods"], out["status"]["pendingPods"]) == (8, 2)
+    assert len(names(out)) == 10
+    # With two replacements still starting, no more are started.
+    starting = [warm_pod(p, k, phase="Pending", created=ago(5)) for k in (8, 9)]
+    again = warmpool_sync.sync(pool_request(p, [*(warm_pod(p, k, created=ago(900)) for k in range(8)), *starting]), NOW)
+    assert len(names(again)) == 10
+    # One replacement Ready: one expired pod goes (the oldest), one more replacement starts.
+    ready = [warm_pod(p, 8, created=ago(5)), warm_pod(p, 9, phase="Pending", created=ago(5))]
+    third = warmpool_sync.sync(pool_request(p, [*(warm_pod(p, k, created=ago(900 + k)) for k in range(8)), *ready]), NOW)
+    assert "python-7" not in names(third) and (third["status"]["availablePods"], third["status"]["pendingPods"]) == (8, 2)
+
+
+def test_ttl_expiry_is_spread_per_pod() -> None:
+    """Pods created together do not expire together: each expires at a point derived from its
+    name, between 80 % and 100 % of the ttl."""
+    expiries = [warmpool_sync.expiry_seconds(1000, warmpool_sync.member_name("python", k)) for k in range(10)]
+    assert all(800 <= e <= 1000 for e in expiries)
+    assert len(set(expiries)) == 10 and max(expiries) - min(expiries) > 100
+    assert expiries == [warmpool_sync.expiry_seconds(1000, warmpool_sync.member_name("python", k)) for k in range(10)]
 
 
 def test_ttl_never_recycles_assigned_pods() -> None:
@@ -201,6 +236,48 @@ def test_ttl_never_recycles_assigned_pods() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Assignment and release
+
+
+def test_min_size_zero_scales_from_zero_for_a_waiting_sandbox() -> None:
+    p = pool(minSize=0, status={"lastScaleTime": ago(3600)})
+    out = warmpool_sync.sync(pool_request(p, [], related=[RTE, waiting_sandbox("first")]), NOW)
+    assert names(out) == ["python-0"] and out["status"]["lastScaleTime"] == fmt_time(NOW)
+    # While it starts the sandbox keeps waiting and no second pod is made for it.
+    again = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0, phase="Pending")], related=[RTE, waiting_sandbox("first")]), NOW)
+    assert names(again) == ["python-0"]
+    # Ready: assigned; nothing idle is kept for minSize 0.
+    served = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0)], related=[RTE, waiting_sandbox("first")]), NOW)
+    assert assignments(served) == {"python-0": "first"} and names(served) == ["python-0"]
+
+
+def test_a_burst_is_served_in_parallel() -> None:
+    """Five waiting sandboxes, one Ready pod: one is served now, the four others are demand: four
+    pods start at once (the minimum of 1 is covered by them)."""
+    p = pool(minSize=1, status={"lastScaleTime": ago(3600)})
+    waiting = [waiting_sandbox(f"b-{i}", created=ago(10 - i)) for i in range(5)]
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0)], related=[RTE, *waiting]), NOW)
+    assert assignments(out) == {"python-0": "b-0"}
+    assert (out["status"]["assignedPods"], out["status"]["pendingPods"]) == (1, 4)
+
+
+def test_demand_is_capped_by_max_size_and_ignores_incompatible_sandboxes() -> None:
+    p = pool(minSize=0, maxSize=2, status={"lastScaleTime": ago(3600)})
+    waiting = [waiting_sandbox(f"b-{i}", created=ago(10 - i)) for i in range(4)]
+    greedy = waiting_sandbox("greedy", spec={"resources": {"cpu": "2"}})
+    out = warmpool_sync.sync(pool_request(p, [], related=[RTE, *waiting, greedy]), NOW)
+    assert out["status"]["pendingPods"] == 2 and cond(out, "ScalingLimited")["reason"] == "MaxSizeReached"
+    only_greedy = warmpool_sync.sync(pool_request(p, [], related=[RTE, greedy]), NOW)
+    assert names(only_greedy) == []
+
+
+def test_autoscaling_counts_waiting_sandboxes_as_pods_about_to_be_used() -> None:
+    """2 assigned, 2 waiting, target 50 %: once they are served 4 pods are in use, so the pool
+    wants ceil(4 / 0.5) = 8 in all: 6 idle now (2 for the waiting sandboxes, 4 of headroom)."""
+    p = pool(minSize=1, autoScaling=cases.AUTOSCALE, status={"lastScaleTime": ago(3600)})
+    pods, busy = cases._busy(p, 2)
+    waiting = [waiting_sandbox(f"w-{i}", created=ago(10 - i)) for i in range(2)]
+    out = warmpool_sync.sync(pool_request(p, pods, related=[RTE, *busy, *waiting]), NOW)
+    assert (out["status"]["assignedPods"], out["status"]["pendingPods"]) == (2, 6)
 
 
 def test_assignment_pairs_oldest_sandboxes_with_oldest_pods() -> None:
