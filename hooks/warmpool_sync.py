@@ -421,7 +421,7 @@ def _incompatible(sandbox: Mapping[str, Any], offer: warm.Offer, runtimes: list[
         return f"security level {spec.security_level!r} is not the pool's"
     if spec.storage.persistent or spec.resources.cpu_pinning:
         return "persistent storage and CPU pinning always start cold"
-    return None
+    return warm.timeout_fits(spec.timeout)
 
 
 def _incompatible_cached(verdicts: dict[bytes, Optional[str]], sandbox: Mapping[str, Any], offer: warm.Offer,
