@@ -12,14 +12,18 @@ to another pool, the WarmPod is omitted from the children and Metacontroller del
 
 Sizing (the original design's section 2, made level-based):
   * unassigned = available (WarmPod phase Ready) + pending (anything else not assigned);
-  * keep unassigned >= minSize, and <= maxSize when maxSize > 0 (maxSize bounds the idle pods,
-    not the pods sandboxes use: a busy pool still keeps its minimum ready);
+  * demand = compatible waiting sandboxes left without a Ready pod in this sync;
+  * keep unassigned >= max(minSize, demand), and <= maxSize when maxSize > 0 (maxSize bounds the
+    idle pods, not the pods sandboxes use: a busy pool still keeps its minimum ready);
   * autoscaling: utilisation = assigned / (assigned + unassigned) * 100; the pool wants
-    ceil(assigned / (targetUtilization / 100)) pods in total, i.e. that minus assigned idle ones;
+    ceil((assigned + demand) / (targetUtilization / 100)) pods in total, i.e. that minus assigned
+    idle ones (with no demand, the original formula);
   * growing happens at once; shrinking waits autoScaling.scaleDownDelay seconds after
     status.lastScaleTime (pool creation if none), removing pending pods first (newest first: least
     work lost), then the oldest available ones; excess over maxSize goes at once;
-  * ttl > 0: available pods older than ttl are recycled (not a scale event);
+  * ttl > 0: an available pod expires at a per-name point between 80 % and 100 % of ttl, keeps
+    serving until a replacement is Ready (replacements start at most _surge at a time), then goes
+    (not a scale event);
   * unassigned pods built from an older pool spec (another runtime, image, resources, preload
     scripts) are recycled too: a WarmPod's spec, hence its Pod's, never changes after creation.
 
