@@ -112,6 +112,12 @@ RETENTION_DELETE: Final = "Delete"
 RETENTION_RETAIN: Final = "Retain"
 DEFAULT_SCALE_DOWN_DELAY_SECONDS: Final = 300
 DEFAULT_TARGET_UTILIZATION: Final = 80
+# WarmPool ttl: each idle pod expires at a point derived from its name between (100 - spread) %
+# and 100 % of the ttl, so pods created together are not replaced together; expired pods keep
+# serving until a replacement is Ready, with at most surge % of the wanted idle pods (at least
+# one) starting as replacements at a time.
+WARM_TTL_SPREAD_PERCENT: Final = 20
+WARM_TTL_SURGE_PERCENT: Final = 25
 
 # Sandbox phases.
 PHASE_PENDING: Final = "Pending"

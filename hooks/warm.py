@@ -76,6 +76,9 @@ def pool_shape_fits(offer: Offer, eff: Effective) -> Optional[str]:
         return "sandboxes with CPU pinning always start cold"
     if eff.seccomp.type != C.SECCOMP_RUNTIME_DEFAULT:
         return "warm pods use the RuntimeDefault seccomp profile"
+    why = timeout_fits(eff.timeout)
+    if why is not None:
+        return why
     if (eff.run_as_user, eff.run_as_group) != (C.DEFAULT_RUN_AS_USER, C.DEFAULT_RUN_AS_GROUP):
         return "warm pods run as the default user and group"
     if not set(eff.writable_paths) <= set(C.DEFAULT_WRITABLE_PATHS):
@@ -86,6 +89,24 @@ def pool_shape_fits(offer: Offer, eff: Effective) -> Optional[str]:
         if parse_quantity(want) > parse_quantity(have):
             return f"the sandbox needs {want} {what}, the pool's pods have {have}"
     return None
+
+
+def timeout_fits(timeout: int) -> Optional[str]:
+    """A warm pod's termination grace period is the default timeout (the pod exists before its
+    sandbox, and a pod's spec never changes): a sandbox asking for another one starts cold, so
+    its deletion gives its process exactly the time it asked for."""
+    if timeout != C.DEFAULT_TIMEOUT_SECONDS:
+        return f"warm pods have the default timeout of {C.DEFAULT_TIMEOUT_SECONDS}s (their termination grace period), the sandbox asks for {timeout}s"
+    return None
+
+
+# What a warm-served sandbox runs without, said in its WarmPod condition (docs/warm-pools.md).
+WARM_DIFFERENCES = ("it runs under the namespace's default ServiceAccount (no token mounted), "
+                    "not the sandbox's own, which is created only for a cold start")
+
+
+def _bound(pool: str, wp: Mapping[str, Any]) -> WarmDecision:
+    return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}; {WARM_DIFFERENCES}")
 
 
 def choose_pool(spec: SandboxSpec, parent: Mapping[str, Any], eff: Effective, related: Any) -> tuple[Optional[str], str]:
@@ -219,7 +240,7 @@ def decide(
     held = None if started_cold else held_warm_pod(parent, related)
     if held is not None:
         pool, wp = held
-        return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
+        return _bound(pool, wp)
     # A sandbox whose warm pod failed goes on cold at once: never back to waiting (Pending).
     lost = None if _cold_reason(parent) else lost_warm_pod(parent, related, started_cold)
     if lost is not None:
@@ -237,7 +258,7 @@ def decide(
     wp = bound_warm_pod(parent, related, pool)
     status = wp.get("status") if wp is not None and isinstance(wp.get("status"), Mapping) else {}
     if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
-        return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")
+        return _bound(pool, wp)
     if now < deadline:
         what = f"warm pod {name(wp)} is bound, waiting for it to be ready" if wp is not None else f"waiting for pool {pool} to bind a warm pod"
         return WarmDecision("waiting", pool, wp, "WaitingForWarmPod", what, resync_after=(deadline - now).total_seconds())

@@ -12,14 +12,18 @@ to another pool, the WarmPod is omitted from the children and Metacontroller del
 
 Sizing (the original design's section 2, made level-based):
   * unassigned = available (WarmPod phase Ready) + pending (anything else not assigned);
-  * keep unassigned >= minSize, and <= maxSize when maxSize > 0 (maxSize bounds the idle pods,
-    not the pods sandboxes use: a busy pool still keeps its minimum ready);
+  * demand = compatible waiting sandboxes left without a Ready pod in this sync;
+  * keep unassigned >= max(minSize, demand), and <= maxSize when maxSize > 0 (maxSize bounds the
+    idle pods, not the pods sandboxes use: a busy pool still keeps its minimum ready);
   * autoscaling: utilisation = assigned / (assigned + unassigned) * 100; the pool wants
-    ceil(assigned / (targetUtilization / 100)) pods in total, i.e. that minus assigned idle ones;
+    ceil((assigned + demand) / (targetUtilization / 100)) pods in total, i.e. that minus assigned
+    idle ones (with no demand, the original formula);
   * growing happens at once; shrinking waits autoScaling.scaleDownDelay seconds after
     status.lastScaleTime (pool creation if none), removing pending pods first (newest first: least
     work lost), then the oldest available ones; excess over maxSize goes at once;
-  * ttl > 0: available pods older than ttl are recycled (not a scale event);
+  * ttl > 0: an available pod expires at a per-name point between 80 % and 100 % of ttl, keeps
+    serving until a replacement is Ready (replacements start at most _surge at a time), then goes
+    (not a scale event);
   * unassigned pods built from an older pool spec (another runtime, image, resources, preload
     scripts) are recycled too: a WarmPod's spec, hence its Pod's, never changes after creation.
 
@@ -28,6 +32,7 @@ so a dropped pod's name is not reused while it exists and a stale cache re-emits
 (Metacontroller then finds them already there)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from collections.abc import Mapping
@@ -139,42 +144,39 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
     pool_name, ns = name(parent), namespace(parent)
     members = [_member(o) for o in objects(children, C.GVK_WARMPOD)]
+    sandboxes = {uid(s): s for s in objects(related, C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", ns)}
+    # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them, else dropped
+    # (also by a pool that cannot serve: a sandbox's deletion waits for its warm pod).
+    live = [m for m in members if not m.deleting]  # terminating ones are on their way out
+    holders = _holders(live, sandboxes, pool_name)
+    kept_assigned = [_the_adopted(held, sandboxes[sandbox_uid]) for sandbox_uid, held in holders.items()]
 
     try:
         spec: WarmPoolSpec = parse_spec(WarmPoolSpec, dict(parent))
     except SpecError as exc:
-        return _unusable(parent, members, previous, "InvalidSpec", str(exc), False, now)
+        return _unusable(parent, live, kept_assigned, previous, "InvalidSpec", str(exc), False, now)
     if spec.security_level == "custom":
         # securityLevel custom means a Localhost seccomp profile chosen per sandbox; warm pods run
         # RuntimeDefault, so such a pool could never serve anyone (warm.pool_shape_fits).
-        return _unusable(parent, members, previous, "UnsupportedSecurityLevel",
+        return _unusable(parent, live, kept_assigned, previous, "UnsupportedSecurityLevel",
                          "securityLevel custom is not supported for warm pools: warm pods use the RuntimeDefault seccomp profile", False, now)
     runtimes = objects(related, C.GVK_RUNTIME)
     try:
         runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
         check_security_features(spec.security_level, runtime_name, runtime)
     except ResolutionError as exc:
-        return _unusable(parent, members, previous, exc.reason, exc.message, exc.waiting, now)
+        return _unusable(parent, live, kept_assigned, previous, exc.reason, exc.message, exc.waiting, now)
 
     template = _template(pool_name, runtime_name, runtime.image, spec)
     # What sandboxes see of this pool: its offer (a child, so they need not watch the pool).
     offer = warm.make_offer(pool_name, runtime_name, spec)
-    sandboxes = {uid(s): s for s in objects(related, C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", ns)}
     resync: list[float] = []
 
-    # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them, else dropped.
-    live = [m for m in members if not m.deleting]  # terminating ones are on their way out
-    holders: dict[str, list[Member]] = {}
-    for m in live:
-        if m.assigned and m.sandbox_uid and _still_used(sandboxes.get(m.sandbox_uid), pool_name):
-            holders.setdefault(m.sandbox_uid, []).append(m)
-    kept_assigned: list[Member] = []
-    for sandbox_uid, held in holders.items():
-        kept_assigned.append(_the_adopted(held, sandboxes[sandbox_uid]))
-
-    # 2. Unassigned WarmPods: recycle failed ones, outdated ones and (ttl) expired idle ones.
+    # 2. Unassigned WarmPods: recycle failed and outdated ones; (ttl) expired idle ones keep
+    # serving until replaced (step 4).
     recycled = 0
     available: list[Member] = []
+    expired: list[Member] = []
     pending: list[Member] = []
     ages: dict[str, float] = {}
     current = _TemplateCheck(template)
@@ -183,33 +185,38 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
             recycled += 1
         elif m.phase == PHASE_READY:
             ages[m.name] = (now - m.created).total_seconds() if m.created is not _NEVER else 0.0
-            if spec.ttl and ages[m.name] >= spec.ttl:
-                recycled += 1
-            else:
-                available.append(m)
+            (expired if spec.ttl and ages[m.name] >= expiry_seconds(spec.ttl, m.name) else available).append(m)
         else:
             pending.append(m)
 
-    # 3. Assignment: waiting sandboxes, oldest first, get the oldest Ready pods.
+    # 3. Assignment: waiting sandboxes, oldest first, get the oldest Ready pods (expired ones
+    # first: they are the oldest). Compatible sandboxes left waiting are demand (step 4).
     waiting = sorted(
         (s for s in sandboxes.values() if _waiting(s, pool_name) and uid(s) not in holders),
         key=lambda s: (created(s) or _NEVER, name(s)),
     )
+    ready = sorted(expired + available, key=lambda m: m.order)
     new_assignments: list[tuple[Member, Mapping[str, Any]]] = []
     unserved: list[str] = []
+    demand = 0
     verdicts: dict[bytes, Optional[str]] = {}  # sandboxes with the same spec get the same verdict
     for sandbox in waiting:
         why = _incompatible_cached(verdicts, sandbox, offer, runtimes, config)
         if why is not None:
             unserved.append(f"{name(sandbox)} ({why})")
-        elif available:
-            new_assignments.append((available.pop(0), sandbox))
+        elif ready:
+            new_assignments.append((ready.pop(0), sandbox))
+        else:
+            demand += 1
+    taken = {m.name for m, _ in new_assignments}
+    available = [m for m in available if m.name not in taken]
+    expired = [m for m in expired if m.name not in taken]
 
-    # 4. Sizing of the idle (unassigned) part.
+    # 4. Sizing of the idle (unassigned) part; expired pods do not count as idle, they only
+    # stand in for missing ones.
     assigned_count = len(kept_assigned) + len(new_assignments)
     idle = len(available) + len(pending)
-    target, capped = _target(spec, assigned_count)
-    created_count = max(0, target - idle)
+    target, capped = _target(spec, assigned_count, demand)
     removed: list[Member] = []
     deferred = False
     if idle > target:
@@ -224,12 +231,19 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         gone = {m.name for m in removed}
         available = [m for m in available if m.name not in gone]
         pending = [m for m in pending if m.name not in gone]
-    scale_event = created_count > recycled or bool(removed)
+    # Replace before removing: expired pods stand in for the Ready pods the pool lacks (the
+    # youngest kept, the oldest go first), and at most `surge` replacements start at a time.
+    stand_in = min(len(expired), max(0, target - len(available)))
+    expired = expired[len(expired) - stand_in:]
+    missing = max(0, target - len(available) - stand_in - len(pending))  # not covered at all
+    wanted_pending = target - len(available) - stand_in + min(stand_in, _surge(target))
+    created_count = max(0, wanted_pending - len(pending))
+    scale_event = missing > recycled or bool(removed)
     if deferred:
         # The rest of the excess goes when the delay, counted from the last scale event, has passed.
         resync.append(float(spec.auto_scaling.scale_down_delay) if scale_event else remaining)
     if spec.ttl:
-        resync += [spec.ttl - ages[m.name] for m in available]
+        resync += [expiry_seconds(spec.ttl, m.name) - ages[m.name] for m in available]
     stamp = parse_time(previous.get("lastScaleTime"))
     last_scale = fmt_time(now) if scale_event else (fmt_time(stamp) if stamp else None)
 
@@ -240,13 +254,13 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     for m, sandbox in new_assignments:
         assignment = {"sandboxName": name(sandbox), "sandboxUid": uid(sandbox)}
         desired.append(_warm_pod(m.name, pool_name, ns, {**template, "assignment": assignment}, assignment))
-    for m in available + pending:
+    for m in available + expired + pending:
         desired.append(_warm_pod(m.name, pool_name, ns, dict(template), None))
     for new_name in _free_names(pool_name, {m.name for m in members}, created_count):
         desired.append(_warm_pod(new_name, pool_name, ns, dict(template), None))
 
     status: dict[str, Any] = {
-        "availablePods": len(available),
+        "availablePods": len(available) + len(expired),
         "pendingPods": len(pending) + created_count,
         "assignedPods": assigned_count,
         "runtimeEnvironment": runtime_name,
@@ -256,7 +270,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         status["lastScaleTime"] = last_scale
     conditions = [
         Condition("Validated", "True", "Valid", f"runtime {runtime_name} ({runtime.image}), security level {spec.security_level}"),
-        _ready(len(available), status["pendingPods"], spec.min_size, unserved),
+        _ready(status["availablePods"], status["pendingPods"], spec.min_size, unserved),
         Condition("ScalingLimited", "True", "MaxSizeReached", f"the pool wants more idle pods than maxSize ({spec.max_size})")
         if capped else Condition("ScalingLimited", "False", "WithinLimits", "the pool is within its size limits"),
     ]
@@ -315,16 +329,31 @@ class _TemplateCheck:
 _MISSING = object()
 
 
-def _target(spec: WarmPoolSpec, assigned: int) -> tuple[int, bool]:
-    """Idle pods wanted, and whether maxSize cut that number."""
-    target = spec.min_size
-    if spec.auto_scaling.enabled and assigned:
-        # ceil(assigned / (t / 100)) pods in total, in integers to stay exact.
-        total = -(-assigned * 100 // spec.auto_scaling.target_utilization)
+def _target(spec: WarmPoolSpec, assigned: int, demand: int) -> tuple[int, bool]:
+    """Idle pods wanted, and whether maxSize cut that number. `demand`: compatible sandboxes
+    waiting with no Ready pod left for them; they count as pods about to be assigned, so with no
+    one waiting this is the original formula."""
+    target = max(spec.min_size, demand)
+    if spec.auto_scaling.enabled and assigned + demand:
+        # ceil((assigned + demand) / (t / 100)) pods in total, in integers to stay exact.
+        total = -(-(assigned + demand) * 100 // spec.auto_scaling.target_utilization)
         target = max(target, total - assigned)
     if spec.max_size and target > spec.max_size:
         return spec.max_size, True
     return target, False
+
+
+def expiry_seconds(ttl: int, member: str) -> float:
+    """The age at which an idle WarmPod of this name expires: between (100 - spread) % and 100 %
+    of ttl, a deterministic point derived from the name, so pods created together (a pool's
+    fill, a burst's refill) do not all expire in one sync."""
+    fraction = int.from_bytes(hashlib.sha256(member.encode()).digest()[:8], "big") / 2**64
+    return ttl * (1 - C.WARM_TTL_SPREAD_PERCENT / 100 * fraction)
+
+
+def _surge(target: int) -> int:
+    """Replacements of expired pods that may start at a time."""
+    return max(1, -(-target * C.WARM_TTL_SURGE_PERCENT // 100))
 
 
 def _status(sandbox: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -347,6 +376,15 @@ def _still_used(sandbox: Optional[Mapping[str, Any]], pool_name: str) -> bool:
     if phase == C.PHASE_TERMINATED or (phase == C.PHASE_FAILED and used is not True):
         return False
     return True
+
+
+def _holders(live: list[Member], sandboxes: Mapping[str, Mapping[str, Any]], pool_name: str) -> dict[str, list[Member]]:
+    """Sandbox UID -> the assigned WarmPods its sandbox still uses (see _still_used)."""
+    holders: dict[str, list[Member]] = {}
+    for m in live:
+        if m.assigned and m.sandbox_uid and _still_used(sandboxes.get(m.sandbox_uid), pool_name):
+            holders.setdefault(m.sandbox_uid, []).append(m)
+    return holders
 
 
 def _the_adopted(held: list[Member], sandbox: Mapping[str, Any]) -> Member:
@@ -388,7 +426,7 @@ def _incompatible(sandbox: Mapping[str, Any], offer: warm.Offer, runtimes: list[
         return f"security level {spec.security_level!r} is not the pool's"
     if spec.storage.persistent or spec.resources.cpu_pinning:
         return "persistent storage and CPU pinning always start cold"
-    return None
+    return warm.timeout_fits(spec.timeout)
 
 
 def _incompatible_cached(verdicts: dict[bytes, Optional[str]], sandbox: Mapping[str, Any], offer: warm.Offer,
@@ -445,8 +483,7 @@ def _warm_pod(child_name: str, pool_name: str, ns: str, spec: dict[str, Any], as
 
 
 # ---------------------------------------------------------------------------------------------
-# Unusable spec: keep every WarmPod as it is, assign nothing, report why
-
+# Unusable spec: keep idle WarmPods and the ones sandboxes run on, assign nothing, report why
 
 
 def _counts(members: list[Member]) -> dict[str, int]:
@@ -458,19 +495,24 @@ def _counts(members: list[Member]) -> dict[str, int]:
     }
 
 
-def _unusable(parent: Mapping[str, Any], members: list[Member], previous: Mapping[str, Any], reason: str,
-              message: str, waiting: bool, now: datetime) -> dict[str, Any]:
-    """No offer (it is left out, so deleted): no sandbox chooses this pool meanwhile."""
-    status: dict[str, Any] = _counts(members)
+def _unusable(parent: Mapping[str, Any], live: list[Member], kept_assigned: list[Member], previous: Mapping[str, Any],
+              reason: str, message: str, waiting: bool, now: datetime) -> dict[str, Any]:
+    """No offer (it is left out, so deleted): no sandbox chooses this pool meanwhile. Idle pods
+    and pods sandboxes run on are kept as they are (nothing is created, replaced or assigned);
+    pods released by their sandbox (deleting, gone, ended, cold) are dropped as by a usable pool,
+    since a sandbox's deletion waits for its warm pod and must not wait for the pool's repair."""
+    kept = [m for m in live if not m.assigned] + kept_assigned
+    status: dict[str, Any] = _counts(kept)
     stamp = parse_time(previous.get("lastScaleTime"))
     if stamp:
         status["lastScaleTime"] = fmt_time(stamp)
     conditions = [
         Condition("Validated", "Unknown" if waiting else "False", reason, message),
-        Condition("Ready", "False", reason, "the pool cannot create or assign warm pods (see the Validated condition); existing ones are kept"),
+        Condition("Ready", "False", reason, "the pool cannot create or assign warm pods (see the Validated condition); "
+                  "idle ones and the ones sandboxes run on are kept, released ones are deleted"),
     ]
-    kept = [as_desired(m.obj) for m in members if not m.deleting]
-    return composite_response(parent, previous, now, status, conditions, kept, None)
+    desired = [as_desired(m.obj) for m in sorted(kept, key=lambda m: m.name)]
+    return composite_response(parent, previous, now, status, conditions, desired, None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -835,3 +835,57 @@ KIND_REQUESTS.update({
     "warmpod": lambda hook: warmpod_request(hook),
     "tenantnamespace": lambda hook: tenantnamespace_request(hook),
 })
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm-pool lifecycles for the convergence harness (tests/test_convergence.py): each is a plain
+# dict of choices; the test turns it into objects and rounds.
+
+# What can go missing or become invalid under a warm-served sandbox about to be deleted.
+BREAKAGES = ("none", "runtime-deleted", "runtime-unavailable", "pool-invalid", "pool-custom", "pool-deleted")
+
+
+def _pool_shape(draw: Any, min_sizes: st.SearchStrategy[int]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"minSize": draw(min_sizes)}
+    if draw(st.booleans()):
+        spec["autoScaling"] = {"enabled": True, "targetUtilization": draw(st.sampled_from([50, 80])),
+                               "scaleDownDelay": draw(st.sampled_from([10, 60]))}
+    if draw(st.booleans()):
+        spec["maxSize"] = spec["minSize"] + draw(st.integers(1, 4))
+    return spec
+
+
+@st.composite
+def deletion_scenario(draw: Any) -> dict[str, Any]:
+    """Warm-served sandboxes deleted while, before or after, their pool's inputs break."""
+    return {
+        "seed": draw(st.integers(0, 2**16)),
+        "stale": draw(st.sampled_from([0.0, 0.15, 0.3])),
+        "pool": _pool_shape(draw, st.integers(0, 3)),
+        "sandboxes": draw(st.integers(1, 4)),
+        "breakage": draw(st.sampled_from(BREAKAGES)),
+        "break_before": draw(st.booleans()),
+        "gap": draw(st.integers(0, 3)),  # rounds between the breakage and the deletions (or back)
+        "kubelet_speed": draw(st.sampled_from([0.5, 0.7, 1.0])),
+    }
+
+
+@st.composite
+def ttl_scenario(draw: Any) -> dict[str, Any]:
+    """A pool whose idle pods expire several times over, with a kubelet of random speed."""
+    spec = _pool_shape(draw, st.integers(1, 5))
+    spec["ttl"] = draw(st.integers(10, 60))
+    return {"seed": draw(st.integers(0, 2**16)), "stale": draw(st.sampled_from([0.0, 0.15, 0.3])), "pool": spec,
+            "kubelet_speed": draw(st.sampled_from([0.4, 0.7, 1.0]))}
+
+
+@st.composite
+def burst_scenario(draw: Any) -> dict[str, Any]:
+    """A burst of warm sandboxes arriving at a pool of minSize 0 to 2 (maxSize, when set, leaves
+    room for the burst)."""
+    burst = draw(st.integers(1, 6))
+    spec = _pool_shape(draw, st.integers(0, 2))
+    if "maxSize" in spec:
+        spec["maxSize"] = max(spec["maxSize"], burst)
+    return {"seed": draw(st.integers(0, 2**16)), "stale": draw(st.sampled_from([0.0, 0.15])), "pool": spec,
+            "burst": burst, "spread": draw(st.integers(0, 2))}  # rounds between two arrivals

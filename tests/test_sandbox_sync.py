@@ -423,3 +423,26 @@ def test_node_local_dns_is_read_from_the_environment() -> None:
         Config.from_env({"LLMSS_NODE_LOCAL_DNS_ADDRESSES": "169.254.20.0/24"})
     with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_PORT"):
         Config.from_env({"LLMSS_NODE_LOCAL_DNS_PORT": "70000"})
+
+def test_a_sandbox_with_its_own_timeout_is_not_served_by_a_warm_pod() -> None:
+    """A warm pod's grace period is the default timeout (its pod is built before any sandbox
+    exists, and pods are immutable): a sandbox with another timeout starts cold and says why,
+    and a pool does not assign it a pod even if it chose the pool before an edit."""
+    parent = sandbox("patient", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"runtime": "python-3.10", "timeout": 60})
+    out = sandbox_sync.sync(sync_request(parent, related=[runtime(), cases.warm_offer()]), NOW)
+    assert out["status"]["warmPodUsed"] is False and cond(out, "WarmPod")["reason"] == "NoCompatiblePool"
+    assert "timeout" in cond(out, "WarmPod")["message"] and str(C.DEFAULT_TIMEOUT_SECONDS) in cond(out, "WarmPod")["message"]
+    from hooks import warmpool_sync
+    from tests.warm_factory import RTE, pool, pool_request, waiting_sandbox, warm_pod
+    p = pool(minSize=1)
+    for extra in ({}, {"profileRef": {"name": "any"}}):
+        waiting = waiting_sandbox("patient", spec={"timeout": 60, **extra})
+        served = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0)], related=[RTE, waiting]), NOW)
+        assert all("assignment" not in c["spec"] for c in served["children"] if c["kind"] == C.KIND_WARMPOD), extra
+
+
+def test_a_warm_served_sandbox_says_it_runs_without_its_own_service_account() -> None:
+    out = sandbox_sync.sync(cases.warm_bound(), NOW)
+    assert cond(out, "WarmPod")["reason"] == "WarmPodBound"
+    assert "ServiceAccount" in cond(out, "WarmPod")["message"]
+    assert "ServiceAccount" not in kinds(out)

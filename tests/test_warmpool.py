@@ -15,7 +15,7 @@ from tests import warm_cases as cases
 from tests.crdutil import assert_status_fits, validate_cr
 from tests.factory import NOW
 from tests.golden import check_golden
-from tests.warm_factory import RTE, pool, pool_request, waiting_sandbox, warm_pod
+from tests.warm_factory import RTE, ago, pool, pool_request, waiting_sandbox, warm_pod
 
 CASES = cases.POOL_CASES
 
@@ -183,12 +183,47 @@ def test_scale_down_never_below_min_size() -> None:
     assert len(pods(out)) == 3 and "python-3" not in names(out)  # the pending one goes first
 
 
-def test_ttl_recycles_old_idle_pods_without_a_scale_event() -> None:
+def test_ttl_replaces_an_expired_pod_before_removing_it() -> None:
+    """python-0 expired: it stays available (and assignable) while its replacement starts, so the
+    pool never has fewer than minSize ready pods because of its own TTL; not a scale event."""
     request = cases.ttl_expired()
     out = warmpool_sync.sync(request, NOW)
-    assert names(out) == ["python-1", "python-2"]  # python-0 expired; its name stays reserved while it exists
+    assert names(out) == ["python-0", "python-1", "python-2"]
+    assert (out["status"]["availablePods"], out["status"]["pendingPods"]) == (2, 1)
+    assert cond(out, "Ready")["status"] == "True"
     assert out["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]
-    assert out["resyncAfterSeconds"] == 500.0  # python-1 expires in 600 - 100 s
+    # The replacement is Ready: now the expired pod goes.
+    p = request["parent"]
+    later = pool_request(p, [*request["children"][C.GVK_WARMPOD].values(), warm_pod(p, 2, created=ago(5))])
+    again = warmpool_sync.sync(later, NOW)
+    assert names(again) == ["python-1", "python-2"]
+    assert again["status"]["lastScaleTime"] == request["parent"]["status"]["lastScaleTime"]
+
+
+def test_ttl_replacement_surge_is_bounded() -> None:
+    """Eight pods expired at once: they all keep serving, and replacements start a quarter of
+    minSize at a time (at least one)."""
+    p = pool(minSize=8, ttl=600, status={"lastScaleTime": ago(3600)})
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, k, created=ago(900)) for k in range(8)]), NOW)
+    assert (out["status"]["availablePods"], out["status"]["pendingPods"]) == (8, 2)
+    assert len(names(out)) == 10
+    # With two replacements still starting, no more are started.
+    starting = [warm_pod(p, k, phase="Pending", created=ago(5)) for k in (8, 9)]
+    again = warmpool_sync.sync(pool_request(p, [*(warm_pod(p, k, created=ago(900)) for k in range(8)), *starting]), NOW)
+    assert len(names(again)) == 10
+    # One replacement Ready: one expired pod goes (the oldest), one more replacement starts.
+    ready = [warm_pod(p, 8, created=ago(5)), warm_pod(p, 9, phase="Pending", created=ago(5))]
+    third = warmpool_sync.sync(pool_request(p, [*(warm_pod(p, k, created=ago(900 + k)) for k in range(8)), *ready]), NOW)
+    assert "python-7" not in names(third) and (third["status"]["availablePods"], third["status"]["pendingPods"]) == (8, 2)
+
+
+def test_ttl_expiry_is_spread_per_pod() -> None:
+    """Pods created together do not expire together: each expires at a point derived from its
+    name, between 80 % and 100 % of the ttl."""
+    expiries = [warmpool_sync.expiry_seconds(1000, warmpool_sync.member_name("python", k)) for k in range(10)]
+    assert all(800 <= e <= 1000 for e in expiries)
+    assert len(set(expiries)) == 10 and max(expiries) - min(expiries) > 100
+    assert expiries == [warmpool_sync.expiry_seconds(1000, warmpool_sync.member_name("python", k)) for k in range(10)]
 
 
 def test_ttl_never_recycles_assigned_pods() -> None:
@@ -201,6 +236,48 @@ def test_ttl_never_recycles_assigned_pods() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Assignment and release
+
+
+def test_min_size_zero_scales_from_zero_for_a_waiting_sandbox() -> None:
+    p = pool(minSize=0, status={"lastScaleTime": ago(3600)})
+    out = warmpool_sync.sync(pool_request(p, [], related=[RTE, waiting_sandbox("first")]), NOW)
+    assert names(out) == ["python-0"] and out["status"]["lastScaleTime"] == fmt_time(NOW)
+    # While it starts the sandbox keeps waiting and no second pod is made for it.
+    again = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0, phase="Pending")], related=[RTE, waiting_sandbox("first")]), NOW)
+    assert names(again) == ["python-0"]
+    # Ready: assigned; nothing idle is kept for minSize 0.
+    served = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0)], related=[RTE, waiting_sandbox("first")]), NOW)
+    assert assignments(served) == {"python-0": "first"} and names(served) == ["python-0"]
+
+
+def test_a_burst_is_served_in_parallel() -> None:
+    """Five waiting sandboxes, one Ready pod: one is served now, the four others are demand: four
+    pods start at once (the minimum of 1 is covered by them)."""
+    p = pool(minSize=1, status={"lastScaleTime": ago(3600)})
+    waiting = [waiting_sandbox(f"b-{i}", created=ago(10 - i)) for i in range(5)]
+    out = warmpool_sync.sync(pool_request(p, [warm_pod(p, 0)], related=[RTE, *waiting]), NOW)
+    assert assignments(out) == {"python-0": "b-0"}
+    assert (out["status"]["assignedPods"], out["status"]["pendingPods"]) == (1, 4)
+
+
+def test_demand_is_capped_by_max_size_and_ignores_incompatible_sandboxes() -> None:
+    p = pool(minSize=0, maxSize=2, status={"lastScaleTime": ago(3600)})
+    waiting = [waiting_sandbox(f"b-{i}", created=ago(10 - i)) for i in range(4)]
+    greedy = waiting_sandbox("greedy", spec={"resources": {"cpu": "2"}})
+    out = warmpool_sync.sync(pool_request(p, [], related=[RTE, *waiting, greedy]), NOW)
+    assert out["status"]["pendingPods"] == 2 and cond(out, "ScalingLimited")["reason"] == "MaxSizeReached"
+    only_greedy = warmpool_sync.sync(pool_request(p, [], related=[RTE, greedy]), NOW)
+    assert names(only_greedy) == []
+
+
+def test_autoscaling_counts_waiting_sandboxes_as_pods_about_to_be_used() -> None:
+    """2 assigned, 2 waiting, target 50 %: once they are served 4 pods are in use, so the pool
+    wants ceil(4 / 0.5) = 8 in all: 6 idle now (2 for the waiting sandboxes, 4 of headroom)."""
+    p = pool(minSize=1, autoScaling=cases.AUTOSCALE, status={"lastScaleTime": ago(3600)})
+    pods, busy = cases._busy(p, 2)
+    waiting = [waiting_sandbox(f"w-{i}", created=ago(10 - i)) for i in range(2)]
+    out = warmpool_sync.sync(pool_request(p, pods, related=[RTE, *busy, *waiting]), NOW)
+    assert (out["status"]["assignedPods"], out["status"]["pendingPods"]) == (2, 6)
 
 
 def test_assignment_pairs_oldest_sandboxes_with_oldest_pods() -> None:
@@ -299,13 +376,45 @@ def test_unusable_spec_keeps_every_child_unchanged(case: str) -> None:
     request = build()
     out = hook(request, NOW)
     before = {o["metadata"]["name"]: o for o in request["children"][C.GVK_WARMPOD].values()}
-    assert names(out) == sorted(before)
+    released = {"python-2"} if case == "invalid-with-children" else set()  # its sandbox is gone
+    assert names(out) == sorted(set(before) - released)
     assert not offers(out), "a pool that cannot serve makes no offer"
     for child in out["children"]:
         assert child["spec"] == before[child["metadata"]["name"]]["spec"]
         assert child["metadata"]["labels"] == before[child["metadata"]["name"]]["metadata"]["labels"]
     assert cond(out, "Validated")["status"] == "False"
     assert "runtimeEnvironment" not in out["status"]  # no sandbox chooses a broken pool
+
+
+UNUSABLE_POOLS = {
+    "invalid-spec": ({"minSize": 5, "maxSize": 2}, [RTE]),
+    "custom-level": ({"securityLevel": "custom"}, [RTE]),
+    "runtime-deleted": ({}, []),
+    "runtime-unavailable": ({}, [cases.runtime(available=False)]),
+    "runtime-not-validated": ({}, [cases.runtime(available=None)]),
+}
+
+
+@pytest.mark.parametrize("why", sorted(UNUSABLE_POOLS))
+def test_unusable_pool_still_releases_pods_of_sandboxes_that_left(why: str) -> None:
+    """A pool that cannot serve keeps its idle pods and the pods sandboxes run on, but releases
+    those whose sandbox is deleting, gone, ended or cold: a sandbox's deletion waits for its warm
+    pod, so keeping it would hang the deletion for as long as the pool stays broken."""
+    spec, runtimes = UNUSABLE_POOLS[why]
+    p = pool(status={"lastScaleTime": ago(3600)}, **{"minSize": 1, **spec})
+    leaving = cases.sandbox("leaving", deleting=True, status={"phase": C.PHASE_RUNNING, "warmPool": "python", "warmPodUsed": True})
+    ended = cases.sandbox("ended", status={"phase": C.PHASE_TERMINATED, "warmPool": "python", "warmPodUsed": True})
+    cold = cases.sandbox("cold", status={"phase": C.PHASE_RUNNING, "warmPool": "python", "warmPodUsed": False})
+    user = cases.running_warm("user", pod="python-3")
+    gone = cases.running_warm("gone", pod="python-4")
+    observed = [warm_pod(p, 0, phase="Assigned", assigned_to=leaving), warm_pod(p, 1, phase="Assigned", assigned_to=ended),
+                warm_pod(p, 2, phase="Assigned", assigned_to=cold), warm_pod(p, 3, phase="Assigned", assigned_to=user),
+                warm_pod(p, 4, phase="Assigned", assigned_to=gone), warm_pod(p, 5)]
+    out = warmpool_sync.sync(pool_request(p, observed, related=[*runtimes, leaving, ended, cold, user]), NOW)
+    assert cond(out, "Validated")["status"] != "True" and not offers(out)
+    assert names(out) == ["python-3", "python-5"]
+    assert assignments(out) == {"python-3": "user"}
+    assert out["status"]["assignedPods"] == 1
 
 
 def test_unvalidated_runtime_is_waiting_not_failed() -> None:

@@ -166,9 +166,13 @@ def outdated_spec() -> dict[str, Any]:
 
 
 def invalid_with_children() -> dict[str, Any]:
-    """minSize > maxSize: every WarmPod is kept as it is (even one whose sandbox is gone)."""
+    """minSize > maxSize: the idle WarmPod and the one a sandbox runs on are kept as they are;
+    python-2, whose sandbox is gone, is released (a deletion never waits for a pool's repair)."""
     p = pool(minSize=5, maxSize=2, status={"lastScaleTime": ago(3600), "runtimeEnvironment": "python-3.10"})
-    return pool_request(p, [warm_pod(p, 0, phase="Assigned", assigned_to=running_warm("gone")), warm_pod(p, 1)])
+    user = running_warm("user")
+    return pool_request(p, [warm_pod(p, 0, phase="Assigned", assigned_to=user), warm_pod(p, 1),
+                            warm_pod(p, 2, phase="Assigned", assigned_to=running_warm("gone", pod="python-2"))],
+                        related=[RTE, user])
 
 
 def runtime_missing() -> dict[str, Any]:
