@@ -224,7 +224,10 @@ def decide(
     held = None if started_cold else held_warm_pod(parent, related)
     if held is not None:
         pool, wp = held
-        if replace:
+        recorded = _cold_reason(parent)
+        # Until its ServiceAccount is observed, status is the memory of a replacement under way:
+        # the warm pod, still Assigned until its pool releases it, is not taken back.
+        if replace or (recorded is not None and recorded[0] == REASON_REPLACE_REQUESTED):
             return WarmDecision("cold", pool, reason=REASON_REPLACE_REQUESTED,
                                 message=f"a new pod was requested ({C.ANNOTATION_REPLACE_POD}): a cold-started pod replaces warm pod {name(wp)}")
         return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}")

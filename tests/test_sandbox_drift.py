@@ -233,3 +233,12 @@ def test_a_warm_pod_bound_under_the_token_is_kept() -> None:
     # A status that does not say yet which token the warm pod was bound under (stale): kept too.
     stale = sandbox_sync.sync(_warm({}, {C.ANNOTATION_REPLACE_POD: "t1"}, status={"warmPool": "python-pool"}), NOW)
     assert stale["status"]["warmPodUsed"] is True
+
+
+def test_a_warm_pod_not_yet_released_is_not_taken_back() -> None:
+    # Found by the convergence harness: the sync after the request sees status "cold, requested"
+    # but neither the ServiceAccount nor the pool's release yet; the warm pod is still Assigned.
+    went_cold = sandbox_sync.sync(_warm({}, {C.ANNOTATION_REPLACE_POD: "t1"}), NOW)
+    out = sandbox_sync.sync(_warm({}, {C.ANNOTATION_REPLACE_POD: "t1"}, status=went_cold["status"]), NOW)
+    assert out["status"]["warmPodUsed"] is False and cond(out, "WarmPod")["reason"] == "PodReplaceRequested"
+    assert "restarts" not in out["status"]
