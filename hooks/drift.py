@@ -192,7 +192,7 @@ def warm_differences(warm_pod: Mapping[str, Any], running_name: str, eff: Effect
 
 def _request_hint(parent: Mapping[str, Any]) -> str:
     return (f"kubectl annotate sandbox {name(parent)} -n {namespace(parent)} {C.ANNOTATION_REPLACE_POD}=<new token> "
-            f"--overwrite (e.g. the time: $(date +%s))")
+            f"--overwrite (any new value, e.g. $(date +%s))")
 
 
 def condition(parent: Mapping[str, Any], pod_label: str, differences: list[str], warm: bool, replacing: Optional[str]) -> Condition:
@@ -203,8 +203,8 @@ def condition(parent: Mapping[str, Any], pod_label: str, differences: list[str],
                          f"replacing {pod_label} as requested ({C.ANNOTATION_REPLACE_POD}={replacing}); the new pod gets the current spec")
     if not differences:
         return Condition(CONDITION, "True", REASON_UP_TO_DATE, f"{pod_label} has every pod setting of the current spec")
-    what = "a cold-started pod of its own replaces the warm pod (a pool's pods have the pool's settings)" if warm else \
-        "the pod is replaced once per token, its volume kept; the sandbox is unavailable until the new pod is ready"
+    what = ("A cold-started pod of its own then replaces the warm pod (a pool's pods have the pool's settings)" if warm else
+            "The pod is replaced once per token (a persistent volume is kept); the sandbox is unavailable until the new pod is ready")
     return Condition(CONDITION, "False", REASON_OUTDATED,
-                     f"{pod_label} was made from an earlier spec: {'; '.join(differences)}. A running pod cannot change; to apply, "
-                     f"request a new pod: {_request_hint(parent)}: {what}")
+                     f"{pod_label} was made from an earlier spec: {'; '.join(differences)}. A running pod cannot change; to apply "
+                     f"the spec, request a new pod: {_request_hint(parent)}. {what}")

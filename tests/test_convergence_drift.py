@@ -7,7 +7,6 @@ are, the volume kept; a warm-served sandbox moves to exactly one cold pod."""
 from __future__ import annotations
 
 import copy
-import random
 from typing import Any
 
 import pytest
