@@ -47,11 +47,15 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def read_pod(pod: Mapping[str, Any]) -> PodSettings:
     """A pod's settings, from its spec alone. Tolerant of what the API server adds (defaults,
     canonical quantities): only fields our builder writes are read."""
     spec = _mapping(pod.get("spec"))
-    containers = [c for c in spec.get("containers") or [] if isinstance(c, Mapping)]
+    containers = [c for c in _list(spec.get("containers")) if isinstance(c, Mapping)]
     container = next((c for c in containers if c.get("name") == C.SANDBOX_CONTAINER), containers[0] if containers else {})
     limits = _mapping(_mapping(container.get("resources")).get("limits"))
     security = _mapping(spec.get("securityContext"))
@@ -59,8 +63,8 @@ def read_pod(pod: Mapping[str, Any]) -> PodSettings:
     seccomp_text = str(seccomp.get("type") or "")
     if seccomp.get("type") == C.SECCOMP_LOCALHOST:
         seccomp_text += f" {seccomp.get('localhostProfile') or ''}".rstrip()
-    scratch = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v, Mapping) and "emptyDir" in v}
-    paths = tuple(sorted(str(m.get("mountPath")) for m in container.get("volumeMounts") or []
+    scratch = {v.get("name") for v in _list(spec.get("volumes")) if isinstance(v, Mapping) and "emptyDir" in v}
+    paths = tuple(sorted(str(m.get("mountPath")) for m in _list(container.get("volumeMounts"))
                          if isinstance(m, Mapping) and m.get("name") in scratch))
     if spec.get("runtimeClassName"):
         level = "high"
