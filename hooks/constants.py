@@ -65,6 +65,10 @@ ANNOTATION_PRELOAD_HASH: Final = f"{GROUP}/preload-hash"
 # (absent on the first pod). The count lives on the pod, not only in status, so a stale status can
 # never lower it (docs/failure-semantics.md, section 6).
 ANNOTATION_POD_RESTARTS: Final = f"{GROUP}/restarts"
+# On a Sandbox: a request for a new pod (any token; a new token, a new request). Its pod carries the
+# token it was made for, so a request is answered once however stale a cache is
+# (docs/failure-semantics.md, section 7). Absent from pods made without a request.
+ANNOTATION_REPLACE_POD: Final = f"{GROUP}/replace-pod"
 NODE_SELECTOR_CPU_PINNING: Final = "cpu-pinning"
 
 # Tenant namespaces (DecoratorController over Namespaces).

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from . import constants as C
+from . import drift
 from . import warm
 from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
@@ -25,8 +26,8 @@ from .builders.storage import build_pvc
 from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import (
-    add_seconds, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time, uid,
-    user_labels,
+    add_seconds, annotations, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time,
+    uid, user_labels,
 )
 from .response import as_desired, composite_response, parent_of
 from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
@@ -173,7 +174,10 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     # A cold start has begun once its pod or its ServiceAccount (created one sync before the pod,
     # and only for a cold start) is observed: from then on the sandbox stays cold.
     account = next((a for a in objects(children, C.GVK_SERVICE_ACCOUNT) if name(a) == names.base), None)
-    decision = warm.decide(spec, parent, eff, related, cold_pod is not None or account is not None, now, config)
+    token = replace_token(parent)
+    warm_token = _warm_token(previous, token)
+    decision = warm.decide(spec, parent, eff, related, cold_pod is not None or account is not None, now, config,
+                           replace=bool(token) and token != warm_token)
     if decision.resync_after:
         resync.append(decision.resync_after)
 
@@ -212,9 +216,10 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         account_ready = cold_pod is not None or account is not None
         # A failed warm pod was this sandbox's first pod: its cold pod is a replacement.
         floor = 1 if decision.reason == warm.REASON_WARM_POD_FAILED else 0
-        outcome = _cold_pod(cold_pod, previous, floor, spec.startup_timeout_seconds, now)
+        outcome = _cold_pod(cold_pod, previous, floor, spec.startup_timeout_seconds, now, token)
+        pod = build_pod(names.base, ns, labels, _pod_annotations(parent, outcome.pod_number, token), _shape(eff, names), config)
         if account_ready and outcome.keep_pod:
-            desired.append(build_pod(names.base, ns, labels, _pod_annotations(parent, outcome.pod_number), _shape(eff, names), config))
+            desired.append(pod)
         if decision.mode == "cold":
             status["warmPodUsed"] = False
         # Until the pod is observed the status is the same before and after the account exists:
@@ -226,6 +231,9 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
             resync.append(outcome.resync)
         if cold_pod is not None:
             status.update(_pod_status(cold_pod))
+        applied = _cold_applied(parent, cold_pod, pod, eff, objects(related, C.GVK_RUNTIME), previous, token, decision, status)
+        if applied is not None:
+            conditions.append(applied)
     elif decision.mode == "warm":
         assert decision.warm_pod is not None
         wp = decision.warm_pod
@@ -237,6 +245,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         ref = previous.get("warmPodRef") if isinstance(previous, Mapping) else None
         start = previous.get("startTime") if isinstance(ref, Mapping) and ref.get("name") == name(wp) else None
         status["startTime"] = start if isinstance(start, str) else fmt_time(now)
+        conditions.append(_warm_applied(parent, wp, eff, objects(related, C.GVK_RUNTIME), previous, warm_token, status))
         if wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED:
             phase, ready = C.PHASE_RUNNING, Condition("Ready", "True", "WarmPodReady", f"warm pod {name(wp)} is ready")
         else:  # a serving warm pod that is not ready for now: it stays this sandbox's pod
@@ -334,11 +343,71 @@ def _shape(eff: Effective, names: Names) -> PodShape:
     )
 
 
-def _pod_annotations(parent: Mapping[str, Any], restarts: int = 0) -> dict[str, str]:
+def _pod_annotations(parent: Mapping[str, Any], restarts: int = 0, token: str = "") -> dict[str, str]:
     out = {C.ANNOTATION_SANDBOX: f"{namespace(parent)}/{name(parent)}"}
     if restarts:  # absent on a first pod, so pods of earlier versions are emitted byte for byte
         out[C.ANNOTATION_POD_RESTARTS] = str(restarts)
+    if token:  # likewise: only pods made while a replacement was requested carry it
+        out[C.ANNOTATION_REPLACE_POD] = token
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec edits the running pod does not have (docs/failure-semantics.md, section 7)
+
+
+def replace_token(obj: Mapping[str, Any]) -> str:
+    """The replacement a sandbox requests, or the one a pod was made for: "" for none."""
+    value = annotations(obj).get(C.ANNOTATION_REPLACE_POD)
+    return value if isinstance(value, str) else ""
+
+
+def _warm_token(previous: Any, token: str) -> str:
+    """The request token a warm pod was bound under. Status is its only memory: once status says the
+    sandbox runs on its warm pod, the token it recorded then (absent: none); before that, as long as
+    status does not say so yet (this sync binds it, or the status is stale), the current token, so
+    a stale status can delay a request, never make one: a sandbox created with the annotation keeps
+    the warm pod it is given."""
+    if isinstance(previous, Mapping) and previous.get("warmPodUsed") is True:
+        recorded = previous.get("replacePodToken")
+        return recorded if isinstance(recorded, str) else ""
+    return token
+
+
+def _cold_applied(parent: Mapping[str, Any], observed_pod: Optional[Mapping[str, Any]], pod: Mapping[str, Any], eff: Effective,
+                  runtimes: list[dict[str, Any]], previous: Any, token: str, decision: warm.WarmDecision,
+                  status: dict[str, Any]) -> Optional[Condition]:
+    """SpecApplied of a sandbox on its own pod, and the status fields that describe that pod (level,
+    runtime, the request it was made for). None while no pod of its own runs and none is asked for."""
+    if observed_pod is None:
+        if decision.reason == warm.REASON_REPLACE_REQUESTED:
+            return drift.condition(parent, "the warm pod", [], True, token)
+        return None
+    pod_token = replace_token(observed_pod)
+    if pod_token:
+        status["replacePodToken"] = pod_token
+    replacing = token if token and pod_token != token else None
+    if is_deleting(observed_pod) and replacing is None:
+        return None  # going for another reason (failed, deleted by hand): a new pod follows
+    running, wanted = drift.read_pod(observed_pod), drift.read_pod(pod)
+    runtime_name = drift.running_runtime(running.image, eff, runtimes, previous)
+    status["securityLevel"] = drift.running_level(running, wanted, eff)
+    status["runtimeEnvironment"] = runtime_name
+    label = f"pod {name(observed_pod)}"
+    return drift.condition(parent, label, drift.cold_differences(running, wanted, runtime_name, eff), False, replacing)
+
+
+def _warm_applied(parent: Mapping[str, Any], wp: Mapping[str, Any], eff: Effective, runtimes: list[dict[str, Any]],
+                  previous: Any, warm_token: str, status: dict[str, Any]) -> Condition:
+    """SpecApplied of a warm-served sandbox, and the status fields that describe its warm pod."""
+    wp_spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
+    level, image = wp_spec.get("securityLevel"), wp_spec.get("image")
+    status["securityLevel"] = level if isinstance(level, str) and level else C.DEFAULT_SECURITY_LEVEL
+    runtime_name = drift.running_runtime(image if isinstance(image, str) else "", eff, runtimes, previous)
+    status["runtimeEnvironment"] = runtime_name
+    if warm_token:
+        status["replacePodToken"] = warm_token
+    return drift.condition(parent, f"warm pod {name(wp)}", drift.warm_differences(wp, runtime_name, eff), True, None)
 
 
 def _valid_message(eff: Effective) -> str:
@@ -453,7 +522,8 @@ def _stored_restarts(previous: Any) -> int:
     return _int(previous.get("restarts")) if isinstance(previous, Mapping) else 0
 
 
-def _cold_pod(pod: Optional[Mapping[str, Any]], previous: Any, floor: int, startup_timeout: int, now: datetime) -> PodOutcome:
+def _cold_pod(pod: Optional[Mapping[str, Any]], previous: Any, floor: int, startup_timeout: int, now: datetime,
+              token: str = "") -> PodOutcome:
     """What becomes of the sandbox's own pod. A failed pod (evicted, its node lost) is replaced,
     the volume kept, up to MAX_POD_REPLACEMENTS times; the failure after that is final. The count
     is the larger of status.restarts and the number the pod carries (ANNOTATION_POD_RESTARTS), and
@@ -471,6 +541,8 @@ def _cold_pod(pod: Optional[Mapping[str, Any]], previous: Any, floor: int, start
         if is_deleting(pod):
             phase, ready = _cold_phase(pod, now)
             return PodOutcome(phase, ready, True, restarts, number, None)
+        if token and replace_token(pod) != token:
+            return _requested(pod, token, stored, restarts, number)
         phase, ready, wait = _pod_phase(pod, startup_timeout, now)
         return PodOutcome(phase, ready, True, restarts, number, wait)
     if number >= C.MAX_POD_REPLACEMENTS:
@@ -484,6 +556,17 @@ def _cold_pod(pod: Optional[Mapping[str, Any]], previous: Any, floor: int, start
                       f"the sandbox pod failed ({_failure(pod)}); replacing it (replacement {number + 1} of at most "
                       f"{C.MAX_POD_REPLACEMENTS}), its volume is kept")
     return PodOutcome(C.PHASE_CREATING, ready, not persisted, counted, number, None if persisted else CREATE_POLL_SECONDS)
+
+
+def _requested(pod: Mapping[str, Any], token: str, stored: int, restarts: int, number: int) -> PodOutcome:
+    """A replacement the sandbox's annotation requests for a pod made for another token (or none):
+    the pod is left out once status counts the replacements it carries (the new pod takes its
+    number from status), like a failed pod; a requested replacement is no failure and not counted.
+    The new pod carries the token: seen by any later sync, however stale, it is never replaced again."""
+    persisted = stored >= number
+    ready = Condition("Ready", "False", "PodReplacing",
+                      f"replacing the sandbox pod {name(pod)} as requested ({C.ANNOTATION_REPLACE_POD}={token}); its volume is kept")
+    return PodOutcome(C.PHASE_CREATING, ready, not persisted, restarts, number, None if persisted else CREATE_POLL_SECONDS)
 
 
 def _pod_status(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -558,7 +641,7 @@ def _unusable(parent: Mapping[str, Any], children: Any, related: Any, previous: 
     # Carry over what the previous, valid spec established (for a sandbox that keeps running).
     if isinstance(previous, Mapping) and (kept or held is not None):
         for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed",
-                    "startTime", "expiresAt", "restarts"):
+                    "startTime", "expiresAt", "restarts", "replacePodToken"):
             if key in previous:
                 status.setdefault(key, previous[key])
     status["phase"] = phase

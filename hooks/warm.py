@@ -188,7 +188,8 @@ def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str
 
 
 REASON_WARM_POD_FAILED = "WarmPodFailed"
-COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout", REASON_WARM_POD_FAILED)
+REASON_REPLACE_REQUESTED = "PodReplaceRequested"
+COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout", REASON_WARM_POD_FAILED, REASON_REPLACE_REQUESTED)
 
 
 def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool) -> Optional[tuple[Optional[str], str, str]]:
@@ -236,13 +237,24 @@ def decide(
     started_cold: bool,
     now: datetime,
     config: Config,
+    replace: bool = False,
 ) -> WarmDecision:
+    """`replace`: the sandbox requests a new pod (llmsafespace.dev/replace-pod) that its warm pod,
+    if it runs on one, was not bound under. A pool's pod has the pool's settings, so the new pod is
+    a cold-started one; the start is sticky (its ServiceAccount), so this happens once."""
     held = None if started_cold else held_warm_pod(parent, related)
     if held is not None:
         pool, wp = held
+        recorded = _cold_reason(parent)
+        # Until its ServiceAccount is observed, status is the memory of a replacement under way:
+        # the warm pod, still Assigned until its pool releases it, is not taken back.
+        if replace or (recorded is not None and recorded[0] == REASON_REPLACE_REQUESTED):
+            return WarmDecision("cold", pool, reason=REASON_REPLACE_REQUESTED,
+                                message=f"a new pod was requested ({C.ANNOTATION_REPLACE_POD}): a cold-started pod replaces warm pod {name(wp)}")
         return _bound(pool, wp)
-    # A sandbox whose warm pod failed goes on cold at once: never back to waiting (Pending).
-    lost = None if _cold_reason(parent) else lost_warm_pod(parent, related, started_cold)
+    # A sandbox whose warm pod failed goes on cold at once: never back to waiting (Pending). A warm
+    # pod its pool releases after a requested replacement did not fail.
+    lost = None if _cold_reason(parent) or replace else lost_warm_pod(parent, related, started_cold)
     if lost is not None:
         of_pool = f" of pool {lost[0]}" if lost[0] else ""
         return WarmDecision("cold", lost[0], reason=REASON_WARM_POD_FAILED,

@@ -127,6 +127,12 @@ def observed_running() -> dict[str, Any]:
     return sync_request(parent, children=children, related=[RTE])
 
 
+def replaced_on_request() -> dict[str, Any]:
+    # An edit applied by the replace-pod annotation: the running pod was made for that request.
+    parent = sandbox("edited", annotations={C.ANNOTATION_REPLACE_POD: "r1"}, spec={"securityLevel": "high"})
+    return sync_request(parent, children=_children_of(parent, **running_pod_status()), related=[RTE])
+
+
 def observed_failed() -> dict[str, Any]:
     parent = sandbox("crashed")
     children = _children_of(parent, phase="Failed", message="The node was low on resource: memory.", reason="Evicted")
@@ -222,6 +228,7 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "profile-applied": profile_applied,
     "observed-running": observed_running,
     "observed-failed": observed_failed,
+    "replaced-on-request": replaced_on_request,
     "invalid-new": invalid_new,
     "invalid-with-children": invalid_with_children,
     "runtime-missing": runtime_missing,

@@ -281,7 +281,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
         "startTime": ("string", "date-time"), "endpoint": ("string", None), "serviceName": ("string", None),
         "expiresAt": ("string", "date-time"), "runtimeEnvironment": ("string", None), "securityLevel": ("string", None), "profile": ("string", None),
         "warmPool": ("string", None), "warmPodRef": ("object", None), "warmPodUsed": ("boolean", None),
-        "restarts": ("integer", None),
+        "restarts": ("integer", None), "replacePodToken": ("string", None),
     },
     "SandboxProfile": {"validated": ("boolean", None), "language": ("string", None)},
     "RuntimeEnvironment": {"available": ("boolean", None), "lastValidated": ("string", "date-time")},

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from typing import Any
 
 import pytest
 
+from hooks import constants as C
 from tests.e2e import fakenode
 from tests.e2e.kube import Kube, condition
 from tests.e2e.objects import runtime, sandbox
@@ -132,6 +134,44 @@ def test_an_evicted_pod_is_replaced_and_its_volume_stays(kube: Kube, namespace: 
     pod = kube.core("Pod", namespace, "sandbox-evicted")
     assert pod is not None and pod["metadata"]["annotations"]["llmsafespace.dev/restarts"] == "1"
     assert replaced["status"]["podName"] == "sandbox-evicted"
+
+
+def _spec_applied(kube: Kube, namespace: str, name: str, status: str, reason: str) -> dict[str, Any]:
+    return kube.wait(f"SpecApplied {status}/{reason}", lambda: (lambda sb: sb if condition(sb, "SpecApplied").get("status") == status
+                     and condition(sb, "SpecApplied").get("reason") == reason and sb["status"].get("phase") == "Running"
+                     and condition(sb, "Ready").get("status") == "True" else None)(kube.custom("Sandbox", namespace, name)), 60,
+                     show=lambda: (kube.custom("Sandbox", namespace, name) or {}).get("status"))
+
+
+def test_a_level_edit_is_reported_until_a_requested_replacement_applies_it(kube: Kube, namespace: str, rte: str) -> None:
+    """Pods are immutable: an edit from standard to high leaves the running pod as it is, and
+    status says so (level of the pod that runs, SpecApplied=False naming the difference). The
+    replace-pod annotation replaces the pod once, on the same volume, with the new level."""
+    kube.apply(sandbox("upgraded", namespace, rte, storage={"persistent": True, "volumeSize": "1Gi"}))
+    kube.wait_sandbox(namespace, "upgraded", "Running", ready=True, timeout=60)
+    held = _uids(kube, namespace, "upgraded")
+    _patch(kube, namespace, "upgraded", {"securityLevel": "high"})
+    sb = _spec_applied(kube, namespace, "upgraded", "False", "PodOutdated")
+    message = condition(sb, "SpecApplied")["message"]
+    print(f"\nwhat a user sees: SpecApplied=PodOutdated: {message}")
+    assert "securityLevel: runs standard, spec asks high" in message and C.ANNOTATION_REPLACE_POD in message
+    assert sb["status"]["securityLevel"] == "standard", "status describes the pod that runs"
+    assert _uids(kube, namespace, "upgraded") == held
+    pod = kube.core("Pod", namespace, "sandbox-upgraded")
+    assert pod is not None and "runtimeClassName" not in pod["spec"]
+
+    kube.kubectl("annotate", "sandbox", "upgraded", "-n", namespace, f"{C.ANNOTATION_REPLACE_POD}=e2e-1")
+    kube.wait("a new pod", lambda: (lambda p: p if p and p["metadata"]["uid"] != held["Pod"] and not p["metadata"].get("deletionTimestamp")
+                                    else None)(kube.core("Pod", namespace, "sandbox-upgraded")), 60)
+    sb = _spec_applied(kube, namespace, "upgraded", "True", "PodUpToDate")
+    now = _uids(kube, namespace, "upgraded")
+    assert now["Pod"] != held["Pod"] and now["PersistentVolumeClaim"] == held["PersistentVolumeClaim"], (held, now)
+    pod = kube.core("Pod", namespace, "sandbox-upgraded")
+    assert pod is not None and pod["spec"]["runtimeClassName"] == fakenode.RUNTIME_CLASS
+    assert pod["metadata"]["annotations"][C.ANNOTATION_REPLACE_POD] == "e2e-1"
+    assert sb["status"]["securityLevel"] == "high" and sb["status"]["replacePodToken"] == "e2e-1" and "restarts" not in sb["status"]
+    time.sleep(3)  # once: the new pod stays
+    assert _uids(kube, namespace, "upgraded") == now
 
 
 def test_a_pod_that_cannot_pull_its_image_says_so_then_fails_at_its_startup_deadline(kube: Kube, namespace: str, rte: str) -> None:
