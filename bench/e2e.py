@@ -8,7 +8,8 @@ helm), started on 127.0.0.1 for this run and stopped at its end. Sections:
    previous one runs); each one's time from its create request to Running + Ready (a watch).
 2. The floor: the same objects a sandbox amounts to (its parent object, ServiceAccount, Service,
    three NetworkPolicies, Pod, one status update) written straight to the same API server at full
-   speed, for the burst's count; time until every pod runs.
+   speed, for the burst's count; time until every pod runs. Run before and again after the burst;
+   the burst is compared with the faster of the two.
 3. A burst: that many sandboxes created at once (same writers as the floor): time until all are
    Running, sandboxes/s and the ratio to the floor, hook calls per sandbox, CPU seconds of
    Metacontroller and of the hook server.
@@ -442,10 +443,13 @@ def run(sizes: Sizes, workdir: Path, progress: Callable[[dict[str, Any]], None] 
             ("warm", lambda: run_latency(kube, sizes.n, warm=True, timeout=sizes.timeout)),
             ("floor", lambda: run_floor(kube, sizes.burst, timeout=sizes.timeout)),
             ("burst", lambda: run_burst(kube, sizes.burst, timeout=sizes.timeout, quiet_seconds=sizes.quiet)),
+            # The floor once more: on a shared machine one run of it varies by tens of percent, and
+            # the burst is compared with the faster of the two (the stricter ratio).
+            ("floor_again", lambda: run_floor(kube, sizes.burst, timeout=sizes.timeout)),
             ("variants", lambda: run_variants(kube, sizes.variants, sizes.timeout) if sizes.variants else []),
         ]
         for name, section in sections:
-            if only is not None and name not in only:
+            if only is not None and name.removesuffix("_again") not in only:
                 continue
             results[name] = section()
             results["targets"] = targets(results)
@@ -462,9 +466,15 @@ def _wait_controllers(kube: Kube) -> None:
               and '"msg":"Starting DecoratorController"' in log.read_text(errors="replace"), 90)
 
 
+def best_floor(r: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The faster of the floor's runs: what the API server did at best in this run."""
+    floors = [f for f in (r.get("floor"), r.get("floor_again")) if f]
+    return max(floors, key=lambda f: f["per_s"]) if floors else None
+
+
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    warm, cold, burst, floor = r.get("warm"), r.get("cold"), r.get("burst"), r.get("floor")
+    warm, cold, burst, floor = r.get("warm"), r.get("cold"), r.get("burst"), best_floor(r)
     if warm:
         out.append({"target": f"warm apply -> Running p50 < {TARGET_WARM_P50_S:g} s", "value": f"{warm['p50']:.2f} s",
                     "met": warm["complete"] and warm["p50"] < TARGET_WARM_P50_S})
@@ -501,12 +511,15 @@ def table(r: dict[str, Any]) -> str:
         if x:
             lines.append(f"| {path} | {x['n']} | {x['p50']:.2f} | {x['p90']:.2f} | {x['p99']:.2f} | {x['max']:.2f} "
                          f"| {'yes' if x['complete'] else 'NO'} | {x.get('served_warm', '')} |")
-    floor, burst = r.get("floor"), r.get("burst")
+    floor, burst = best_floor(r), r.get("burst")
     lines += ["", f"## 2+3. Burst and its floor ({WRITERS} concurrent writers)",
-              "| what | count | seconds | per second | share of floor | syncs / sandbox | hook calls / sandbox | writes / sandbox | reads / sandbox | Metacontroller CPU s | hooks CPU s | API server + etcd CPU s |",
+              "| what | count | seconds | per second | share of the faster floor | syncs / sandbox | hook calls / sandbox | writes / sandbox | reads / sandbox | Metacontroller CPU s | hooks CPU s | API server + etcd CPU s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if floor:
-        lines.append(f"| floor: raw writes, 8 per sandbox | {floor['count']} | {floor['seconds']:.1f} | {floor['per_s']:.1f} | 100% | | | {floor['writes_per_unit']} | 0 | | | {_server_cpu(floor)} |")
+        for label, f in (("floor: raw writes, 8 per sandbox", r.get("floor")), ("floor again, after the burst", r.get("floor_again"))):
+            if f:
+                lines.append(f"| {label} | {f['count']} | {f['seconds']:.1f} | {f['per_s']:.1f} | {f['per_s'] / floor['per_s']:.0%} "
+                             f"| | | {f['writes_per_unit']} | 0 | | | {_server_cpu(f)} |")
     rows = ([("burst", burst)] if burst else []) + [(v["variant"], v) for v in r.get("variants") or []]
     for label, x in rows:
         share = f"{x['per_s'] / floor['per_s']:.0%}" if floor else ""

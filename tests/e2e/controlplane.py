@@ -288,10 +288,12 @@ def http_ok(url: str, context: Optional[ssl.SSLContext] = None, timeout: float =
 # The stack
 
 
-# Metacontroller's client-go rate limit: its defaults (QPS 5, burst 10) make every sync wait for
-# requests (status write = GET + PUT, finalizer, children): a handful of sandboxes created at once
-# took 15 s. docs/install.md recommends these for LLMSafeSpace; the suite runs what it recommends.
-METACONTROLLER_CLIENT_ARGS = ("-client-go-qps=100", "-client-go-burst=200")
+# Metacontroller's workers and client-go rate limit: its defaults (5 workers, QPS 5, burst 10)
+# make every sync wait for requests (each sync GETs its parent, a status write is a GET and a PUT,
+# plus the finalizer and every child: ~14 requests per sandbox): a handful of sandboxes created at
+# once took 15 s. docs/install.md recommends these (figures in docs/benchmark.md, `bench/run e2e`);
+# the suite runs what it recommends.
+METACONTROLLER_CLIENT_ARGS = ("-workers=10", "-client-go-qps=300", "-client-go-burst=600")
 
 
 @dataclass
