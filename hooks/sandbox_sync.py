@@ -10,7 +10,7 @@ Safety rules (ARCHITECTURE.md): an invalid or unresolvable spec never deletes ex
 HTTP layer answers 5xx and Metacontroller retries; user labels never override controller labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -29,6 +29,7 @@ from .meta import (
     add_seconds, annotations, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time,
     uid, user_labels,
 )
+from .request import SyncRequest
 from .response import as_desired, composite_response, parent_of
 from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
 from .validators import SandboxSpec, SpecError, parse_spec
@@ -120,67 +121,211 @@ def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config
 
 
 # ---------------------------------------------------------------------------------------------
-# Sync
+# Sync: a short list of named steps, each a function below in the order sync calls them
+
+
+class _Unusable(Exception):
+    """The spec cannot be used (invalid, or its runtime or profile does not resolve): existing
+    children are kept and the reason goes into conditions (_unusable)."""
+
+    def __init__(self, reason: str, message: str, waiting: bool) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.waiting = reason, message, waiting
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every step after resolution reads: the request, the resolved spec, the sandbox's names
+    and labels, and the pod replacement it requests."""
+
+    req: SyncRequest
+    spec: SandboxSpec
+    eff: Effective
+    names: Names
+    labels: dict[str, str]
+    selector: dict[str, str]
+    config: Config
+    now: datetime
+    token: str  # llmsafespace.dev/replace-pod of the sandbox ("" for none)
+    warm_token: str  # the token its warm pod was bound under (_warm_token)
+
+    @property
+    def ns(self) -> str:
+        return self.req.namespace
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """What the pod that serves the sandbox (its own, a warm one, or none yet) contributes."""
+
+    phase: str
+    ready: Condition
+    status: dict[str, Any] = field(default_factory=dict)  # written over the shared status fields
+    conditions: list[Condition] = field(default_factory=list)  # SpecApplied, when known
+    children: list[dict[str, Any]] = field(default_factory=list)  # account, volume, pod
+    resync: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Creation:
+    """ChildrenCreated, and phase and Ready once a pod the API server refuses is accounted for."""
+
+    condition: Condition
+    phase: str
+    ready: Condition
+    resync: list[float]
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = parent_of(request)
-    if request.get("finalizing") or is_deleting(parent):
-        return finalize(request, now, config)
-    children = request.get("children") or {}
-    related = request.get("related") or {}
-    pods = [p for p in objects(children, C.GVK_POD)]
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-
+    req = SyncRequest.of(request)
+    if req.finalizing:
+        return _finalize(req, now)
     try:
-        spec = parse_spec(SandboxSpec, dict(parent))
-    except SpecError as exc:
-        return _unusable(parent, children, related, previous, "InvalidSpec", str(exc), False, now)
-    try:
-        runtime_name, runtime = resolve_runtime(spec.runtime, objects(related, C.GVK_RUNTIME))
-        profile = find_profile(spec, namespace(parent), objects(related, C.GVK_PROFILE))
-        eff = merge(spec, runtime_name, runtime, profile, config.retain_storage_class)
-    except ResolutionError as exc:
-        return _unusable(parent, children, related, previous, exc.reason, exc.message, exc.waiting, now)
-
-    names = Names.of(parent)
-    labels = child_labels(parent)
-    sel = selector(parent)
-    ns = namespace(parent)
-    status: dict[str, Any] = {
-        "runtimeEnvironment": eff.runtime_name,
-        "securityLevel": eff.security_level,
-        "serviceName": names.base,
-        "endpoint": f"{names.base}.{ns}.svc.cluster.local",
-    }
-    if eff.profile_name:
-        status["profile"] = eff.profile_name
-    validated = Condition("Validated", "True", "Valid", _valid_message(eff))
-    resync: list[float] = []
-
-    # Lifetime: after it, every child but a retained volume goes; the object stays for inspection.
-    lifetime = spec.lifetime_seconds if spec.lifetime_seconds is not None else config.default_lifetime_seconds
-    if lifetime:
-        expires = add_seconds(created(parent) or now, lifetime)
+        plan = _resolve(req, config, now)
+    except _Unusable as exc:
+        return _unusable(req, exc.reason, exc.message, exc.waiting, now)
+    status = _shared_status(plan)
+    expires = _expires_at(plan)
+    if expires is not None:
         status["expiresAt"] = fmt_time(expires)
         if now >= expires:
-            kept = [build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name)] if eff.persistent and eff.retention_policy == C.RETENTION_RETAIN else []
-            return composite_response(parent, previous, now, {**status, "phase": C.PHASE_TERMINATED}, [
-                validated, Condition("Ready", "False", "LifetimeExpired", f"the sandbox's lifetime of {lifetime}s ended at {status['expiresAt']}"),
-            ], kept, None)
-        resync.append((expires - now).total_seconds())
-
-    cold_pod = next((p for p in pods if name(p) == names.base), None)
+            return _expired(plan, status)
+    cold_pod = req.child(C.GVK_POD, plan.names.base)
     # A cold start has begun once its pod or its ServiceAccount (created one sync before the pod,
     # and only for a cold start) is observed: from then on the sandbox stays cold.
-    account = next((a for a in objects(children, C.GVK_SERVICE_ACCOUNT) if name(a) == names.base), None)
-    token = replace_token(parent)
-    warm_token = _warm_token(previous, token)
-    decision = warm.decide(spec, parent, eff, related, cold_pod is not None or account is not None, now, config,
-                           replace=bool(token) and token != warm_token)
-    if decision.resync_after:
-        resync.append(decision.resync_after)
+    started_cold = cold_pod is not None or req.child(C.GVK_SERVICE_ACCOUNT, plan.names.base) is not None
+    decision = warm.decide(plan.spec, req.parent, plan.eff, req.related, started_cold, now, config,
+                           replace=bool(plan.token) and plan.token != plan.warm_token)
+    serving = _serve(plan, decision, cold_pod, started_cold)
+    desired = _shared_children(plan, decision) + serving.children
+    created = _check_created(plan, desired, serving)
+    status = {**status, **_pool_status(decision), **serving.status, "phase": created.phase}
+    conditions = [_validated(plan.eff), *_warm_conditions(decision), *serving.conditions, created.condition, created.ready]
+    resync = ([(expires - now).total_seconds()] if expires is not None else []) \
+        + ([decision.resync_after] if decision.resync_after else []) + serving.resync + created.resync
+    return composite_response(req.parent, req.previous_status, now, status, conditions, desired, min(resync) if resync else None)
 
+
+def _resolve(req: SyncRequest, config: Config, now: datetime) -> _Plan:
+    """The spec, with its runtime and profile resolved; raises _Unusable when it cannot be used."""
+    try:
+        spec = parse_spec(SandboxSpec, dict(req.parent))
+    except SpecError as exc:
+        raise _Unusable("InvalidSpec", str(exc), False) from exc
+    try:
+        runtime_name, runtime = resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
+        profile = find_profile(spec, req.namespace, req.related_of(C.GVK_PROFILE))
+        eff = merge(spec, runtime_name, runtime, profile, config.retain_storage_class)
+    except ResolutionError as exc:
+        raise _Unusable(exc.reason, exc.message, exc.waiting) from exc
+    token = replace_token(req.parent)
+    return _Plan(req, spec, eff, Names.of(req.parent), child_labels(req.parent), selector(req.parent), config, now,
+                 token, _warm_token(req.previous_status, token))
+
+
+def _shared_status(plan: _Plan) -> dict[str, Any]:
+    """Status fields every usable sandbox reports, whatever pod serves it."""
+    status: dict[str, Any] = {
+        "runtimeEnvironment": plan.eff.runtime_name,
+        "securityLevel": plan.eff.security_level,
+        "serviceName": plan.names.base,
+        "endpoint": f"{plan.names.base}.{plan.ns}.svc.cluster.local",
+    }
+    if plan.eff.profile_name:
+        status["profile"] = plan.eff.profile_name
+    return status
+
+
+def _lifetime_seconds(plan: _Plan) -> int:
+    lifetime = plan.spec.lifetime_seconds
+    return lifetime if lifetime is not None else plan.config.default_lifetime_seconds
+
+
+def _expires_at(plan: _Plan) -> Optional[datetime]:
+    """The end of the sandbox's lifetime, if it has one (0: none)."""
+    lifetime = _lifetime_seconds(plan)
+    return add_seconds(created(plan.req.parent) or plan.now, lifetime) if lifetime else None
+
+
+def _expired(plan: _Plan, status: dict[str, Any]) -> dict[str, Any]:
+    """After its lifetime every child but a retained volume goes; the object stays for inspection."""
+    eff, names = plan.eff, plan.names
+    kept = [build_pvc(names.pvc, plan.ns, plan.labels, eff.volume_size, eff.storage_class_name)] \
+        if eff.persistent and eff.retention_policy == C.RETENTION_RETAIN else []
+    ended = Condition("Ready", "False", "LifetimeExpired",
+                      f"the sandbox's lifetime of {_lifetime_seconds(plan)}s ended at {status['expiresAt']}")
+    return composite_response(plan.req.parent, plan.req.previous_status, plan.now, {**status, "phase": C.PHASE_TERMINATED},
+                              [_validated(eff), ended], kept, None)
+
+
+def _serve(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Mapping[str, Any]], started_cold: bool) -> _Serving:
+    """The sandbox on its own pod, on a warm pod, or waiting for one (no pod of its own, but the
+    shared children, its policies among them, are in place already)."""
+    if decision.mode in ("none", "cold"):
+        return _serve_cold(plan, decision, cold_pod, started_cold)
+    if decision.mode == "warm":
+        return _serve_warm(plan, decision)
+    return _Serving(C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message))
+
+
+def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Mapping[str, Any]], started_cold: bool) -> _Serving:
+    eff, names, ns, labels, previous = plan.eff, plan.names, plan.ns, plan.labels, plan.req.previous_status
+    children = [build_service_account(names.base, ns, labels)]
+    if eff.persistent:
+        children.append(build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name))
+    else:
+        # The CRD forbids turning persistence off; should it happen anyway (an older CRD, a
+        # direct etcd edit), the volume and its data are kept, never deleted by an edit.
+        children.extend(_observed_claims(plan.req.children))
+    # A failed warm pod was this sandbox's first pod: its cold pod is a replacement.
+    floor = 1 if decision.reason == warm.REASON_WARM_POD_FAILED else 0
+    outcome = _cold_pod(cold_pod, previous, floor, plan.spec.startup_timeout_seconds, plan.now, plan.token)
+    pod = build_pod(names.base, ns, labels, _pod_annotations(plan.req.parent, outcome.pod_number, plan.token), _shape(eff, names), plan.config)
+    # The API server refuses a Pod whose ServiceAccount does not exist yet, and Metacontroller
+    # creates the children of one answer in no particular order: the Pod is desired only once its
+    # account is observed (the account's creation triggers the next sync). Until the pod is
+    # observed the status is the same before and after the account exists: one status write fewer
+    # per sandbox (every write costs Metacontroller a GET and a PUT).
+    if started_cold and outcome.keep_pod:
+        children.append(pod)
+    status: dict[str, Any] = {}
+    if decision.mode == "cold":
+        status["warmPodUsed"] = False
+    if outcome.restarts:
+        status["restarts"] = outcome.restarts
+    if cold_pod is not None:
+        status.update(_pod_status(cold_pod))
+    applied = _cold_applied(plan.req.parent, cold_pod, pod, eff, plan.req.related_of(C.GVK_RUNTIME), previous, plan.token,
+                            decision, status)
+    return _Serving(outcome.phase, outcome.ready, status, [applied] if applied is not None else [], children,
+                    [outcome.resync] if outcome.resync is not None else [])
+
+
+def _serve_warm(plan: _Plan, decision: warm.WarmDecision) -> _Serving:
+    assert decision.warm_pod is not None
+    wp, ns, previous = decision.warm_pod, plan.ns, plan.req.previous_status
+    wp_status = wp.get("status") or {}
+    status: dict[str, Any] = {
+        "warmPodRef": {"name": name(wp), "namespace": namespace(wp) or ns},
+        "warmPodUsed": True,
+        "podName": wp_status.get("podName"),
+        "podNamespace": wp_status.get("podNamespace") or ns,
+    }
+    # The start of the sandbox on this warm pod: kept from status while it is the same warm pod.
+    ref = previous.get("warmPodRef")
+    start = previous.get("startTime") if isinstance(ref, Mapping) and ref.get("name") == name(wp) else None
+    status["startTime"] = start if isinstance(start, str) else fmt_time(plan.now)
+    applied = _warm_applied(plan.req.parent, wp, plan.eff, plan.req.related_of(C.GVK_RUNTIME), previous, plan.warm_token, status)
+    if wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED:
+        ready = Condition("Ready", "True", "WarmPodReady", f"warm pod {name(wp)} is ready")
+    else:  # a serving warm pod that is not ready for now: it stays this sandbox's pod
+        ready = Condition("Ready", "False", "WarmPodNotReady", f"warm pod {name(wp)} is {wp_status.get('phase') or 'not ready'}")
+    return _Serving(C.PHASE_RUNNING, ready, status, [applied])
+
+
+def _shared_children(plan: _Plan, decision: warm.WarmDecision) -> list[dict[str, Any]]:
+    """The Service and the NetworkPolicies, whatever pod serves the sandbox."""
+    names, ns, labels, sel, eff = plan.names, plan.ns, plan.labels, plan.selector, plan.eff
     # The Service also names the kind of pod that serves: in the moment a sandbox falls back to a
     # cold start just as its pool binds a warm pod, both pods carry its UID, and traffic must go
     # to the one it runs on. NetworkPolicies select both, so both stay isolated.
@@ -188,87 +333,45 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     desired: list[dict[str, Any]] = [
         build_service(names.base, ns, labels, {**sel, C.LABEL_COMPONENT: serving}),
         np.default_deny(names.policy("default-deny"), ns, labels, sel),
-        np.api_access(names.policy("api-access"), ns, labels, sel, config),
-        np.dns(names.policy("dns"), ns, labels, sel, config),
+        np.api_access(names.policy("api-access"), ns, labels, sel, plan.config),
+        np.dns(names.policy("dns"), ns, labels, sel, plan.config),
     ]
     if eff.egress:
         desired.append(np.egress(names.policy("egress"), ns, labels, sel, eff.egress))
     if eff.ingress or eff.ingress_rules:
         desired.append(np.ingress(names.policy("ingress"), ns, labels, sel, eff.ingress_rules, eff.ingress))
-
-    conditions = [validated]
-    if decision.mode != "none":
-        conditions.append(_warm_condition(decision))
-        if decision.pool:
-            status["warmPool"] = decision.pool
-
-    if decision.mode in ("none", "cold"):
-        desired.append(build_service_account(names.base, ns, labels))
-        if eff.persistent:
-            desired.append(build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name))
-        else:
-            # The CRD forbids turning persistence off; should it happen anyway (an older CRD, a
-            # direct etcd edit), the volume and its data are kept, never deleted by an edit.
-            desired.extend(_observed_claims(children))
-        # The API server refuses a Pod whose ServiceAccount does not exist yet, and Metacontroller
-        # creates the children of one answer in no particular order: the Pod is desired only
-        # once its account is observed (the account's creation triggers the next sync).
-        account_ready = cold_pod is not None or account is not None
-        # A failed warm pod was this sandbox's first pod: its cold pod is a replacement.
-        floor = 1 if decision.reason == warm.REASON_WARM_POD_FAILED else 0
-        outcome = _cold_pod(cold_pod, previous, floor, spec.startup_timeout_seconds, now, token)
-        pod = build_pod(names.base, ns, labels, _pod_annotations(parent, outcome.pod_number, token), _shape(eff, names), config)
-        if account_ready and outcome.keep_pod:
-            desired.append(pod)
-        if decision.mode == "cold":
-            status["warmPodUsed"] = False
-        # Until the pod is observed the status is the same before and after the account exists:
-        # one status write fewer per sandbox (every write costs Metacontroller a GET and a PUT).
-        phase, ready = outcome.phase, outcome.ready
-        if outcome.restarts:
-            status["restarts"] = outcome.restarts
-        if outcome.resync is not None:
-            resync.append(outcome.resync)
-        if cold_pod is not None:
-            status.update(_pod_status(cold_pod))
-        applied = _cold_applied(parent, cold_pod, pod, eff, objects(related, C.GVK_RUNTIME), previous, token, decision, status)
-        if applied is not None:
-            conditions.append(applied)
-    elif decision.mode == "warm":
-        assert decision.warm_pod is not None
-        wp = decision.warm_pod
-        wp_status = wp.get("status") or {}
-        status["warmPodRef"] = {"name": name(wp), "namespace": namespace(wp) or ns}
-        status["warmPodUsed"] = True
-        status["podName"] = wp_status.get("podName")
-        status["podNamespace"] = wp_status.get("podNamespace") or ns
-        ref = previous.get("warmPodRef") if isinstance(previous, Mapping) else None
-        start = previous.get("startTime") if isinstance(ref, Mapping) and ref.get("name") == name(wp) else None
-        status["startTime"] = start if isinstance(start, str) else fmt_time(now)
-        conditions.append(_warm_applied(parent, wp, eff, objects(related, C.GVK_RUNTIME), previous, warm_token, status))
-        if wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED:
-            phase, ready = C.PHASE_RUNNING, Condition("Ready", "True", "WarmPodReady", f"warm pod {name(wp)} is ready")
-        else:  # a serving warm pod that is not ready for now: it stays this sandbox's pod
-            phase, ready = C.PHASE_RUNNING, Condition("Ready", "False", "WarmPodNotReady", f"warm pod {name(wp)} is {wp_status.get('phase') or 'not ready'}")
-    else:  # waiting for a warm pod: no pod of our own, but the policies are in place already
-        phase, ready = C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message)
-    missing = _missing(desired, children)
-    if missing:
-        # Metacontroller swallows AlreadyExists without retrying: a child whose name is still held
-        # by another owner (a same-named sandbox's leftovers) would otherwise never be created.
-        resync.append(CREATE_POLL_SECONDS)
-    created_cond, since = _children_condition(missing, parent, eff, previous, config, now)
-    conditions.append(created_cond)
-    if since is not None and ("Pod", names.base) in missing:
-        phase, ready = _pod_not_created(created_cond, since, spec.startup_timeout_seconds, now) or (phase, ready)
-    conditions.append(ready)
-    status["phase"] = phase
-    return composite_response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
+    return desired
 
 
-def _missing(desired: list[dict[str, Any]], children: Any) -> list[tuple[str, str]]:
+def _check_created(plan: _Plan, desired: list[dict[str, Any]], serving: _Serving) -> _Creation:
+    """Desired children not observed yet: ChildrenCreated, and a pod the API server keeps refusing
+    turns phase and Ready (see _pod_not_created)."""
+    missing = _missing(desired, plan.req)
+    # Metacontroller swallows AlreadyExists without retrying: a child whose name is still held by
+    # another owner (a same-named sandbox's leftovers) would otherwise never be created.
+    resync = [CREATE_POLL_SECONDS] if missing else []
+    condition, since = _children_condition(missing, plan.req.parent, plan.eff, plan.req.previous_status, plan.config, plan.now)
+    phase, ready = serving.phase, serving.ready
+    if since is not None and ("Pod", plan.names.base) in missing:
+        phase, ready = _pod_not_created(condition, since, plan.spec.startup_timeout_seconds, plan.now) or (phase, ready)
+    return _Creation(condition, phase, ready, resync)
+
+
+def _pool_status(decision: warm.WarmDecision) -> dict[str, Any]:
+    return {"warmPool": decision.pool} if decision.mode != "none" and decision.pool else {}
+
+
+def _warm_conditions(decision: warm.WarmDecision) -> list[Condition]:
+    return [_warm_condition(decision)] if decision.mode != "none" else []
+
+
+def _validated(eff: Effective) -> Condition:
+    return Condition("Validated", "True", "Valid", _valid_message(eff))
+
+
+def _missing(desired: list[dict[str, Any]], req: SyncRequest) -> list[tuple[str, str]]:
     """(kind, name) of every desired child not observed, in the order desired."""
-    observed = {(o.get("kind"), name(o)) for gvk in CHILD_KINDS for o in objects(children, gvk)}
+    observed = {(o.get("kind"), name(o)) for gvk in CHILD_KINDS for o in req.children_of(gvk)}
     return [(c["kind"], c["metadata"]["name"]) for c in desired if (c["kind"], c["metadata"]["name"]) not in observed]
 
 
@@ -616,13 +719,13 @@ def _observed_claims(children: Any) -> list[dict[str, Any]]:
     return kept
 
 
-def _unusable(parent: Mapping[str, Any], children: Any, related: Any, previous: Any, reason: str, message: str,
-              waiting: bool, now: datetime) -> dict[str, Any]:
-    kept = keep_observed(children)
-    pods = objects(children, C.GVK_POD)
+def _unusable(req: SyncRequest, reason: str, message: str, waiting: bool, now: datetime) -> dict[str, Any]:
+    parent, previous = req.parent, req.previous_status
+    kept = keep_observed(req.children)
+    pods = req.children_of(C.GVK_POD)
     status: dict[str, Any] = {}
     validated = Condition("Validated", "Unknown" if waiting else "False", reason, message)
-    held = None if pods else warm.held_warm_pod(parent, related)
+    held = None if pods else warm.held_warm_pod(parent, req.related)
     if pods:
         phase, ready = _cold_phase(pods[0], now)
         status.update(_pod_status(pods[0]))
@@ -659,19 +762,19 @@ def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT
     pod is released by its pool when the pool sees the sandbox deleting; we wait until its
     WarmPod is gone. A volume with retentionPolicy Retain lives on as its PersistentVolume
     (its storage class reclaims with Retain); the claim itself is owned and goes with the sandbox."""
-    parent = parent_of(request)
-    children = request.get("children") or {}
-    related = request.get("related") or {}
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    pods = objects(children, C.GVK_POD)
-    my_uid = uid(parent)
+    return _finalize(SyncRequest.of(request), now)
+
+
+def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
+    parent, previous = req.parent, req.previous_status
+    pods = req.children_of(C.GVK_POD)
     warm_pods = [
-        wp for wp in objects(related, C.GVK_WARMPOD)
+        wp for wp in req.related_of(C.GVK_WARMPOD)
         if isinstance((wp.get("spec") or {}).get("assignment"), Mapping)
-        and wp["spec"]["assignment"].get("sandboxUid") == my_uid
+        and wp["spec"]["assignment"].get("sandboxUid") == req.uid
     ]
-    keep = [c for c in keep_observed(children) if c.get("kind") != "Pod"]
-    status = {k: v for k, v in (previous or {}).items() if k not in ("conditions", "observedGeneration")} if isinstance(previous, Mapping) else {}
+    keep = [c for c in keep_observed(req.children) if c.get("kind") != "Pod"]
+    status = {k: v for k, v in previous.items() if k not in ("conditions", "observedGeneration")}
     if pods or warm_pods:
         waiting_for = [f"pod {name(p)}" for p in pods] + [f"warm pod {name(w)}" for w in warm_pods]
         status["phase"] = C.PHASE_TERMINATING

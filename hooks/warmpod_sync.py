@@ -41,8 +41,9 @@ from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
 from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
-from .meta import dns_label, find, fmt_time, is_deleting, label_value, labels, name, namespace, objects, parse_time
-from .response import as_desired, composite_response, parent_of
+from .meta import dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
+from .request import SyncRequest
+from .response import as_desired, composite_response
 from .validators import SpecError, WarmPodSpec, parse_spec
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
@@ -96,13 +97,11 @@ def _pool_of(parent: Mapping[str, Any]) -> str:
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = parent_of(request)
-    if request.get("finalizing") or is_deleting(parent):
-        return finalize(request, now, config)
-    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    ns = namespace(parent)
-    pod = find(objects(children, C.GVK_POD), pod_name(parent))
+    req = SyncRequest.of(request)
+    if req.finalizing:
+        return _finalize(req, now)
+    parent, previous, ns = req.parent, req.previous_status, req.namespace
+    pod = req.child(C.GVK_POD, pod_name(parent))
     status: dict[str, Any] = {"podName": pod_name(parent), "podNamespace": ns}
 
     try:
@@ -110,7 +109,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     except SpecError as exc:
         # Cannot happen through the API server (the CRD has the same rules); never delete a pod
         # over it anyway. Failed makes the pool replace an unassigned pod.
-        kept = [as_desired(p) for p in objects(children, C.GVK_POD)] + [_policy(parent, _pool_of(parent))]
+        kept = [as_desired(p) for p in req.children_of(C.GVK_POD)] + [_policy(parent, _pool_of(parent))]
         status["phase"] = PHASE_FAILED
         conditions = [Condition("Validated", "False", "InvalidSpec", str(exc)),
                       Condition("Ready", "False", "InvalidSpec", "the warm pod's spec cannot be used")]
@@ -226,17 +225,19 @@ def _phase(pod: Optional[Mapping[str, Any]], spec: WarmPodSpec, conflict: bool,
 def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """The pod goes first while the default-deny policy stays in force; the policy goes once no
     pod is observed, and the WarmPod is finalized once neither is."""
-    parent = parent_of(request)
-    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    pods = objects(children, C.GVK_POD)
+    return _finalize(SyncRequest.of(request), now)
+
+
+def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
+    parent, previous = req.parent, req.previous_status
+    pods = req.children_of(C.GVK_POD)
     status: dict[str, Any] = {"phase": PHASE_TERMINATING, "podName": pod_name(parent), "podNamespace": namespace(parent)}
     if pods:
         cond = Condition("Ready", "False", "Terminating", "waiting for the pod to terminate")
         response = composite_response(parent, previous, now, status, [cond], [_policy(parent, _pool_of(parent))], FINALIZE_POLL_SECONDS)
         response["finalized"] = False
         return response
-    policies = objects(children, C.GVK_NETWORK_POLICY)
+    policies = req.children_of(C.GVK_NETWORK_POLICY)
     if policies:  # finalized once nothing is left, so a WarmPod of the same name never meets it
         cond = Condition("Ready", "False", "Terminating", "the pod is gone; deleting its network policy")
         response = composite_response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)

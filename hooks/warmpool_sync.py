@@ -33,7 +33,7 @@ so a dropped pod's name is not reused while it exists and a stale cache re-emits
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -44,10 +44,11 @@ from . import constants as C
 from . import warm
 from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
-from .meta import created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time, uid
+from .meta import created, dns_label, fmt_time, is_deleting, label_value, name, namespace, parse_time, uid
+from .request import SyncRequest
 from .resolve import ResolutionError, check_security_features, merge, resolve_runtime
 from .response import as_desired, composite_response, parent_of
-from .validators import SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec
+from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec
 
 CHILD_KINDS = (C.GVK_WARMPOD,)
 FINALIZE_POLL_SECONDS = 10.0
@@ -132,48 +133,97 @@ def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config
 
 
 # ---------------------------------------------------------------------------------------------
-# Sync
+# Sync: a short list of named steps (the module docstring explains the rules they follow)
+
+
+class _Unusable(Exception):
+    """The pool's spec cannot be used: nothing is created, replaced or assigned (_unusable)."""
+
+    def __init__(self, reason: str, message: str, waiting: bool) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.waiting = reason, message, waiting
+
+
+@dataclass(frozen=True)
+class _Idle:
+    """The pool's working state: its live, unassigned WarmPods of the current template, by state
+    (oldest first); assignment and sizing take pods out of it."""
+
+    available: list[Member]  # Ready
+    expired: list[Member]  # Ready, past their ttl: they serve until replaced
+    pending: list[Member]  # not Ready yet
+    recycled: int  # failed or outdated ones, left out of the children
+    ages: dict[str, float]  # seconds since creation, of the Ready ones
+
+
+@dataclass(frozen=True)
+class _Assignment:
+    new: list[tuple[Member, Mapping[str, Any]]]  # (Ready WarmPod, the waiting sandbox it now serves)
+    unserved: list[str]  # waiting sandboxes this pool's pods cannot serve, and why
+    demand: int  # compatible sandboxes left waiting: no Ready pod was left for them
+
+
+@dataclass(frozen=True)
+class _Sizing:
+    idle: _Idle  # what stays: removals applied, expired pods cut to the stand-ins still needed
+    created: int  # new WarmPods to create
+    capped: bool  # maxSize cut the target
+    last_scale: Optional[str]  # status.lastScaleTime
+    resync: list[float]
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    parent = parent_of(request)
-    if request.get("finalizing") or is_deleting(parent):
-        return finalize(request, now, config)
-    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
-    related = request.get("related") if isinstance(request.get("related"), Mapping) else {}
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    pool_name, ns = name(parent), namespace(parent)
-    members = [_member(o) for o in objects(children, C.GVK_WARMPOD)]
-    sandboxes = {uid(s): s for s in objects(related, C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", ns)}
+    req = SyncRequest.of(request)
+    if req.finalizing:
+        return _finalize(req, now)
+    members = [_member(o) for o in req.children_of(C.GVK_WARMPOD)]
+    sandboxes = {uid(s): s for s in req.related_of(C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", req.namespace)}
     # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them, else dropped
     # (also by a pool that cannot serve: a sandbox's deletion waits for its warm pod).
     live = [m for m in members if not m.deleting]  # terminating ones are on their way out
-    holders = _holders(live, sandboxes, pool_name)
+    holders = _holders(live, sandboxes, req.name)
     kept_assigned = [_the_adopted(held, sandboxes[sandbox_uid]) for sandbox_uid, held in holders.items()]
-
     try:
-        spec: WarmPoolSpec = parse_spec(WarmPoolSpec, dict(parent))
+        spec, runtime_name, runtime = _resolve(req)
+    except _Unusable as exc:
+        return _unusable(req, live, kept_assigned, exc.reason, exc.message, exc.waiting, now)
+    template = _template(req.name, runtime_name, runtime.image, spec)
+    # What sandboxes see of this pool: its offer (a child, so they need not watch the pool).
+    offer = warm.make_offer(req.name, runtime_name, spec)
+    idle = _sort_idle(live, template, spec.ttl, now)  # 2.
+    assignment = _assign(idle, sandboxes, holders, req.name, offer, req.related_of(C.GVK_RUNTIME), config)  # 3.
+    idle = _without_assigned(idle, assignment)
+    assigned_count = len(kept_assigned) + len(assignment.new)
+    sizing = _size(idle, spec, assigned_count, assignment.demand, req, now)  # 4.
+    desired = _desired(req, offer, template, kept_assigned, assignment, sizing, members)  # 5.
+    status = _pool_status(sizing, assigned_count, runtime_name, runtime.image)
+    conditions = _pool_conditions(spec, runtime_name, runtime.image, status, assignment.unserved, sizing.capped)
+    return composite_response(req.parent, req.previous_status, now, status, conditions, desired,
+                              min(sizing.resync) if sizing.resync else None)
+
+
+def _resolve(req: SyncRequest) -> tuple[WarmPoolSpec, str, RuntimeEnvironmentSpec]:
+    """The pool's spec and its resolved runtime; raises _Unusable when the pool cannot serve."""
+    try:
+        spec: WarmPoolSpec = parse_spec(WarmPoolSpec, dict(req.parent))
     except SpecError as exc:
-        return _unusable(parent, live, kept_assigned, previous, "InvalidSpec", str(exc), False, now)
+        raise _Unusable("InvalidSpec", str(exc), False) from exc
     if spec.security_level == "custom":
         # securityLevel custom means a Localhost seccomp profile chosen per sandbox; warm pods run
         # RuntimeDefault, so such a pool could never serve anyone (warm.pool_shape_fits).
-        return _unusable(parent, live, kept_assigned, previous, "UnsupportedSecurityLevel",
-                         "securityLevel custom is not supported for warm pools: warm pods use the RuntimeDefault seccomp profile", False, now)
-    runtimes = objects(related, C.GVK_RUNTIME)
+        raise _Unusable("UnsupportedSecurityLevel",
+                        "securityLevel custom is not supported for warm pools: warm pods use the RuntimeDefault seccomp profile", False)
     try:
-        runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
+        runtime_name, runtime = resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
         check_security_features(spec.security_level, runtime_name, runtime)
     except ResolutionError as exc:
-        return _unusable(parent, live, kept_assigned, previous, exc.reason, exc.message, exc.waiting, now)
+        raise _Unusable(exc.reason, exc.message, exc.waiting) from exc
+    return spec, runtime_name, runtime
 
-    template = _template(pool_name, runtime_name, runtime.image, spec)
-    # What sandboxes see of this pool: its offer (a child, so they need not watch the pool).
-    offer = warm.make_offer(pool_name, runtime_name, spec)
-    resync: list[float] = []
 
-    # 2. Unassigned WarmPods: recycle failed and outdated ones; (ttl) expired idle ones keep
-    # serving until replaced (step 4).
+def _sort_idle(live: list[Member], template: Mapping[str, Any], ttl: int, now: datetime) -> _Idle:
+    """2. Unassigned WarmPods: failed and outdated ones are recycled; (ttl) expired idle ones keep
+    serving until replaced (step 4)."""
     recycled = 0
     available: list[Member] = []
     expired: list[Member] = []
@@ -185,18 +235,22 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
             recycled += 1
         elif m.phase == PHASE_READY:
             ages[m.name] = (now - m.created).total_seconds() if m.created is not _NEVER else 0.0
-            (expired if spec.ttl and ages[m.name] >= expiry_seconds(spec.ttl, m.name) else available).append(m)
+            (expired if ttl and ages[m.name] >= expiry_seconds(ttl, m.name) else available).append(m)
         else:
             pending.append(m)
+    return _Idle(available, expired, pending, recycled, ages)
 
-    # 3. Assignment: waiting sandboxes, oldest first, get the oldest Ready pods (expired ones
-    # first: they are the oldest). Compatible sandboxes left waiting are demand (step 4).
+
+def _assign(idle: _Idle, sandboxes: Mapping[str, Mapping[str, Any]], holders: Mapping[str, list[Member]], pool_name: str,
+            offer: warm.Offer, runtimes: list[dict[str, Any]], config: Config) -> _Assignment:
+    """3. Waiting sandboxes, oldest first, get the oldest Ready pods (expired ones first: they are
+    the oldest). Compatible sandboxes left waiting are demand (step 4)."""
     waiting = sorted(
         (s for s in sandboxes.values() if _waiting(s, pool_name) and uid(s) not in holders),
         key=lambda s: (created(s) or _NEVER, name(s)),
     )
-    ready = sorted(expired + available, key=lambda m: m.order)
-    new_assignments: list[tuple[Member, Mapping[str, Any]]] = []
+    ready = sorted(idle.expired + idle.available, key=lambda m: m.order)
+    new: list[tuple[Member, Mapping[str, Any]]] = []
     unserved: list[str] = []
     demand = 0
     verdicts: dict[bytes, Optional[str]] = {}  # sandboxes with the same spec get the same verdict
@@ -205,76 +259,102 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         if why is not None:
             unserved.append(f"{name(sandbox)} ({why})")
         elif ready:
-            new_assignments.append((ready.pop(0), sandbox))
+            new.append((ready.pop(0), sandbox))
         else:
             demand += 1
-    taken = {m.name for m, _ in new_assignments}
-    available = [m for m in available if m.name not in taken]
-    expired = [m for m in expired if m.name not in taken]
+    return _Assignment(new, unserved, demand)
 
-    # 4. Sizing of the idle (unassigned) part; expired pods do not count as idle, they only
-    # stand in for missing ones.
-    assigned_count = len(kept_assigned) + len(new_assignments)
-    idle = len(available) + len(pending)
-    target, capped = _target(spec, assigned_count, demand)
-    removed: list[Member] = []
-    deferred = False
-    if idle > target:
-        excess = idle - target
-        over_max = max(0, idle - spec.max_size) if spec.max_size else 0
-        since = parse_time(previous.get("lastScaleTime")) or created(parent) or now
-        remaining = spec.auto_scaling.scale_down_delay - (now - since).total_seconds()
-        deferred = remaining > 0 and excess > over_max
-        # Pending pods first (newest first: least work lost), then the oldest available ones.
-        victims = sorted(pending, key=lambda m: m.order, reverse=True) + available
-        removed = victims[: over_max if deferred else excess]
-        gone = {m.name for m in removed}
-        available = [m for m in available if m.name not in gone]
-        pending = [m for m in pending if m.name not in gone]
+
+def _without_assigned(idle: _Idle, assignment: _Assignment) -> _Idle:
+    """The Ready pods just assigned are no longer idle (only Ready ones are ever assigned)."""
+    taken = {m.name for m, _ in assignment.new}
+    return replace(idle, available=[m for m in idle.available if m.name not in taken],
+                   expired=[m for m in idle.expired if m.name not in taken])
+
+
+def _size(idle: _Idle, spec: WarmPoolSpec, assigned: int, demand: int, req: SyncRequest, now: datetime) -> _Sizing:
+    """4. Sizing of the idle (unassigned) part; expired pods do not count as idle, they only stand
+    in for missing ones."""
+    target, capped = _target(spec, assigned, demand)
+    removed, deferred, remaining = _scale_down(idle, target, spec, req, now)
+    gone = {m.name for m in removed}
+    available = [m for m in idle.available if m.name not in gone]
+    pending = [m for m in idle.pending if m.name not in gone]
     # Replace before removing: expired pods stand in for the Ready pods the pool lacks (the
     # youngest kept, the oldest go first), and at most `surge` replacements start at a time.
-    stand_in = min(len(expired), max(0, target - len(available)))
-    expired = expired[len(expired) - stand_in:]
+    stand_in = min(len(idle.expired), max(0, target - len(available)))
+    expired = idle.expired[len(idle.expired) - stand_in:]
     missing = max(0, target - len(available) - stand_in - len(pending))  # not covered at all
     wanted_pending = target - len(available) - stand_in + min(stand_in, _surge(target))
     created_count = max(0, wanted_pending - len(pending))
-    scale_event = missing > recycled or bool(removed)
+    scale_event = missing > idle.recycled or bool(removed)
+    resync: list[float] = []
     if deferred:
         # The rest of the excess goes when the delay, counted from the last scale event, has passed.
         resync.append(float(spec.auto_scaling.scale_down_delay) if scale_event else remaining)
     if spec.ttl:
-        resync += [expiry_seconds(spec.ttl, m.name) - ages[m.name] for m in available]
-    stamp = parse_time(previous.get("lastScaleTime"))
+        resync += [expiry_seconds(spec.ttl, m.name) - idle.ages[m.name] for m in available]
+    stamp = parse_time(req.previous_status.get("lastScaleTime"))
     last_scale = fmt_time(now) if scale_event else (fmt_time(stamp) if stamp else None)
+    kept = replace(idle, available=available, expired=expired, pending=pending)
+    return _Sizing(kept, created_count, capped, last_scale, resync)
 
-    # 5. Desired children.
+
+def _scale_down(idle: _Idle, target: int, spec: WarmPoolSpec, req: SyncRequest, now: datetime) -> tuple[list[Member], bool, float]:
+    """Idle pods over the target to remove now, whether the rest waits for the scale-down delay,
+    and how long it still runs. Excess over maxSize goes at once."""
+    count = len(idle.available) + len(idle.pending)
+    if count <= target:
+        return [], False, 0.0
+    excess = count - target
+    over_max = max(0, count - spec.max_size) if spec.max_size else 0
+    since = parse_time(req.previous_status.get("lastScaleTime")) or created(req.parent) or now
+    remaining = spec.auto_scaling.scale_down_delay - (now - since).total_seconds()
+    deferred = remaining > 0 and excess > over_max
+    # Pending pods first (newest first: least work lost), then the oldest available ones.
+    victims = sorted(idle.pending, key=lambda m: m.order, reverse=True) + idle.available
+    return victims[: over_max if deferred else excess], deferred, remaining
+
+
+def _desired(req: SyncRequest, offer: warm.Offer, template: Mapping[str, Any], kept_assigned: list[Member],
+             assignment: _Assignment, sizing: _Sizing, members: list[Member]) -> list[dict[str, Any]]:
+    """5. The offer, the WarmPods sandboxes use, the idle ones kept, and the new ones."""
+    pool_name, ns = req.name, req.namespace
     desired: list[dict[str, Any]] = [_offer(offer, ns)]
     for m in kept_assigned:
         desired.append(_warm_pod(m.name, pool_name, ns, dict(m.spec), m.spec.get("assignment")))
-    for m, sandbox in new_assignments:
-        assignment = {"sandboxName": name(sandbox), "sandboxUid": uid(sandbox)}
-        desired.append(_warm_pod(m.name, pool_name, ns, {**template, "assignment": assignment}, assignment))
-    for m in available + expired + pending:
+    for m, sandbox in assignment.new:
+        bound = {"sandboxName": name(sandbox), "sandboxUid": uid(sandbox)}
+        desired.append(_warm_pod(m.name, pool_name, ns, {**template, "assignment": bound}, bound))
+    for m in sizing.idle.available + sizing.idle.expired + sizing.idle.pending:
         desired.append(_warm_pod(m.name, pool_name, ns, dict(template), None))
-    for new_name in _free_names(pool_name, {m.name for m in members}, created_count):
+    for new_name in _free_names(pool_name, {m.name for m in members}, sizing.created):
         desired.append(_warm_pod(new_name, pool_name, ns, dict(template), None))
+    return desired
 
+
+def _pool_status(sizing: _Sizing, assigned_count: int, runtime_name: str, image: str) -> dict[str, Any]:
+    idle = sizing.idle
     status: dict[str, Any] = {
-        "availablePods": len(available) + len(expired),
-        "pendingPods": len(pending) + created_count,
+        "availablePods": len(idle.available) + len(idle.expired),
+        "pendingPods": len(idle.pending) + sizing.created,
         "assignedPods": assigned_count,
         "runtimeEnvironment": runtime_name,
-        "image": runtime.image,
+        "image": image,
     }
-    if last_scale:
-        status["lastScaleTime"] = last_scale
-    conditions = [
-        Condition("Validated", "True", "Valid", f"runtime {runtime_name} ({runtime.image}), security level {spec.security_level}"),
+    if sizing.last_scale:
+        status["lastScaleTime"] = sizing.last_scale
+    return status
+
+
+def _pool_conditions(spec: WarmPoolSpec, runtime_name: str, image: str, status: Mapping[str, Any], unserved: list[str],
+                     capped: bool) -> list[Condition]:
+    return [
+        Condition("Validated", "True", "Valid", f"runtime {runtime_name} ({image}), security level {spec.security_level}"),
         _ready(status["availablePods"], status["pendingPods"], spec.min_size, unserved),
         Condition("ScalingLimited", "True", "MaxSizeReached", f"the pool wants more idle pods than maxSize ({spec.max_size})")
         if capped else Condition("ScalingLimited", "False", "WithinLimits", "the pool is within its size limits"),
     ]
-    return composite_response(parent, previous, now, status, conditions, desired, min(resync) if resync else None)
 
 
 def _template(pool_name: str, runtime_name: str, image: str, spec: WarmPoolSpec) -> dict[str, Any]:
@@ -495,12 +575,13 @@ def _counts(members: list[Member]) -> dict[str, int]:
     }
 
 
-def _unusable(parent: Mapping[str, Any], live: list[Member], kept_assigned: list[Member], previous: Mapping[str, Any],
-              reason: str, message: str, waiting: bool, now: datetime) -> dict[str, Any]:
+def _unusable(req: SyncRequest, live: list[Member], kept_assigned: list[Member], reason: str, message: str, waiting: bool,
+              now: datetime) -> dict[str, Any]:
     """No offer (it is left out, so deleted): no sandbox chooses this pool meanwhile. Idle pods
     and pods sandboxes run on are kept as they are (nothing is created, replaced or assigned);
     pods released by their sandbox (deleting, gone, ended, cold) are dropped as by a usable pool,
     since a sandbox's deletion waits for its warm pod and must not wait for the pool's repair."""
+    parent, previous = req.parent, req.previous_status
     kept = [m for m in live if not m.assigned] + kept_assigned
     status: dict[str, Any] = _counts(kept)
     stamp = parse_time(previous.get("lastScaleTime"))
@@ -522,10 +603,12 @@ def _unusable(parent: Mapping[str, Any], live: list[Member], kept_assigned: list
 def finalize(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     """A deleted pool drops every WarmPod (sandboxes running on one fall back to a cold start)
     and is finalized once none is observed."""
-    parent = parent_of(request)
-    children = request.get("children") if isinstance(request.get("children"), Mapping) else {}
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    members = [_member(o) for o in objects(children, C.GVK_WARMPOD)]
+    return _finalize(SyncRequest.of(request), now)
+
+
+def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
+    parent, previous = req.parent, req.previous_status
+    members = [_member(o) for o in req.children_of(C.GVK_WARMPOD)]
     status: dict[str, Any] = _counts(members)
     stamp = parse_time(previous.get("lastScaleTime"))
     if stamp:
