@@ -12,8 +12,8 @@ from tests.e2e.objects import CHILD_KINDS, SMALL, pool, sandbox, warm_sandbox
 
 BURST = 12
 # A hook server going down resets its idle keep-alive connections, then refuses new ones;
-# Metacontroller logs each failed call and retries it with backoff.
-# What Metacontroller logs while the hook server is down, by the moment its call met the restart.
+# Metacontroller logs each failed call (worded by the moment the call met the restart) and
+# retries it with backoff.
 HOOKS_DOWN = (r"connection refused|connection reset by peer|: EOF|use of closed network connection|broken pipe", r"SyncError")
 QUOTA = {"llmsafespace.dev/quota-pods": "60", "llmsafespace.dev/quota-cpu": "40", "llmsafespace.dev/quota-memory": "64Gi",
          "llmsafespace.dev/quota-ephemeral-storage": "100Gi"}
