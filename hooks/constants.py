@@ -140,6 +140,14 @@ PUBLIC_CIDR: Final = "0.0.0.0/0"
 PRIVATE_CIDRS: Final = (
     "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
 )
+# IPv6 ranges a rule never reaches, like PRIVATE_CIDRS for IPv4: unique local (pod and service
+# addresses of dual-stack clusters, cloud metadata such as fd00:ec2::254) and link-local.
+PRIVATE_CIDRS_V6: Final = ("fc00::/7", "fe80::/10")
+# IPv6 ranges that spell IPv4 addresses (IPv4-compatible, IPv4-mapped, NAT64 well-known and
+# local-use prefixes, 6to4): ::ffff:169.254.169.254 is the metadata service to a dual-stack
+# socket or a NAT64 gateway, so a rule inside one is refused (write the IPv4 form) and a wider
+# rule (::/0, 2000::/3) excludes them.
+IPV4_EMBEDDING_CIDRS_V6: Final = ("::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
 
 # Kubernetes name limits.
 MAX_DNS_LABEL: Final = 63

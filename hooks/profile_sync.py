@@ -33,7 +33,7 @@ from . import constants as C
 from .conditions import Condition, generation, render
 from .config import DEFAULT_CONFIG, Config
 from .meta import objects
-from .resolve import inside_private, runtime_available
+from .resolve import forbidden_range, runtime_available
 from .runtime_sync import observed_status
 from .response import parent_of
 from .validators import (
@@ -174,8 +174,9 @@ def _network(spec: Mapping[str, Any]) -> None:
             if policy.type == "ingress" and rule.domain is not None:
                 # A NetworkPolicy cannot match a source by name; a domain would become 0.0.0.0/0.
                 problems.append(f"{where}: ingress rules need a cidr, not a domain ({rule.domain!r})")
-            if rule.cidr is not None and inside_private(rule.cidr):
-                problems.append(f"{where}: {rule.cidr} lies in a private or link-local address range")
+            why = forbidden_range(rule.cidr) if rule.cidr is not None else None
+            if why:
+                problems.append(f"{where}: {rule.cidr} {why}")
     if problems:
         raise _Failed(NETWORK_FAILED, "Profile network policy validation failed: " + "; ".join(problems))
 

@@ -173,11 +173,21 @@ def find_profile(spec: SandboxSpec, sandbox_ns: str, profiles: Iterable[Mapping[
 # Merging
 
 
-def inside_private(cidr: str) -> bool:
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+_PRIVATE = tuple(ipaddress.ip_network(c) for c in C.PRIVATE_CIDRS + C.PRIVATE_CIDRS_V6) + _LOOPBACK
+_IPV4_EMBEDDING = tuple(ipaddress.ip_network(c) for c in C.IPV4_EMBEDDING_CIDRS_V6)
+
+
+def forbidden_range(cidr: str) -> Optional[str]:
+    """Why a rule may not name `cidr` (it lies in a range no rule reaches), or None. IPv6
+    spellings of IPv4 addresses are refused whole: whether ::ffff:169.254.169.254 reaches the
+    metadata service depends on the CNI and the node, so only the IPv4 form is checked."""
     net = ipaddress.ip_network(cidr, strict=False)
-    if net.version == 6:
-        return any(net.subnet_of(ipaddress.ip_network(p)) for p in ("fc00::/7", "fe80::/10", "::1/128"))
-    return any(net.subnet_of(ipaddress.ip_network(p)) for p in C.PRIVATE_CIDRS) or net.subnet_of(ipaddress.ip_network("127.0.0.0/8"))
+    if any(net.version == p.version and net.subnet_of(p) for p in _PRIVATE):  # type: ignore[arg-type]
+        return "lies in a private or link-local address range"
+    if net.version == 6 and any(net.subnet_of(p) for p in _IPV4_EMBEDDING):  # type: ignore[arg-type]
+        return "spells IPv4 addresses in IPv6 (IPv4-mapped, IPv4-compatible, NAT64 or 6to4): write the IPv4 form"
+    return None
 
 
 def _floor(explicit: Optional[str], defaulted: str, minimum: Optional[str], what: str) -> str:
@@ -304,14 +314,16 @@ def merge(
             (egress if policy.type == "egress" else ingress_rules).extend(policy.rules)
 
     for rule in egress:
-        if rule.cidr and inside_private(rule.cidr):
-            raise ResolutionError("InvalidSpec", f"egress to {rule.cidr} is not allowed: it lies in a private or link-local address range")
+        why = forbidden_range(rule.cidr) if rule.cidr else None
+        if why:
+            raise ResolutionError("InvalidSpec", f"egress to {rule.cidr} is not allowed: it {why}")
     # Profile ingress rules are checked here too, whatever the profile controller said.
     for rule in ingress_rules:
         if rule.domain:
             raise ResolutionError("InvalidSpec", f"ingress from domain {rule.domain!r} is not allowed: a NetworkPolicy can only admit a cidr (a domain would open the sandbox to every public address)")
-        if rule.cidr and inside_private(rule.cidr):
-            raise ResolutionError("InvalidSpec", f"ingress from {rule.cidr} is not allowed: it lies in a private or link-local address range")
+        why = forbidden_range(rule.cidr) if rule.cidr else None
+        if why:
+            raise ResolutionError("InvalidSpec", f"ingress from {rule.cidr} is not allowed: it {why}")
 
     storage = spec.storage
     storage_class = storage.storage_class_name

@@ -126,7 +126,8 @@ def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config
 
 class _Unusable(Exception):
     """The spec cannot be used (invalid, or its runtime or profile does not resolve): existing
-    children are kept and the reason goes into conditions (_unusable)."""
+    children are kept, the isolation policies of a running pod desired as built, and the reason
+    goes into conditions (_unusable)."""
 
     def __init__(self, reason: str, message: str, waiting: bool) -> None:
         super().__init__(message)
@@ -183,7 +184,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     try:
         plan = _resolve(req, config, now)
     except _Unusable as exc:
-        return _unusable(req, exc.reason, exc.message, exc.waiting, now)
+        return _unusable(req, exc.reason, exc.message, exc.waiting, now, config)
     status = _shared_status(plan)
     expires = _expires_at(plan)
     if expires is not None:
@@ -332,15 +333,27 @@ def _shared_children(plan: _Plan, decision: warm.WarmDecision) -> list[dict[str,
     serving = C.COMPONENT_WARMPOD if decision.mode in ("warm", "waiting") else C.COMPONENT_SANDBOX
     desired: list[dict[str, Any]] = [
         build_service(names.base, ns, labels, {**sel, C.LABEL_COMPONENT: serving}),
-        np.default_deny(names.policy("default-deny"), ns, labels, sel),
-        np.api_access(names.policy("api-access"), ns, labels, sel, plan.config),
-        np.dns(names.policy("dns"), ns, labels, sel, plan.config),
+        *_isolation(names, ns, labels, sel, plan.config),
     ]
     if eff.egress:
         desired.append(np.egress(names.policy("egress"), ns, labels, sel, eff.egress))
     if eff.ingress or eff.ingress_rules:
         desired.append(np.ingress(names.policy("ingress"), ns, labels, sel, eff.ingress_rules, eff.ingress))
     return desired
+
+
+def isolation_policies(parent: Mapping[str, Any], config: Config) -> list[dict[str, Any]]:
+    """Default deny, API access and DNS: they depend only on the sandbox's name, UID, labels and
+    the config, never on its spec, so they are desired even while the spec cannot be used."""
+    return _isolation(Names.of(parent), namespace(parent), child_labels(parent), selector(parent), config)
+
+
+def _isolation(names: Names, ns: str, labels: dict[str, str], sel: dict[str, str], config: Config) -> list[dict[str, Any]]:
+    return [
+        np.default_deny(names.policy("default-deny"), ns, labels, sel),
+        np.api_access(names.policy("api-access"), ns, labels, sel, config),
+        np.dns(names.policy("dns"), ns, labels, sel, config),
+    ]
 
 
 def _check_created(plan: _Plan, desired: list[dict[str, Any]], serving: _Serving) -> _Creation:
@@ -719,13 +732,23 @@ def _observed_claims(children: Any) -> list[dict[str, Any]]:
     return kept
 
 
-def _unusable(req: SyncRequest, reason: str, message: str, waiting: bool, now: datetime) -> dict[str, Any]:
+def _with(children: list[dict[str, Any]], desired: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`children` with each of `desired` in place of the observed object of its kind and name."""
+    replaced = {(d["kind"], d["metadata"]["name"]) for d in desired}
+    return [c for c in children if (c.get("kind"), (c.get("metadata") or {}).get("name")) not in replaced] + desired
+
+
+def _unusable(req: SyncRequest, reason: str, message: str, waiting: bool, now: datetime, config: Config) -> dict[str, Any]:
     parent, previous = req.parent, req.previous_status
     kept = keep_observed(req.children)
     pods = req.children_of(C.GVK_POD)
     status: dict[str, Any] = {}
     validated = Condition("Validated", "Unknown" if waiting else "False", reason, message)
     held = None if pods else warm.held_warm_pod(parent, req.related)
+    if pods or held is not None:
+        # A pod runs: its isolation is desired as built, so a deleted or never-created default
+        # deny comes back while the spec stays unusable (issue 13, item 4).
+        kept = _with(kept, isolation_policies(parent, config))
     if pods:
         phase, ready = _cold_phase(pods[0], now)
         status.update(_pod_status(pods[0]))

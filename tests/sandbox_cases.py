@@ -172,6 +172,15 @@ def invalid_with_children() -> dict[str, Any]:
     return sync_request(parent, children=children, related=[RTE])
 
 
+def invalid_without_default_deny() -> dict[str, Any]:
+    """A running sandbox made invalid while its default-deny policy is missing (deleted, or its
+    create failed): the policy is desired again (issue 13, item 4)."""
+    request = invalid_with_children()
+    policies = request["children"][C.GVK_NETWORK_POLICY]
+    del policies[next(k for k in policies if k.endswith("-default-deny"))]
+    return request
+
+
 def runtime_missing() -> dict[str, Any]:
     return sync_request(sandbox("orphan", spec={"runtime": "ruby:3.3"}), related=[RTE])
 
@@ -231,6 +240,7 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "replaced-on-request": replaced_on_request,
     "invalid-new": invalid_new,
     "invalid-with-children": invalid_with_children,
+    "invalid-without-default-deny": invalid_without_default_deny,
     "runtime-missing": runtime_missing,
     "runtime-not-validated": runtime_not_validated,
     "lifetime-expired": lifetime_expired,

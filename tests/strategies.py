@@ -173,7 +173,8 @@ def cidr(draw: Any) -> str:
     if kind == 0:
         return draw(st.sampled_from(["0.0.0.0/0", "::/0", "203.0.113.0/24", "10.0.0.0/8", "169.254.169.254/32",
                                      "172.16.0.0/12", "100.64.0.0/10", "127.0.0.1/32", "fd00::/8", "2001:db8::/32",
-                                     "8.0.0.0/7", "11.0.0.0/8"]))
+                                     "8.0.0.0/7", "11.0.0.0/8", "::ffff:169.254.169.254/128", "64:ff9b::/96",
+                                     "2002::/16", "2000::/3"]))
     if kind == 1:
         return draw(st.text(max_size=30))  # the CRD does not constrain the format
     version = 4 if kind < 4 else 6

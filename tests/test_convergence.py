@@ -378,6 +378,29 @@ def test_a_deleted_sandbox_leaves_nothing_behind_and_its_name_can_be_used_again(
     assert not h.violations
 
 
+def test_an_invalid_sandbox_gets_its_deleted_default_deny_back() -> None:
+    """Issue 13, item 4: a running sandbox's spec made invalid, then its default-deny deleted (by
+    someone, or its create failed): the policy comes back while the spec stays invalid, and the
+    pod is never replaced."""
+    h = Harness(CONTROLLERS, Config(), NOW, 83, stale=STALE, step=STEP_SECONDS)
+    h.create(runtime())
+    h.create(_sandbox("kept", "plain", False))
+    _rounds_until(h, lambda: "kept" in _running(h))
+    key = (C.KIND_SANDBOX, "demo", "kept")
+    pod_uid = h.objects[("Pod", "demo", "sandbox-kept")]["metadata"]["uid"]
+    obj = copy.deepcopy(h.objects[key])
+    obj["spec"]["runtime"] = "cobol-85"  # a runtime that does not exist
+    obj["metadata"]["generation"] += 1
+    h._replace(key, obj)
+    _rounds_until(h, lambda: any(c.get("reason") == "RuntimeNotFound" for c in h.objects[key]["status"].get("conditions") or []))
+    policy = ("NetworkPolicy", "demo", "sandbox-kept-default-deny")
+    h.delete(policy)
+    _rounds_until(h, lambda: policy in h.objects)
+    assert h.objects[policy]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert h.objects[("Pod", "demo", "sandbox-kept")]["metadata"]["uid"] == pod_uid
+    assert not h.violations
+
+
 def _rounds_until(h: Harness, done: Any, limit: int = 60) -> int:
     for rounds in range(1, limit + 1):
         h.run_round()

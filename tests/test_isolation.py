@@ -425,7 +425,13 @@ def _connectivity(topology: Topology) -> dict[tuple[Any, Any], frozenset[tuple[s
 
 API_POD = f"{API_NS}/api-0"
 DNS_POD = f"{DNS_NS}/coredns-0"
-PRIVATE = [ipaddress.ip_network(c) for c in C.PRIVATE_CIDRS] + [ipaddress.ip_network(c) for c in ("fc00::/7", "fe80::/10")]
+# Written out, not read from hooks/constants.py: the list the hooks exclude is what is under test.
+PRIVATE = [ipaddress.ip_network(c) for c in (
+    "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
+    "fc00::/7", "fe80::/10",
+    # IPv6 spellings of IPv4 addresses (issue 13, item 3): IPv4-compatible, IPv4-mapped, NAT64, 6to4.
+    "::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+)]
 SANDBOX_PORT = frozenset({("TCP", C.SANDBOX_PORT)})
 DNS = frozenset({("TCP", 53), ("UDP", 53)})
 
@@ -521,7 +527,9 @@ def test_nca_forbids_cross_sandbox_private_and_impersonated_traffic(topology: To
         others = [{"podSelector": {"matchLabels": _sandbox_selector(topology, b)}} for b in names if b != a]
         statements.append(_statement(f"{a}-to-sandboxes", TENANT, sel, "Egress", others))
         statements.append(_statement(f"{a}-to-private", TENANT, sel, "Egress",
-                                     [{"ipBlock": {"cidr": c}} for c in C.PRIVATE_CIDRS]))
+                                     [{"ipBlock": {"cidr": str(c)}} for c in PRIVATE]))
+        statements.append(_statement(f"{a}-to-metadata-in-ipv6", TENANT, sel, "Egress", [
+            {"ipBlock": {"cidr": c}} for c in ("::ffff:169.254.169.254/128", "64:ff9b::a9fe:a9fe/128", "2002:a9fe:a9fe::/48")]))
         statements.append(_statement(f"{a}-to-hooks-and-kube-system", TENANT, sel, "Egress", [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": API_NS}},
              "podSelector": {"matchLabels": {C.LABEL_COMPONENT: "hooks"}}},

@@ -92,6 +92,9 @@ CASES: list[tuple[str, dict[str, Any], tuple[dict[str, Any], ...], str, str]] = 
     ("egress to loopback", rules("egress", {"cidr": "127.0.0.0/8"}), (PY,), "NetworkValidationFailed", "127.0.0.0/8"),
     ("ingress from private range", rules("ingress", {"cidr": "192.168.0.0/16"}), (PY,), "NetworkValidationFailed", "192.168.0.0/16"),
     ("ipv6 unique local", rules("egress", {"cidr": "fd00::/8"}), (PY,), "NetworkValidationFailed", "fd00::/8"),
+    ("ipv4-mapped metadata", rules("egress", {"cidr": "::ffff:169.254.169.254/128"}), (PY,), "NetworkValidationFailed", "spells IPv4 addresses in IPv6"),
+    ("nat64 prefix", rules("egress", {"cidr": "64:ff9b::/96"}), (PY,), "NetworkValidationFailed", "64:ff9b::/96 spells IPv4"),
+    ("6to4 ingress", rules("ingress", {"cidr": "2002::/16"}), (PY,), "NetworkValidationFailed", "2002::/16"),
     # Resources
     ("cpu does not parse", {"resourceDefaults": {"cpu": "lots"}}, (PY,), "ResourceValidationFailed", "spec.resourceDefaults.cpu"),
     ("memory unit", {"resourceDefaults": {"memory": "2G"}}, (PY,), "ResourceValidationFailed", "spec.resourceDefaults.memory"),

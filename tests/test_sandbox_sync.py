@@ -196,6 +196,20 @@ def test_cpu_pinning_sets_node_selector_and_annotation() -> None:
     assert pod["metadata"]["annotations"][C.ANNOTATION_CPU_PINNING] == "true"
 
 
+@pytest.mark.parametrize("cidr, excluded", [
+    ("::/0", ["2002::/16", "64:ff9b:1::/48", "64:ff9b::/96", "::/96", "::ffff:0:0/96", "fc00::/7", "fe80::/10"]),
+    ("2000::/3", ["2002::/16"]),  # global unicast holds the 6to4 range
+    ("::/64", ["::/96", "::ffff:0:0/96"]),
+    ("2001:db8::/32", []),
+])
+def test_wide_ipv6_rules_exclude_the_ipv4_spellings(cidr: str, excluded: list[str]) -> None:
+    """Issue 13, item 3: ::/0 opened ::ffff:169.254.169.254 (the metadata service to a dual-stack
+    socket), 64:ff9b::/96 (NAT64) and 2002::/16 (6to4); a wide rule keeps them excluded."""
+    out = kinds(sandbox_sync.sync(cases.creating(sandbox("wide", spec={"networkAccess": {"egress": [{"cidr": cidr}]}})), NOW))
+    block = out[("NetworkPolicy", "sandbox-wide-egress")]["spec"]["egress"][0]["to"][0]["ipBlock"]
+    assert block == ({"cidr": cidr, "except": excluded} if excluded else {"cidr": cidr})
+
+
 def test_network_policies() -> None:
     out = kinds(sandbox_sync.sync(cases.egress_rules(), NOW))
     deny = out[("NetworkPolicy", "sandbox-fetcher-default-deny")]["spec"]
@@ -307,6 +321,62 @@ def test_service_selects_the_pod_that_serves(build: Any, serving: str) -> None:
     assert service["spec"]["selector"][C.LABEL_COMPONENT] == serving
     for policy in (c for c in out["children"] if c["kind"] == "NetworkPolicy"):
         assert C.LABEL_COMPONENT not in policy["spec"]["podSelector"]["matchLabels"]  # policies govern both
+
+
+# --- Isolation of a running sandbox whatever its spec (issue 13, item 4) --------------------------
+
+ISOLATION = ("default-deny", "api-access", "dns")
+BREAK_SPEC = [  # (id, edit of a running sandbox's spec, Validated reason)
+    ("runtime-missing", {"runtime": "cobol:85"}, "RuntimeNotFound"),
+    ("invalid-spec", {"networkAccess": {"egress": [{"cidr": "169.254.169.254/32"}]}}, "InvalidSpec"),
+    ("ipv6-metadata", {"networkAccess": {"egress": [{"cidr": "::ffff:169.254.169.254/128"}]}}, "InvalidSpec"),
+]
+
+
+def _served(mode: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A sandbox served by its own pod (cold) or a bound warm pod: parent, observed children, related."""
+    if mode == "cold":
+        request = cases.invalid_with_children()  # children of a running cold sandbox
+        parent = sandbox("edited", spec={"storage": {"persistent": True}}, status=request["parent"]["status"])
+        children = [o for group in request["children"].values() for o in group.values()]
+        return parent, children, [RTE]
+    request = cases.warm_bound()
+    first = sandbox_sync.sync(request, NOW)
+    parent = copy.deepcopy(request["parent"])
+    parent["status"] = first["status"]
+    return parent, [observed(c, parent) for c in first["children"]], [o for g in request["related"].values() for o in g.values()]
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm"])
+@pytest.mark.parametrize("case,edit,reason", BREAK_SPEC, ids=[c[0] for c in BREAK_SPEC])
+@pytest.mark.parametrize("lost", ISOLATION)
+def test_unusable_spec_still_desires_the_isolation_of_its_pod(mode: str, case: str, edit: dict[str, Any], reason: str, lost: str) -> None:
+    parent, children, related = _served(mode)
+    parent = copy.deepcopy(parent)
+    parent["spec"].update(edit)
+    name = f"sandbox-{parent['metadata']['name']}-{lost}"
+    # The policy went missing (deleted, or its create failed); another one was tampered with.
+    lost_policy = next(c for c in children if c["metadata"]["name"] == name)
+    children = [c for c in children if c["metadata"]["name"] != name]
+    tampered = f"sandbox-{parent['metadata']['name']}-{next(p for p in ISOLATION if p != lost)}"
+    for child in children:
+        if child["metadata"]["name"] == tampered:
+            child["spec"] = {"podSelector": {}, "policyTypes": []}
+    out = sandbox_sync.sync(sync_request(parent, children=children, related=related), NOW)
+    assert cond(out, "Validated")["reason"] == reason
+    assert out["status"]["phase"] == "Running"
+    got = kinds(out)
+    back = got.get(("NetworkPolicy", name))
+    assert back is not None, f"{name} is not desired again"
+    assert back["spec"] == lost_policy["spec"]
+    assert back["metadata"]["labels"].items() <= lost_policy["metadata"]["labels"].items()  # observed ones add controller-uid
+    assert got[("NetworkPolicy", tampered)]["spec"]["policyTypes"], "a tampered isolation policy is rebuilt"
+    assert set(got) == {(c["kind"], c["metadata"]["name"]) for c in children} | {("NetworkPolicy", name)}
+
+
+def test_unusable_spec_without_a_pod_desires_no_policy() -> None:
+    out = sandbox_sync.sync(sync_request(sandbox("broken", spec={"runtime": "cobol:85"}), related=[RTE]), NOW)
+    assert out["children"] == []
 
 
 def test_invalid_edit_of_a_warm_served_sandbox_keeps_it_running() -> None:

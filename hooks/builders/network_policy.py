@@ -14,9 +14,8 @@ from ..validators import NetworkRule
 API_VERSION = "networking.k8s.io/v1"
 # The original design's default ports for an egress rule that names none.
 DEFAULT_EGRESS_PORTS = ((443, "TCP"), (80, "TCP"))
-# IPv6 ranges a rule never reaches, like C.PRIVATE_CIDRS for IPv4: unique local (pod and service
-# addresses of dual-stack clusters, cloud metadata such as fd00:ec2::254) and link-local.
-PRIVATE_CIDRS_V6 = ("fc00::/7", "fe80::/10")
+# IPv6 ranges a rule never reaches: private, link-local, and the spellings of IPv4 addresses.
+EXCLUDED_CIDRS_V6 = C.PRIVATE_CIDRS_V6 + C.IPV4_EMBEDDING_CIDRS_V6
 
 
 def _policy(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def ip_block(rule: NetworkRule) -> dict[str, Any]:
     """A domain cannot be expressed in a NetworkPolicy: it becomes the public IPv4 space (the
     original design's rule). A CIDR is kept, minus any private range inside it (IPv4 and IPv6:
     ::/0 used to open fc00::/7 and fe80::/10, i.e. other pods and the metadata service on
-    dual-stack clusters)."""
+    dual-stack clusters, and ::ffff:169.254.169.254, the metadata service spelt in IPv6)."""
     cidr = rule.cidr or C.PUBLIC_CIDR
     excluded = list(_excluded(cidr))
     return {"cidr": cidr, "except": excluded} if excluded else {"cidr": cidr}
@@ -96,7 +95,7 @@ def _excluded(cidr: str) -> tuple[str, ...]:
     """The private ranges inside `cidr`, sorted. Cached: parsing the networks was 40 % of a
     Sandbox sync with egress rules (bench/, docs/benchmark.md); a pure function of the string."""
     net = ipaddress.ip_network(cidr, strict=False)
-    private = C.PRIVATE_CIDRS if net.version == 4 else PRIVATE_CIDRS_V6
+    private = C.PRIVATE_CIDRS if net.version == 4 else EXCLUDED_CIDRS_V6
     return tuple(sorted(p for p in private if ipaddress.ip_network(p).subnet_of(net)))  # type: ignore[arg-type]
 
 

@@ -67,6 +67,27 @@ def test_invalid_edits_and_vanished_inputs_keep_the_pod_and_volume(kube: Kube, n
     assert _uids(kube, namespace, "keeper") == held
 
 
+def test_an_unusable_spec_keeps_the_isolation_of_its_running_pod(kube: Kube, namespace: str, rte: str) -> None:
+    """Issue 13, items 3 and 4: the metadata service spelt in IPv6 is refused like its IPv4 form,
+    and a default-deny deleted while the spec is invalid comes back, the pod untouched."""
+    kube.apply(sandbox("guarded", namespace, rte))
+    kube.wait_sandbox(namespace, "guarded", "Running", ready=True, timeout=60)
+    pod_uid = kube.core("Pod", namespace, "sandbox-guarded")["metadata"]["uid"]  # type: ignore[index]
+    _patch(kube, namespace, "guarded", {"networkAccess": {"egress": [{"cidr": "::ffff:169.254.169.254/128"}]}})
+    sb = _validated(kube, namespace, "guarded", "False", "InvalidSpec")
+    assert "spells IPv4 addresses in IPv6" in condition(sb, "Validated")["message"], sb["status"]
+    policy = "sandbox-guarded-default-deny"
+    old = kube.core("NetworkPolicy", namespace, policy)
+    assert old is not None
+    kube.kubectl("delete", "networkpolicy", policy, "-n", namespace)
+    back = kube.wait("default-deny recreated", lambda: (lambda np: np if np and np["metadata"]["uid"] != old["metadata"]["uid"] else None)(
+        kube.core("NetworkPolicy", namespace, policy)), 30)
+    assert back["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in back["spec"] and "egress" not in back["spec"]
+    assert kube.core("Pod", namespace, "sandbox-guarded")["metadata"]["uid"] == pod_uid  # type: ignore[index]
+    sb = kube.custom("Sandbox", namespace, "guarded")
+    assert sb is not None and sb["status"]["phase"] == "Running" and condition(sb, "Validated")["reason"] == "InvalidSpec"
+
+
 @pytest.mark.parametrize("spec,message", [
     ({"securityContext": {"runAsUser": 0}}, "should be greater than or equal to 1"),
     ({"securityLevel": "root"}, "Unsupported value"),
