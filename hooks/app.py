@@ -10,7 +10,6 @@ gunicorn master's METRICS_PORT) and logged as one JSON line on `llmsafespace.hoo
 (hooks/logging_setup.py); docs/observability.md describes both."""
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import sys
@@ -22,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Optional
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import jsonio, logging_setup, wire
+from . import auth, jsonio, logging_setup, wire
 from . import metrics as hook_metrics
 from .config import Config
 from .routes import ROUTES, Route
@@ -41,15 +40,6 @@ def _error(status: int, message: str) -> Response:
     return _json({"error": message, "status": status}, status)
 
 
-def _token(env: dict[str, str]) -> Optional[str]:
-    """The bearer token Metacontroller sends (webhook.authorization, Metacontroller >= 4.16)."""
-    path = env.get("LLMSS_HOOK_TOKEN_FILE", "")
-    if path:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
-    return env.get("LLMSS_HOOK_TOKEN") or None
-
-
 def _echo(request: Mapping[str, Any], now: datetime, config: Config) -> Mapping[str, Any]:
     """An identity hook for bench/ (LLMSS_BENCH_ECHO=1 only): the HTTP layer's whole cost, no hook."""
     return request
@@ -61,10 +51,11 @@ def create_app(
     env: Optional[dict[str, str]] = None,
     *,
     log_stream: Any = None,
+    token_clock: Callable[[], float] = auth.monotonic,
 ) -> Flask:
     env = dict(os.environ if env is None else env)
     config = config or Config.from_env(env)
-    token = _token(env)
+    token = auth.from_env(env, token_clock)  # raises, naming the variable, when it yields no token
     logging_setup.configure(env, log_stream)
     app = Flask("llmsafespace-hooks", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(env.get("LLMSS_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
@@ -77,10 +68,8 @@ def create_app(
         return _error(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))
 
     def answer(route: Route) -> _Answer:
-        if token is not None:
-            sent = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                return _refused(401, "missing or wrong bearer token", "Unauthorized")
+        if token is not None and not token.accepts(request.headers.get("Authorization", "")):
+            return _refused(401, "missing or wrong bearer token", "Unauthorized")
         try:
             body = request.get_data(cache=False)
         except HTTPException as exc:  # 413: over LLMSS_MAX_REQUEST_BYTES

@@ -206,3 +206,12 @@ DEFAULT_TENANT_LIMITS: Final[dict[str, str]] = {
     "default-request-cpu": "100m", "default-request-memory": "128Mi", "default-request-ephemeral-storage": "256Mi",
     "max-cpu": "4", "max-memory": "8Gi", "max-ephemeral-storage": "10Gi", "max-storage": "50Gi",
 }
+
+# Hook server bearer token (hooks/auth.py, SECURITY.md). Each worker re-reads the token file at
+# most this often, so a rotated Secret is honoured by every worker within these seconds of the
+# kubelet updating the file; the previous token is still accepted this long after a worker saw
+# the change, so Metacontroller (which re-reads the Secret only when told) is never refused.
+HOOK_TOKEN_FILE_ENV: Final = "LLMSS_HOOK_TOKEN_FILE"
+HOOK_TOKEN_ENV: Final = "LLMSS_HOOK_TOKEN"
+HOOK_TOKEN_RECHECK_SECONDS: Final = 5.0
+HOOK_TOKEN_OVERLAP_SECONDS: Final = 300.0

@@ -41,9 +41,22 @@ if METRICS_PORT and not METRICS_PORT.isdigit():
 
 def on_starting(server):  # noqa: ARG001 - gunicorn's signature
     """Values left by a previous server in the same directory would be added to ours."""
+    _check_token_source(server)
     os.makedirs(METRICS_DIR, exist_ok=True)
     for stale in glob.glob(os.path.join(METRICS_DIR, "*.db")):
         os.remove(stale)
+
+
+def _check_token_source(server):
+    """A token source that yields no token stops the server here, with one line naming the
+    variable, before any worker starts (each worker checks again in hooks/auth.py)."""
+    from hooks import auth  # importable: gunicorn has put the app directory on sys.path by now
+
+    try:
+        auth.from_env(os.environ)
+    except auth.TokenConfigError as exc:
+        on_exit(server)  # the private metrics directory made above
+        raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
 
 
 def when_ready(server):
@@ -54,8 +67,10 @@ def when_ready(server):
         server.log.info("metrics of all workers on http://%s:%s/metrics", METRICS_HOST, METRICS_PORT)
 
 
-def post_worker_init(worker):  # noqa: ARG001
+def post_worker_init(worker):
     gc.freeze()
+    # After the app (and its token) is loaded: tests wait for this line from every worker.
+    worker.log.info("Worker %s loaded the hooks", worker.pid)
 
 
 def child_exit(server, worker):  # noqa: ARG001

@@ -93,6 +93,23 @@ def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:
     assert client.get("/healthz").status_code == 200  # probes need no token
 
 
+def test_bearer_scheme_is_case_insensitive(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    client = app_module.create_app(Config(), clock=lambda: NOW, env={"LLMSS_HOOK_TOKEN_FILE": str(token_file)}).test_client()
+    for scheme in ("bearer", "BEARER", "bEaReR"):  # RFC 7235: auth-scheme is case-insensitive
+        assert post(client, "/sandbox/sync", minimal(), headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+
+
+@pytest.mark.parametrize("content", ["", "  \n\t"])
+def test_token_file_without_a_token_is_a_startup_error(tmp_path: Path, content: str) -> None:
+    """Never "authentication off": the server must not start (tests/test_auth.py has the rest)."""
+    token_file = tmp_path / "token"
+    token_file.write_text(content)
+    with pytest.raises(ValueError, match="LLMSS_HOOK_TOKEN_FILE"):
+        app_module.create_app(Config(), clock=lambda: NOW, env={"LLMSS_HOOK_TOKEN_FILE": str(token_file)})
+
+
 def test_internal_error_is_a_json_500_never_a_partial_state(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(request: Any, now: Any, config: Any) -> Any:
         raise RuntimeError("bug")

@@ -1,0 +1,237 @@
+"""Bearer-token authentication (hooks/auth.py): a configured source that yields no token stops the
+server; a rotated token file is honoured by every worker within a bounded time, and the previous
+token is accepted for a documented overlap. Pure functions with an injected clock first, then the
+app, then a real 2-worker gunicorn on 127.0.0.1 (bounded)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+from hooks import app as app_module
+from hooks import auth
+from hooks import constants as C
+from hooks.config import Config
+from tests.factory import NOW
+from tests.sandbox_cases import minimal
+
+ROOT = Path(__file__).parent.parent
+OVERLAP, RECHECK = C.HOOK_TOKEN_OVERLAP_SECONDS, C.HOOK_TOKEN_RECHECK_SECONDS
+
+
+# ---------------------------------------------------------------------------------------------
+# A configured source that yields no token is a start-up error naming the variable
+
+@pytest.mark.parametrize("content", ["", "\n", "   \t\n  "], ids=["empty", "newline", "whitespace"])
+def test_token_file_without_a_token_stops_the_app(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "token"
+    path.write_text(content)
+    with pytest.raises(auth.TokenConfigError, match=C.HOOK_TOKEN_FILE_ENV):
+        app_module.create_app(Config(), clock=lambda: NOW, env={C.HOOK_TOKEN_FILE_ENV: str(path)})
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({C.HOOK_TOKEN_ENV: ""}, C.HOOK_TOKEN_ENV),
+    ({C.HOOK_TOKEN_ENV: "  \n"}, C.HOOK_TOKEN_ENV),
+    ({C.HOOK_TOKEN_FILE_ENV: " "}, C.HOOK_TOKEN_FILE_ENV),
+    ({C.HOOK_TOKEN_FILE_ENV: "/nonexistent/token"}, C.HOOK_TOKEN_FILE_ENV),
+])
+def test_other_token_sources_without_a_token_stop_the_app(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(auth.TokenConfigError, match=variable):
+        auth.from_env(env)
+
+
+def test_no_token_source_means_no_authentication() -> None:
+    assert auth.from_env({}) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure decisions, injected clock
+
+A, B, CC = b"token-a", b"token-b", b"token-c"
+
+
+@pytest.mark.parametrize("header, ok", [
+    ("Bearer token-a", True),
+    ("bearer token-a", True),  # RFC 7235: the scheme is case-insensitive
+    ("BEARER token-a", True),
+    ("Bearer  token-a", True),  # 1*SP
+    ("Bearer token-b", False),  # the previous token, its overlap over
+    ("Bearer token-a ", False),
+    ("Bearer token-A", False),  # the token itself is case-sensitive
+    ("Basic token-a", False),
+    ("token-a", False),
+    ("Bearertoken-a", False),
+    ("Bearer ", False),
+    ("", False),
+])
+def test_header_forms(header: str, ok: bool) -> None:
+    assert auth.accepts(auth.TokenState(current=A, previous=B, previous_until=10.0), header, now=10.0) is ok
+
+
+@pytest.mark.parametrize("offset, previous_ok", [(0.0, True), (OVERLAP - 0.001, True), (OVERLAP, False), (OVERLAP + 3600, False)])
+def test_previous_token_is_accepted_for_the_overlap_only(offset: float, previous_ok: bool) -> None:
+    changed_at = 1000.0
+    state = auth.observed(auth.TokenState(current=A, checked_at=990.0), B, changed_at)
+    assert state == auth.TokenState(current=B, previous=A, previous_until=changed_at + OVERLAP, checked_at=changed_at)
+    now = changed_at + offset
+    assert auth.accepts(state, "Bearer token-b", now)
+    assert auth.accepts(state, "Bearer token-a", now) is previous_ok
+    assert not auth.accepts(state, "Bearer token-c", now)
+
+
+@pytest.mark.parametrize("read, expected", [
+    (None, auth.TokenState(current=A, checked_at=5.0)),  # unreadable or emptied: keep the token, stay closed
+    (A, auth.TokenState(current=A, checked_at=5.0)),  # unchanged: no overlap starts
+    (B, auth.TokenState(current=B, previous=A, previous_until=5.0 + OVERLAP, checked_at=5.0)),
+])
+def test_observed(read: Optional[bytes], expected: auth.TokenState) -> None:
+    assert auth.observed(auth.TokenState(current=A), read, 5.0) == expected
+
+
+def test_two_rotations_keep_only_the_last_previous_token() -> None:
+    state = auth.observed(auth.observed(auth.TokenState(current=A), B, 1.0), CC, 2.0)
+    assert (state.current, state.previous) == (CC, B)
+    assert not auth.accepts(state, "Bearer token-a", 2.0)
+
+
+@pytest.mark.parametrize("elapsed, due", [(0.0, False), (RECHECK - 0.01, False), (RECHECK, True), (3600.0, True)])
+def test_recheck_is_bounded(elapsed: float, due: bool) -> None:
+    assert auth.due(auth.TokenState(current=A, checked_at=100.0), 100.0 + elapsed) is due
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_app_follows_a_rotated_token_file(tmp_path: Path) -> None:
+    path, clock = tmp_path / "token", Clock()
+    path.write_text("token-a\n")
+    client = app_module.create_app(Config(), clock=lambda: NOW, env={C.HOOK_TOKEN_FILE_ENV: str(path)},
+                                   token_clock=clock).test_client()
+
+    def code(token: str) -> int:
+        return client.post("/sandbox/sync", json=minimal(), headers={"Authorization": f"bearer {token}"}).status_code
+
+    assert (code("token-a"), code("token-b")) == (200, 401)
+    path.write_text("token-b\n")
+    clock.now += RECHECK - 1  # not re-read yet: bounded staleness, not per-call I/O
+    assert (code("token-a"), code("token-b")) == (200, 401)
+    clock.now += 1
+    assert (code("token-b"), code("token-a"), code("token-c")) == (200, 200, 401)
+    path.write_text("  \n")  # a Secret emptied by mistake never opens the server
+    clock.now += RECHECK
+    assert (code("token-b"), code("token-a")) == (200, 200)
+    assert client.post("/sandbox/sync", json=minimal()).status_code == 401
+    clock.now += OVERLAP
+    assert (code("token-b"), code("token-a")) == (200, 401)
+
+
+# ---------------------------------------------------------------------------------------------
+# A real gunicorn on 127.0.0.1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(port: int, token: Optional[str]) -> int:
+    """One hook call on a fresh connection (so the two workers share the calls)."""
+    headers = {"Content-Type": "application/json", "Connection": "close"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/sandbox/sync", data=json.dumps(minimal()).encode(),
+                                 method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def gunicorn(tmp_path: Path, token_file: Path, port: int) -> subprocess.Popen[str]:
+    """Output to tmp_path/gunicorn.log."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "WORKERS": "2",
+           "LOG_LEVEL": "WARNING", C.HOOK_TOKEN_FILE_ENV: str(token_file)}
+    env.pop(C.HOOK_TOKEN_ENV, None)
+    with (tmp_path / "gunicorn.log").open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
+             "--bind", f"127.0.0.1:{port}", "hooks.app:app"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.fixture()
+def stop_all() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_gunicorn_refuses_to_start_with_an_empty_token_file(tmp_path: Path, stop_all: list) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(" \n")
+    proc = gunicorn(tmp_path, token_file, free_port())
+    stop_all.append(proc)
+    proc.wait(timeout=20)
+    out = (tmp_path / "gunicorn.log").read_text()
+    assert proc.returncode != 0
+    assert f"{C.HOOK_TOKEN_FILE_ENV} is set but holds no token" in out, out[-2000:]
+
+
+def test_gunicorn_workers_follow_a_rotated_token_file(tmp_path: Path, stop_all: list) -> None:
+    token_file, port = tmp_path / "token", free_port()
+    token_file.write_text("token-a\n")
+    proc = gunicorn(tmp_path, token_file, port)
+    stop_all.append(proc)
+    log = tmp_path / "gunicorn.log"
+    deadline = time.monotonic() + 30
+    # Both workers must have read the token before the rotation (a worker that starts after it
+    # knows only the new token: SECURITY.md).
+    while log.read_text().count("loaded the hooks") < 2:
+        assert proc.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < deadline, "gunicorn's two workers did not load within 30 s"
+        time.sleep(0.1)
+    assert call(port, "token-a") == 200
+    assert [call(port, "token-b") for _ in range(6)] == [401] * 6
+    # Rotate the way the kubelet does: write a new file, rename it over the old one.
+    (tmp_path / "token.new").write_text("token-b\n")
+    os.replace(tmp_path / "token.new", token_file)
+    rotated = time.monotonic()
+    # Every worker honours it within the recheck interval: each logs the change, and 20
+    # consecutive fresh connections are accepted.
+    streak = 0
+    while streak < 20 or log.read_text().count('"hook_token_rotated"') < 2:
+        if call(port, "token-b") == 200:
+            streak += 1
+        else:
+            streak = 0
+            time.sleep(0.05)  # not yet re-read: do not hammer the two workers meanwhile
+        assert time.monotonic() - rotated < RECHECK + 5, f"token-b not accepted by all workers within {RECHECK + 5} s"
+    overlap = [call(port, "token-a") for _ in range(10)]
+    refused = [call(port, None) for _ in range(4)] + [call(port, "token-c") for _ in range(4)]
+    if overlap != [200] * 10 or refused != [401] * 8:
+        raise AssertionError(f"overlap {overlap}, refused {refused}:\n{log.read_text()[-3000:]}")
