@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from hooks import constants as C
 from tests.e2e import fakenode
-from tests.e2e.kube import Kube, condition
+from tests.e2e.kube import Kube, condition, names
 from tests.e2e.objects import CHILD_KINDS, children, endpoint_ips, owned_by, sandbox, selects
 
 
@@ -65,9 +65,12 @@ def test_cold_sandbox_from_apply_to_deletion(kube: Kube, namespace: str, rte: st
     seen_terminating = False
     deadline = time.monotonic() + 60
     while kube.custom("Sandbox", namespace, "alpha") is not None:
+        # Policies listed before the pod: a pod still there afterwards was there when they were
+        # listed (listed the other way round, a pod gone in between looked like a policy gone first).
+        held_policies = names(kube.list("NetworkPolicy", namespace, f"{C.LABEL_SANDBOX_UID}={uid}"))
         state = children(kube, namespace, uid)
         if state["Pod"]:
-            assert state["NetworkPolicy"] == policies, f"a policy went before the pod: {state}"
+            assert held_policies == policies, f"a policy went before the pod: {held_policies}, then {state}"
         seen_terminating = seen_terminating or kube.sandbox_phase(namespace, "alpha") == "Terminating"
         assert time.monotonic() < deadline, f"sandbox not gone after 60s: {state}"
         time.sleep(0.05)
