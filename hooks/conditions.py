@@ -11,6 +11,16 @@ from typing import Any
 from .meta import fmt_time
 
 
+def find_condition(status: Any, type_: str, status_value: str | None = None) -> Mapping[str, Any] | None:
+    """The first condition of `type_` (and, when given, of that status) in an object's status, as
+    it was observed: one reading for parents' and pods' conditions alike."""
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for cond in conditions if isinstance(conditions, list) else []:
+        if isinstance(cond, Mapping) and cond.get("type") == type_ and (status_value is None or cond.get("status") == status_value):
+            return cond
+    return None
+
+
 @dataclass(frozen=True)
 class Condition:
     type: str

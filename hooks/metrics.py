@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import constants as C
+from .conditions import find_condition
 
 PREFIX = "llmsafespace"
 DEFAULT_PATH = "/metrics"
@@ -217,10 +218,7 @@ class HookMetrics:
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    for cond in status.get("conditions") or ():
-        if isinstance(cond, Mapping) and cond.get("type") == type_:
-            return cond
-    return {}
+    return find_condition(status, type_) or {}
 
 
 def _phase(value: Any) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from . import constants as C
 from . import image_reference
-from .conditions import Condition, generation, render
+from .conditions import Condition, find_condition, generation, render
 from .config import DEFAULT_CONFIG, Config
 from .meta import fmt_time
 from .quantity import parse_quantity
@@ -181,8 +181,6 @@ def _last_validated(previous: Mapping[str, Any], verdict: Verdict, now: datetime
 
 
 def _previous_reason(previous: Mapping[str, Any]) -> Optional[str]:
-    for cond in previous.get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == C.CONDITION_AVAILABLE:
-            reason = cond.get("reason")
-            return reason if isinstance(reason, str) else None
-    return None
+    cond = find_condition(previous, C.CONDITION_AVAILABLE)
+    reason = cond.get("reason") if cond is not None else None
+    return reason if isinstance(reason, str) else None

@@ -23,7 +23,7 @@ from .builders.pod import PodShape, build_pod
 from .builders.service import build_service
 from .builders.service_account import build_service_account
 from .builders.storage import build_pvc
-from .conditions import Condition
+from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import (
     add_seconds, annotations, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time,
@@ -394,10 +394,8 @@ def _missing(desired: list[dict[str, Any]], req: SyncRequest) -> list[tuple[str,
 
 def _false_since(previous: Any, type_: str) -> Optional[datetime]:
     """When an earlier sync turned condition `type_` False (its lastTransitionTime), if it did."""
-    for cond in (previous.get("conditions") or []) if isinstance(previous, Mapping) else []:
-        if isinstance(cond, Mapping) and cond.get("type") == type_ and cond.get("status") == "False":
-            return parse_time(cond.get("lastTransitionTime"))
-    return None
+    cond = find_condition(previous, type_, "False")
+    return parse_time(cond.get("lastTransitionTime")) if cond is not None else None
 
 
 def _likely_causes(kind: str, eff: Effective, config: Config) -> str:
@@ -550,10 +548,10 @@ def pod_trouble(pod: Mapping[str, Any]) -> Optional[tuple[str, str]]:
     """Why a pod does not run or is not ready, in the scheduler's or kubelet's words: (reason,
     message), or None when nothing is reported. Init containers first: they run first."""
     status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
-    for cond in status.get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            reason = str(cond.get("reason") or "Unschedulable")
-            return reason, str(cond.get("message") or "the pod cannot be scheduled")
+    unscheduled = find_condition(status, "PodScheduled", "False")
+    if unscheduled is not None:
+        reason = str(unscheduled.get("reason") or "Unschedulable")
+        return reason, str(unscheduled.get("message") or "the pod cannot be scheduled")
     for key in ("initContainerStatuses", "containerStatuses"):
         for cs in status.get(key) or []:
             if not isinstance(cs, Mapping):

@@ -39,7 +39,7 @@ from typing import Any, Optional
 from . import constants as C
 from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
-from .conditions import Condition
+from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
 from .request import SyncRequest
@@ -172,11 +172,7 @@ def _pod_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _ready_condition(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
-    conditions = _pod_status(pod).get("conditions")
-    for cond in conditions if isinstance(conditions, list) else []:
-        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
-            return cond
-    return None
+    return find_condition(_pod_status(pod), "Ready")
 
 
 def _ready_since(pod: Mapping[str, Any]) -> Any:
