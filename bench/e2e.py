@@ -57,6 +57,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 # Writes of the scheduler (binding) and the kubelet (pod status): the floor's pods cost them too.
 NOT_OURS = ("pods/binding", "pods/status")
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
 READ_VERBS = ("GET", "LIST")
 # Where the floor spends its CPU too: the burst's share of it shows what our layer adds.
 SERVER_SIDE = ("kube-apiserver", "etcd")
@@ -156,19 +157,24 @@ class HookLog:
 _REQUESTS = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.M)
 
 
-def api_writes(kube: Kube, verbs: tuple[str, ...] = ("POST", "PUT", "PATCH", "DELETE")) -> dict[str, float]:
-    """The API server's own count of successful requests (writes by default) to our kinds, by
-    resource (its /metrics)."""
+def api_requests(kube: Kube) -> tuple[dict[str, float], dict[str, float]]:
+    """The API server's own counts of successful writes and of reads (GET/LIST) of our kinds, by
+    resource, from one scrape of its /metrics."""
     with urllib.request.urlopen(kube.cp.server + "/metrics", context=kube.tls, timeout=30) as response:
         text = response.read().decode()
-    out: dict[str, float] = {}
+    writes: dict[str, float] = {}
+    reads: dict[str, float] = {}
     for match in _REQUESTS.finditer(text):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
-        if labels.get("verb") in verbs and labels.get("resource") in OUR_RESOURCES \
-                and labels.get("code", "").startswith("2"):
+        out = writes if labels.get("verb") in WRITE_VERBS else reads if labels.get("verb") in READ_VERBS else None
+        if out is not None and labels.get("resource") in OUR_RESOURCES and labels.get("code", "").startswith("2"):
             key = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
             out[key] = out.get(key, 0.0) + float(match.group("value"))
-    return out
+    return writes, reads
+
+
+def api_writes(kube: Kube) -> dict[str, float]:
+    return api_requests(kube)[0]
 
 
 def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
@@ -353,7 +359,7 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
     try:
         names = [f"b-{i}" for i in range(count)]
         hooks = HookLog(cp)
-        writes_before, reads_before = api_writes(kube), api_writes(kube, READ_VERBS)
+        writes_before, reads_before = api_requests(kube)
         cpu_before = {p: cpu_seconds(cp.processes[p].pid) for p in ("metacontroller", "hooks", *SERVER_SIDE)}
         with Watch(kube, ns) as watch:
             started = time.monotonic()
@@ -362,8 +368,8 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
             done = max(watch.running.values()) if complete else time.monotonic()
             elapsed = done - started
         calls = hooks.calls()
-        writes = _diff(api_writes(kube), writes_before)
-        reads = _diff(api_writes(kube, READ_VERBS), reads_before)
+        writes_after, reads_after = api_requests(kube)
+        writes, reads = _diff(writes_after, writes_before), _diff(reads_after, reads_before)
         result: dict[str, Any] = {
             "count": count, "complete": complete, "running": sum(1 for n in names if n in watch.running),
             "seconds": elapsed, "per_s": count / elapsed,
