@@ -24,7 +24,7 @@ import yaml
 
 from . import constants as C
 from .config import Config
-from .simulate import CLUSTER_SCOPED, Controller, Exchange, Harness, Key, key_of, load_controllers
+from .simulate import CLUSTER_SCOPED, ROOT, Controller, Exchange, Harness, Key, key_of, load_controllers
 
 ROUND_SECONDS = 2.0
 MAX_SETTLE_ROUNDS = 100
@@ -219,6 +219,9 @@ def _adopt(obj: dict[str, Any], uids: Mapping[tuple[str, str, str], str], source
 
 def simulate(docs: list[Document], now: datetime, config: Config, rounds: int = 0) -> Harness:
     """The cluster state of `docs` run through every controller (see the module docstring)."""
+    if not (ROOT / "metacontroller").is_dir() or not (ROOT / "crds").is_dir():
+        raise InputError([f"{ROOT} has no metacontroller/ and crds/: run llmsafespace from a checkout "
+                          f"(python -m hooks, or pip install -e '.[cli]')"])
     controllers = load_controllers([C.KIND_SANDBOX, C.KIND_PROFILE, C.KIND_RUNTIME, C.KIND_WARMPOOL, C.KIND_WARMPOD, "Namespace"])
     harness = Harness(controllers, config, now, seed=0, step=0.0, kubelet_speed=0.0, named_uids=True)
     uids: dict[tuple[str, str, str], str] = {}
