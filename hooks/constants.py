@@ -159,6 +159,7 @@ MAX_LABEL_VALUE: Final = 63
 
 CONDITION_AVAILABLE: Final = "Available"  # RuntimeEnvironment
 CONDITION_VALIDATED: Final = "Validated"  # SandboxProfile (and Sandbox)
+CONDITION_READY: Final = "Ready"
 # Security features a RuntimeEnvironment may claim; anything else fails its validation.
 RUNTIME_SECURITY_FEATURES: Final = ("apparmor", "gvisor", "non-root", "readonly-rootfs", "seccomp", "selinux")
 # What a security level needs the runtime to declare in spec.securityFeatures ("gvisor": the image

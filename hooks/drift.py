@@ -154,6 +154,16 @@ def cold_differences(running: PodSettings, wanted: PodSettings, running_name: st
     return out[:1] + ([runtime] if runtime else []) + out[1:]
 
 
+def pod_changes(old_pod: Mapping[str, Any], new_pod: Mapping[str, Any]) -> list[str]:
+    """The settings a spec edit changes between two desired pods, named by the spec field, in
+    the order SpecApplied lists them (`llmsafespace diff`: what a running pod would not get)."""
+    old, new = read_pod(old_pod), read_pod(new_pod)
+    out = [f"{field}: {_text(getattr(old, attr))} -> {_text(getattr(new, attr))}"
+           for field, attr, same in _COLD_FIELDS if not same(getattr(old, attr), getattr(new, attr))]
+    image = [f"runtime image: {old.image} -> {new.image}"] if old.image != new.image else []
+    return out[:1] + image + out[1:]
+
+
 def running_level(running: PodSettings, wanted: PodSettings, eff: Effective) -> str:
     """The security level a running pod has. A pod identical in level to the spec's has the spec's
     level (a standard sandbox with a Localhost seccomp profile runs the very pod a custom one does)."""
