@@ -173,8 +173,9 @@ def squid_conf(allowed: tuple[Allowed, ...], ns: str, settings: SquidSettings = 
                   f"unlinkd_program {settings.install_prefix}/usr/lib/squid/unlinkd"]
     lines += [
         "",
-        "# 1. a name is required: no IPv4 literal (digits and dots) and no IPv6 literal (any colon)",
+        "# A name is required: no IPv4 literal (digits and dots), no IPv6 literal (any colon).",
         r"acl llmss_ip_literal dstdom_regex -n ^[0-9.]+$ :",
+        "# Private, loopback and link-local destinations, whatever name resolves there.",
         f"acl llmss_denied_dst dst {' '.join(settings.denied_destinations)}",
     ]
     if names:
@@ -182,6 +183,8 @@ def squid_conf(allowed: tuple[Allowed, ...], ns: str, settings: SquidSettings = 
     if patterns:
         lines.append(f"acl llmss_listed_patterns dstdom_regex -n -i {' '.join(patterns)}")
     groups = _groups(allowed)
+    if groups:
+        lines.append("# The allow-list: names (exact, or *.suffix as a regex) per set of TCP ports.")
     for index, (ports, group_names, group_patterns) in enumerate(groups):
         lines.append(f"acl llmss_ports_{index} port {' '.join(str(p) for p in ports)}")
         if group_names:
@@ -190,12 +193,10 @@ def squid_conf(allowed: tuple[Allowed, ...], ns: str, settings: SquidSettings = 
             lines.append(f"acl llmss_patterns_{index} dstdom_regex -n -i {' '.join(wildcard_regex(d) for d in group_patterns)}")
     lines += ["", "http_access deny manager", "http_access deny llmss_ip_literal"]
     if allowed:
-        # 2. unlisted names, refused before squid resolves them.
+        # Unlisted names are refused before squid resolves them.
         unlisted = " ".join(f"!{acl}" for acl, present in (("llmss_listed_names", names), ("llmss_listed_patterns", patterns)) if present)
         lines.append(f"http_access deny {unlisted}")
-        # 3. listed names that resolve into private space.
         lines.append("http_access deny llmss_denied_dst")
-        # 4. each name on its own ports.
         for index, (_, group_names, group_patterns) in enumerate(groups):
             if group_names:
                 lines.append(f"http_access allow llmss_names_{index} llmss_ports_{index}")
