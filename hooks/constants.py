@@ -235,6 +235,7 @@ COMPONENT_EGRESS_PROXY: Final = "egress-proxy"
 EGRESS_PROXY_NAME: Final = "llmsafespace-egress-proxy"
 EGRESS_PROXY_PORT: Final = 3128  # squid's customary port; the Service uses the same
 EGRESS_PROXY_PORT_NAME: Final = "proxy"
+PUBLIC_CIDR_V6: Final = "2000::/3"  # IPv6 global unicast: the public IPv6 internet the proxy may reach
 # A pinned squid image (Canonical's, maintained with Ubuntu's security updates); operators set
 # LLMSS_EGRESS_PROXY_IMAGE to their own mirror or build.
 DEFAULT_EGRESS_PROXY_IMAGE: Final = "docker.io/ubuntu/squid:6.6-24.04_beta"

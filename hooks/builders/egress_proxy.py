@@ -20,8 +20,11 @@ SQUID_BINARY = "/usr/sbin/squid"
 SCRATCH_SIZE = "64Mi"
 # squid's writable directories (the root filesystem is read-only): runtime files, spool, logs.
 SCRATCH_DIRS = (("run", C.EGRESS_PROXY_RUN_DIR), ("spool", C.EGRESS_PROXY_SPOOL_DIR), ("log", "/var/log/squid"))
-# Public address space the proxy may connect to: everything but the ranges sandboxes never reach.
-PUBLIC_RULES = (NetworkRule(cidr=C.PUBLIC_CIDR), NetworkRule(cidr="::/0"))
+# Public address space the proxy may connect to: IPv4 but the ranges sandboxes never reach, and
+# IPv6 global unicast (2000::/3, minus 6to4). Not ::/0: its exceptions would include
+# ::ffff:0:0/96, which the API server refuses in an ipBlock ("must not have an IPv4-mapped IPv6
+# address", found by tests/e2e/test_e2e_egress_proxy.py).
+PUBLIC_RULES = (NetworkRule(cidr=C.PUBLIC_CIDR), NetworkRule(cidr=C.PUBLIC_CIDR_V6))
 
 
 def labels() -> dict[str, str]:
