@@ -40,6 +40,10 @@ class Config:
     # Bound on a pod's terminationGracePeriodSeconds (spec.timeout, or the default for warm pods):
     # how long a deleted sandbox's code may keep running after SIGTERM.
     max_termination_grace_seconds: int = C.DEFAULT_MAX_TERMINATION_GRACE_SECONDS
+    # How egress domain rules are enforced (C.EGRESS_BACKENDS; docs/egress-proxy.md for "proxy").
+    egress_backend: str = C.EGRESS_BACKEND_NETWORKPOLICY
+    # Image of the per-namespace egress proxy (backend "proxy" only).
+    egress_proxy_image: str = C.DEFAULT_EGRESS_PROXY_IMAGE
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> "Config":
@@ -92,6 +96,12 @@ class Config:
         flavour = get("NETWORK_POLICY_FLAVOUR", defaults.network_policy_flavour)
         if flavour != "kubernetes":
             raise ValueError(f"{ENV_PREFIX}NETWORK_POLICY_FLAVOUR must be 'kubernetes', got {flavour!r}")
+        backend = get("EGRESS_BACKEND", defaults.egress_backend)
+        if backend not in C.EGRESS_BACKENDS:
+            raise ValueError(f"{ENV_PREFIX}EGRESS_BACKEND must be one of {', '.join(C.EGRESS_BACKENDS)}, got {backend!r}")
+        proxy_image = get("EGRESS_PROXY_IMAGE", defaults.egress_proxy_image)
+        if not proxy_image:
+            raise ValueError(f"{ENV_PREFIX}EGRESS_PROXY_IMAGE must name an image")
         return Config(
             high_security_runtime_class=get("HIGH_SECURITY_RUNTIME_CLASS", defaults.high_security_runtime_class),
             image_registry_allowlist=tuple(
@@ -107,6 +117,8 @@ class Config:
             network_policy_flavour=flavour,
             retain_storage_class=get("RETAIN_STORAGE_CLASS", ""),
             max_termination_grace_seconds=positive("MAX_TERMINATION_GRACE_SECONDS", defaults.max_termination_grace_seconds),
+            egress_backend=backend,
+            egress_proxy_image=proxy_image,
         )
 
 

@@ -216,3 +216,43 @@ HOOK_TOKEN_FILE_ENV: Final = "LLMSS_HOOK_TOKEN_FILE"
 HOOK_TOKEN_ENV: Final = "LLMSS_HOOK_TOKEN"
 HOOK_TOKEN_RECHECK_SECONDS: Final = 5.0
 HOOK_TOKEN_OVERLAP_SECONDS: Final = 300.0
+
+# ---------------------------------------------------------------------------------------------
+# Egress enforcement (issue 14). LLMSS_EGRESS_BACKEND picks how networkAccess.egress[].domain is
+# enforced: "networkpolicy" (the default: a domain opens the public address space on its ports),
+# "cilium", "clusternetworkpolicy", or "proxy" (an allow-listing forward proxy per tenant
+# namespace, docs/egress-proxy.md).
+EGRESS_BACKEND_NETWORKPOLICY: Final = "networkpolicy"
+EGRESS_BACKEND_CILIUM: Final = "cilium"
+EGRESS_BACKEND_CLUSTERNETWORKPOLICY: Final = "clusternetworkpolicy"
+EGRESS_BACKEND_PROXY: Final = "proxy"
+EGRESS_BACKENDS: Final = (
+    EGRESS_BACKEND_NETWORKPOLICY, EGRESS_BACKEND_CILIUM, EGRESS_BACKEND_CLUSTERNETWORKPOLICY, EGRESS_BACKEND_PROXY,
+)
+
+# The proxy backend's children of a tenant namespace (hooks/builders/egress_proxy.py): one name for
+# the ConfigMap, Deployment and Service, and two NetworkPolicies named after it.
+COMPONENT_EGRESS_PROXY: Final = "egress-proxy"
+EGRESS_PROXY_NAME: Final = "llmsafespace-egress-proxy"
+EGRESS_PROXY_PORT: Final = 3128  # squid's customary port; the Service uses the same
+EGRESS_PROXY_PORT_NAME: Final = "proxy"
+PUBLIC_CIDR_V6: Final = "2000::/3"  # IPv6 global unicast: the public IPv6 internet the proxy may reach
+# A pinned squid image (Canonical's, maintained with Ubuntu's security updates); operators set
+# LLMSS_EGRESS_PROXY_IMAGE to their own mirror or build.
+DEFAULT_EGRESS_PROXY_IMAGE: Final = "docker.io/ubuntu/squid:6.6-24.04_beta"
+# The image's `proxy` user (Debian/Ubuntu uid and gid 13): non-root, and owner of nothing but the
+# emptyDirs the pod mounts.
+EGRESS_PROXY_UID: Final = 13
+EGRESS_PROXY_CONFIG_DIR: Final = "/etc/llmsafespace-proxy"
+EGRESS_PROXY_CONFIG_FILE: Final = "squid.conf"
+EGRESS_PROXY_RUN_DIR: Final = "/var/run/squid"  # pid file and core dumps: an emptyDir
+EGRESS_PROXY_SPOOL_DIR: Final = "/var/spool/squid"  # never written with `cache deny all`; an emptyDir anyway
+ANNOTATION_EGRESS_PROXY_CONFIG_HASH: Final = f"{GROUP}/egress-proxy-config"  # rolls the proxy when its allow-list changes
+# Destinations a sandbox reaches directly, never through the proxy (NO_PROXY): itself and the
+# cluster's own names (which its NetworkPolicies block anyway, except the API component).
+EGRESS_PROXY_NO_PROXY: Final = ("localhost", "127.0.0.1", "::1", ".svc", ".cluster.local")
+# Requests and limits of the proxy container: the tenant namespace's ResourceQuota counts them.
+EGRESS_PROXY_RESOURCES: Final[dict[str, dict[str, str]]] = {
+    "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "256Mi"},
+}

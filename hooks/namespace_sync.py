@@ -10,6 +10,9 @@ Pure function of (request, now, config). Attaches to each tenant namespace:
     defaults from hooks/constants.py.
 and sets Pod Security Admission labels: enforce=restricted, or enforce=baseline when the
 namespace is annotated llmsafespace.dev/gvisor=true; warn and audit stay restricted either way.
+With the egress backend "proxy" (LLMSS_EGRESS_BACKEND) it also attaches the namespace's egress
+proxy (hooks/builders/egress_proxy.py), configured from the namespace's Sandboxes and the
+SandboxProfiles they name, which the customize hook makes related objects.
 
 An invalid annotation never blocks hardening: its default is used and the problem is reported in
 the annotation llmsafespace.dev/hardening-errors (status llmsafespace.dev/hardening-status =
@@ -23,6 +26,8 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from . import constants as C
+from . import egress_proxy
+from .builders import egress_proxy as proxy_builder
 from .config import DEFAULT_CONFIG, Config
 from .meta import annotations as annotations_of
 from .meta import name, objects
@@ -181,9 +186,32 @@ def psa_labels(gvisor: bool) -> dict[str, str]:
 
 
 def _all_observed(desired: list[dict[str, Any]], observed: Any) -> bool:
-    seen = {(o.get("kind"), name(o)) for gvk in (C.GVK_NETWORK_POLICY, C.GVK_RESOURCE_QUOTA, C.GVK_LIMIT_RANGE)
-            for o in objects(observed, gvk)}
+    kinds = {C.gvk_key(a["kind"], a["apiVersion"]) for a in desired}
+    seen = {(o.get("kind"), name(o)) for gvk in sorted(kinds) for o in objects(observed, gvk)}
     return all((a["kind"], a["metadata"]["name"]) in seen for a in desired)
+
+
+def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Related objects: none, unless the egress proxy is the backend; then the namespace's
+    Sandboxes and every SandboxProfile (a sandbox may name a profile of another namespace, and the
+    hook cannot know which before it sees the sandboxes; profiles are few). Depends only on the
+    namespace's name and the config, as Metacontroller caches the answer."""
+    target = request.get("parent")
+    if not isinstance(target, Mapping) or not name(target):
+        raise BadRequest("request.parent must be a Namespace with a name")
+    if config.egress_backend != C.EGRESS_BACKEND_PROXY:
+        return {"relatedResources": []}
+    return {"relatedResources": [
+        {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": name(target)},
+        {"apiVersion": C.API_VERSION, "resource": "sandboxprofiles"},
+    ]}
+
+
+def _egress_proxy(ns: str, related: Any, config: Config) -> list[dict[str, Any]]:
+    """The egress proxy's attachments (backend "proxy" only)."""
+    if config.egress_backend != C.EGRESS_BACKEND_PROXY:
+        return []
+    return proxy_builder.attachments(ns, egress_proxy.namespace_allow_list(ns, related), config)
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
@@ -201,7 +229,8 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         errors.append(f"{C.ANNOTATION_GVISOR}: {gvisor_raw!r} is not \"true\" or \"false\"; enforcing restricted")
     gvisor = gvisor_raw == "true"
     attachments = sorted(
-        [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits)],
+        [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits),
+         *_egress_proxy(ns, request.get("related"), config)],
         key=lambda a: (a["apiVersion"], a["kind"], a["metadata"]["name"]),
     )
     if not _all_observed(attachments, request.get("attachments")):

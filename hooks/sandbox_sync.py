@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from . import constants as C
 from . import drift
+from . import egress_proxy
 from . import warm
 from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
@@ -281,7 +282,7 @@ def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Map
     # A failed warm pod was this sandbox's first pod: its cold pod is a replacement.
     floor = 1 if decision.reason == warm.REASON_WARM_POD_FAILED else 0
     outcome = _cold_pod(cold_pod, previous, floor, plan.spec.startup_timeout_seconds, plan.now, plan.token)
-    pod = build_pod(names.base, ns, labels, _pod_annotations(plan.req.parent, outcome.pod_number, plan.token), _shape(eff, names), plan.config)
+    pod = build_pod(names.base, ns, labels, _pod_annotations(plan.req.parent, outcome.pod_number, plan.token), _shape(eff, names, _proxy_env(plan)), plan.config)
     # The API server refuses a Pod whose ServiceAccount does not exist yet, and Metacontroller
     # creates the children of one answer in no particular order: the Pod is desired only once its
     # account is observed (the account's creation triggers the next sync). Until the pod is
@@ -336,7 +337,8 @@ def _shared_children(plan: _Plan, decision: warm.WarmDecision) -> list[dict[str,
         *_isolation(names, ns, labels, sel, plan.config),
     ]
     if eff.egress:
-        desired.append(np.egress(names.policy("egress"), ns, labels, sel, eff.egress))
+        via_proxy = plan.config.egress_backend == C.EGRESS_BACKEND_PROXY
+        desired.append(np.egress(names.policy("egress"), ns, labels, sel, eff.egress, via_proxy))
     if eff.ingress or eff.ingress_rules:
         desired.append(np.ingress(names.policy("ingress"), ns, labels, sel, eff.ingress_rules, eff.ingress))
     return desired
@@ -438,7 +440,12 @@ def _pod_not_created(created_cond: Condition, since: datetime, startup_timeout: 
     return C.PHASE_CREATING, Condition("Ready", "False", "PodNotCreated", created_cond.message)
 
 
-def _shape(eff: Effective, names: Names) -> PodShape:
+def _proxy_env(plan: _Plan) -> tuple[tuple[str, str], ...]:
+    """Egress backend "proxy": the namespace's proxy variables (docs/egress-proxy.md)."""
+    return egress_proxy.proxy_env(plan.ns) if plan.config.egress_backend == C.EGRESS_BACKEND_PROXY else ()
+
+
+def _shape(eff: Effective, names: Names, env: tuple[tuple[str, str], ...] = ()) -> PodShape:
     return PodShape(
         image=eff.image,
         security_level=eff.security_level,
@@ -454,6 +461,7 @@ def _shape(eff: Effective, names: Names) -> PodShape:
         termination_grace_seconds=eff.timeout,
         persistent_claim=names.pvc if eff.persistent else None,
         service_account=names.base,
+        env=env,
     )
 
 

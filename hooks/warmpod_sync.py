@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from . import constants as C
+from . import egress_proxy
 from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
 from .conditions import Condition, find_condition
@@ -139,7 +140,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         annotations[C.ANNOTATION_SANDBOX] = f"{ns}/{spec.assignment.sandbox_name}"
 
     desired = [
-        build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec), config),
+        build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec, _env(pod, ns, config)), config),
         _policy(parent, pool),
     ]
     phase, ready, bound = _phase(pod, spec, conflict, observed_uid, wanted_uid)
@@ -152,7 +153,22 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     return composite_response(parent, previous, now, status, conditions, desired, None)
 
 
-def _shape(spec: WarmPodSpec) -> PodShape:
+def _env(pod: Optional[Mapping[str, Any]], ns: str, config: Config) -> tuple[tuple[str, str], ...]:
+    """The sandbox container's environment. Egress backend "proxy": the namespace's proxy variables
+    from creation, since a running pod's env cannot change and the proxy's address is known before
+    any sandbox is assigned. An existing pod keeps the env it was created with (a pod update that
+    changes it would be refused, and with it the relabelling that assigns the pod)."""
+    if pod is not None:
+        containers = (pod.get("spec") or {}).get("containers") or []
+        for container in containers:
+            if isinstance(container, Mapping) and container.get("name") == C.SANDBOX_CONTAINER:
+                return tuple((str(e.get("name")), str(e.get("value", ""))) for e in container.get("env") or []
+                             if isinstance(e, Mapping))
+        return ()
+    return egress_proxy.proxy_env(ns) if config.egress_backend == C.EGRESS_BACKEND_PROXY else ()
+
+
+def _shape(spec: WarmPodSpec, env: tuple[tuple[str, str], ...] = ()) -> PodShape:
     """Pool settings plus the defaults for everything else; warm.pool_shape_fits admits only
     sandboxes that ask for no more than this."""
     return PodShape(
@@ -163,6 +179,7 @@ def _shape(spec: WarmPodSpec) -> PodShape:
         ephemeral_storage=spec.resources.ephemeral_storage,
         writable_paths=C.DEFAULT_WRITABLE_PATHS,
         preload_scripts=tuple((p.name, p.script) for p in spec.preload_scripts),
+        env=env,
     )
 
 

@@ -805,6 +805,8 @@ def warmpod_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
 def tenantnamespace_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
     from hooks import namespace_sync
     target = draw(namespace_object())
+    if hook == "customize":  # Metacontroller sends the target as "parent" to customize hooks
+        return {"controller": {"metadata": {"name": "llmsafespace-tenantnamespace"}}, "parent": target}
     keys = (C.GVK_NETWORK_POLICY, C.GVK_RESOURCE_QUOTA, C.GVK_LIMIT_RANGE)
     attachments: list[dict[str, Any]] = []
     if draw(st.booleans()):

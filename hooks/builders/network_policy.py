@@ -99,10 +99,20 @@ def _excluded(cidr: str) -> tuple[str, ...]:
     return tuple(sorted(p for p in private if ipaddress.ip_network(p).subnet_of(net)))  # type: ignore[arg-type]
 
 
-def egress(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], rules: Iterable[NetworkRule]) -> dict[str, Any]:
+# Egress backend "proxy" (docs/egress-proxy.md): a domain rule becomes the namespace's egress
+# proxy on its port; the proxy enforces the name and the rule's ports.
+PROXY_PEER: dict[str, Any] = {"podSelector": {"matchLabels": {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_EGRESS_PROXY}}}
+PROXY_PORTS: list[dict[str, Any]] = [{"port": C.EGRESS_PROXY_PORT, "protocol": "TCP"}]
+
+
+def egress(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], rules: Iterable[NetworkRule],
+           via_proxy: bool = False) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for rule in rules:
-        entry = {"to": [{"ipBlock": ip_block(rule)}], "ports": _ports(rule)}
+        if via_proxy and rule.domain is not None:
+            entry = {"to": [dict(PROXY_PEER)], "ports": [dict(p) for p in PROXY_PORTS]}
+        else:
+            entry = {"to": [{"ipBlock": ip_block(rule)}], "ports": _ports(rule)}
         if entry not in out:
             out.append(entry)
     return _policy(name, namespace, labels, selector, {"egress": out, "policyTypes": ["Egress"]})

@@ -29,6 +29,9 @@ class PodShape:
     service_account: Optional[str] = None
     # (name, script) pairs run in order as init containers before the pod becomes Ready.
     preload_scripts: tuple[tuple[str, str], ...] = ()
+    # (name, value) environment of the sandbox container: the egress proxy's variables with the
+    # proxy backend (hooks/egress_proxy.py), nothing otherwise.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def seccomp_profile(shape: PodShape) -> dict[str, Any]:
@@ -97,6 +100,8 @@ def build_pod(
         },
         "volumeMounts": mounts,
     }
+    if shape.env:
+        container["env"] = [{"name": k, "value": v} for k, v in shape.env]
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "containers": [container],

@@ -162,9 +162,10 @@ def condition(obj: Optional[dict[str, Any]], type_: str) -> dict[str, Any]:
 _CORE = {"Pod": "pods", "Service": "services", "ServiceAccount": "serviceaccounts", "PersistentVolumeClaim":
          "persistentvolumeclaims", "Event": "events", "Namespace": "namespaces", "ResourceQuota": "resourcequotas",
          "LimitRange": "limitranges", "PersistentVolume": "persistentvolumes", "Secret": "secrets",
-         "Endpoints": "endpoints", "Node": "nodes"}
+         "Endpoints": "endpoints", "Node": "nodes", "ConfigMap": "configmaps"}
 _GROUPED = {"NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
             "EndpointSlice": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+            "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
             "CompositeController": "/apis/metacontroller.k8s.io/v1alpha1/compositecontrollers",
             "DecoratorController": "/apis/metacontroller.k8s.io/v1alpha1/decoratorcontrollers",
             "CustomResourceDefinition": "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
