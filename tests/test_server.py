@@ -10,11 +10,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
-from tests.loopback import call, free_port, gunicorn, stop_all, wait_loaded  # noqa: F401 - stop_all is a fixture
+from hooks.gunicorn_worker import HookWorker
+from tests.loopback import call, free_port, gunicorn, stop, stop_all, wait_loaded  # noqa: F401 - stop_all is a fixture
 from tests.sandbox_cases import minimal
 
 WEBHOOK_TIMEOUT = 10.0  # Metacontroller's default hook timeout
@@ -123,3 +124,134 @@ def test_good_calls_are_answered_within_the_webhook_timeout_under_60_slow_connec
     assert min(cuts) >= 1, cuts
     log = (tmp_path / "gunicorn.log").read_text()
     assert "Traceback" not in log and "[ERROR]" not in log, log[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every error the server writes is JSON: gunicorn's own, the body limit, the Content-Type
+
+LIMIT = 4000  # LLMSS_MAX_REQUEST_BYTES of the server below: a minimal request fits, 2 x LIMIT not
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    tmp_path, port = tmp_path_factory.mktemp("server"), free_port()
+    proc = gunicorn(tmp_path, port, {"LLMSS_MAX_REQUEST_BYTES": str(LIMIT)})
+    try:
+        wait_loaded(proc, tmp_path / "gunicorn.log")
+        yield port
+    finally:
+        stop(proc)
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of a raw HTTP/1.1 answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(data)
+        return parse(read_all(sock))
+
+
+def assert_json_error(answer: tuple[int, dict[str, str], bytes], status: int) -> dict:
+    code, headers, body = answer
+    assert code == status, answer
+    assert headers.get("content-type") == "application/json", answer
+    error = json.loads(body)
+    assert error["status"] == status and isinstance(error["error"], str) and error["error"], error
+    return error
+
+
+def post_raw(body: bytes, content_type: Optional[str] = "application/json", extra: str = "") -> bytes:
+    head = "POST /sandbox/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    if content_type is not None:
+        head += f"Content-Type: {content_type}\r\n"
+    return (head + extra + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def chunked(body: bytes, size: int = 1000) -> bytes:
+    parts = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+GOOD = json.dumps(minimal()).encode()
+CHUNKED_HEAD = ("POST /sandbox/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"POST /sandbox/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n", 400),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    (b"POST /sandbox/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: foo\r\n\r\n", 501),
+], ids=["request-line", "header-line", "uri-too-long", "too-many-headers", "header-too-large", "transfer-coding"])
+def test_gunicorns_own_errors_are_json(server: int, data: bytes, status: int) -> None:
+    assert_json_error(exchange(server, data), status)
+
+
+@pytest.mark.parametrize("cut", [-10, 40], ids=["body", "headers"])
+def test_a_request_not_delivered_in_time_gets_a_json_408(server: int, cut: int) -> None:
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server), timeout=15) as sock:
+        sock.sendall(post_raw(GOOD)[:cut])  # part of the request, then nothing
+        answer = read_all(sock)
+    assert 4 < time.monotonic() - start < 9, answer  # HOOK_REQUEST_READ_SECONDS from connecting
+    assert_json_error(parse(answer), 408)
+
+
+def test_an_internal_error_of_gunicorns_is_a_json_500() -> None:
+    """gunicorn answers 500 itself when something fails outside the app; no detail leaks."""
+
+    class Log:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: None
+
+    worker = HookWorker.__new__(HookWorker)  # handle_error needs only the log (no request parsed)
+    worker.log = Log()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker.handle_error(None, ours, ("127.0.0.1", 1), RuntimeError("secret detail"))
+        ours.close()
+        answer = read_all(theirs)
+    assert "secret detail" not in assert_json_error(parse(answer), 500)["error"]
+
+
+def test_chunked_body_over_the_limit_gets_413(server: int) -> None:
+    error = assert_json_error(exchange(server, CHUNKED_HEAD + chunked(b" " * (2 * LIMIT))), 413)
+    assert f"exceeds {LIMIT} bytes" in error["error"]
+    # Exactly at the limit, and under it, chunked bodies are read whole.
+    padded = GOOD + b" " * (LIMIT - len(GOOD))
+    assert exchange(server, CHUNKED_HEAD + chunked(padded))[0] == 200
+    assert exchange(server, CHUNKED_HEAD + chunked(GOOD))[0] == 200
+
+
+@pytest.mark.parametrize("content_type, status", [
+    ("application/json", 200),
+    ("application/json; charset=utf-8", 200),
+    ("Application/JSON; charset=UTF-8", 200),
+    (None, 415),
+    ("text/plain", 415),
+    ("application/x-www-form-urlencoded", 415),
+    ("application/jsonx", 415),
+    ("application/json; charset=latin-1", 415),
+])
+def test_hook_posts_must_be_json(server: int, content_type: Optional[str], status: int) -> None:
+    answer = exchange(server, post_raw(GOOD, content_type))
+    if status == 200:
+        assert answer[0] == 200, answer
+    else:
+        assert "application/json" in assert_json_error(answer, status)["error"]
