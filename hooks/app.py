@@ -2,8 +2,10 @@
 
 Served by gunicorn as `hooks.app:app`. Errors are JSON: 400 for requests that are not
 Metacontroller requests, 401 without the configured bearer token, 404/405 for unknown routes,
-413 for bodies over the limit, 500 when a hook cannot compute an answer (Metacontroller then
-retries and changes nothing).
+408 for a request not received in time (hooks/gunicorn_worker.py), 413 for bodies over the
+limit (with a Content-Length or chunked), 415 for a Content-Type other than application/json,
+500 when a hook cannot compute an answer (Metacontroller then retries and changes nothing).
+gunicorn's own errors (malformed request line or headers) are JSON too: hooks/gunicorn_worker.py.
 
 Every hook call is measured (hooks/metrics.py: Prometheus, on METRICS_PATH and optionally on the
 gunicorn master's METRICS_PORT) and logged as one JSON line on `llmsafespace.hooks`
@@ -19,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Optional
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, jsonio, logging_setup, wire
 from . import metrics as hook_metrics
@@ -30,6 +32,7 @@ from .response import BadRequest
 log = logging.getLogger(logging_setup.HOOK_LOGGER)
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 BENCH_ECHO_PATH = "/bench/echo"
+JSON_TYPE = "application/json"
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -38,6 +41,23 @@ def _json(body: Any, status: int = 200) -> Response:
 
 def _error(status: int, message: str) -> Response:
     return _json({"error": message, "status": status}, status)
+
+
+def _is_json(mimetype: str, params: Mapping[str, str]) -> bool:
+    """What Metacontroller sends (`application/json`); a charset, if any, is UTF-8 (RFC 8259)."""
+    return mimetype == JSON_TYPE and params.get("charset", "utf-8").lower() in ("utf-8", "utf8")
+
+
+def _body(limit: int) -> bytes:
+    """The request body, at most `limit` bytes, else 413. With a Content-Length werkzeug refuses an
+    oversized body before reading it; a chunked body (no length) is read one byte past the limit,
+    where werkzeug would cut it at the limit and pass the truncated text on."""
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def _echo(request: Mapping[str, Any], now: datetime, config: Config) -> Mapping[str, Any]:
@@ -70,9 +90,12 @@ def create_app(
     def answer(route: Route) -> _Answer:
         if token is not None and not token.accepts(request.headers.get("Authorization", "")):
             return _refused(401, "missing or wrong bearer token", "Unauthorized")
+        if not _is_json(request.mimetype, request.mimetype_params):
+            return _refused(415, f"Content-Type must be {JSON_TYPE} (charset utf-8 if any), "
+                                 f"got {request.content_type or 'none'!r}"[:300], "UnsupportedMediaType")
         try:
-            body = request.get_data(cache=False)
-        except HTTPException as exc:  # 413: over LLMSS_MAX_REQUEST_BYTES
+            body = _body(app.config["MAX_CONTENT_LENGTH"])
+        except HTTPException as exc:  # 413: over LLMSS_MAX_REQUEST_BYTES; 408: not received in time
             response = http_error(exc)
             return _Answer(response, None, None, type(exc).__name__, exc.description or exc.name, None)
         try:

@@ -256,3 +256,11 @@ EGRESS_PROXY_RESOURCES: Final[dict[str, dict[str, str]]] = {
     "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
     "limits": {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "256Mi"},
 }
+
+# Hook server connections (hooks/gunicorn_worker.py, docs/install.md): a client has this long from
+# connecting to deliver its whole request, headers and body (Metacontroller sends it at once; a
+# 32 MB body takes well under a second in a cluster), or it gets a JSON 408 and is closed; an
+# answer the client does not take within the second bound is dropped (Metacontroller's webhook
+# timeout is 10 s: it has given up by then).
+HOOK_REQUEST_READ_SECONDS: Final = 5.0
+HOOK_RESPONSE_SEND_SECONDS: Final = 10.0

@@ -1,7 +1,14 @@
 """gunicorn settings for the hook server (the Helm chart and scripts/serve use this file).
 
-Sync workers: hooks are CPU-bound, and threaded or gevent workers pinned keep-alive connections
-from Metacontroller onto one worker (measured in shared/notes/tooling-report.md).
+Workers (hooks/gunicorn_worker.py): WORKERS processes, as the hooks are CPU-bound, each with
+GUNICORN_THREADS threads so that a slow or stalled client occupies a thread, never a worker; a
+client has 5 s from connecting to deliver its whole request. Measured on loopback
+(tests/test_server.py, docs/install.md): with 60 slowloris connections held open and re-opened,
+good calls were answered in at most 0.12 s (sync workers: none within Metacontroller's 10 s).
+Keep-alive is off: every answer closes its connection, as sync workers did, so Metacontroller's
+re-used connections cannot pin its calls onto one worker (with keep-alive, 8 connections landed
+8/0 on two threaded workers: shared/notes/tooling-report.md); without keep-alive the threaded
+workers answered as many calls per second as sync ones in the same loopback run.
 
 Metrics (docs/observability.md): every worker is a process, so Prometheus values are kept in
 memory-mapped files under PROMETHEUS_MULTIPROC_DIR and summed at scrape time. This file makes
@@ -18,11 +25,15 @@ import os
 import shutil
 import tempfile
 
-worker_class = "sync"
+worker_class = "hooks.gunicorn_worker.HookWorker"
 workers = int(os.environ.get("WORKERS", "2"))
+# Enough that 60 slow clients on one worker still leave threads for Metacontroller's calls.
+threads = int(os.environ.get("GUNICORN_THREADS", "64"))
+# Seconds a worker's main loop may go without a heartbeat before the master restarts it (threads
+# answer the calls: one long call does not stop the heartbeat).
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
-keepalive = 5
+keepalive = 0
 # gunicorn 27 opens a control socket under $HOME by default; the image's root filesystem is
 # read-only, and the hooks need no control socket.
 control_socket_disable = True

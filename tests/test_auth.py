@@ -4,17 +4,11 @@ token is accepted for a documented overlap. Pure functions with an injected cloc
 app, then a real 2-worker gunicorn on 127.0.0.1 (bounded)."""
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
 
@@ -22,10 +16,11 @@ from hooks import app as app_module
 from hooks import auth
 from hooks import constants as C
 from hooks.config import Config
+from tests import loopback
 from tests.factory import NOW
+from tests.loopback import call, free_port, stop_all, wait_loaded  # noqa: F401 - stop_all is a fixture
 from tests.sandbox_cases import minimal
 
-ROOT = Path(__file__).parent.parent
 OVERLAP, RECHECK = C.HOOK_TOKEN_OVERLAP_SECONDS, C.HOOK_TOKEN_RECHECK_SECONDS
 
 
@@ -145,50 +140,8 @@ def test_app_follows_a_rotated_token_file(tmp_path: Path) -> None:
 # A real gunicorn on 127.0.0.1
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def call(port: int, token: Optional[str]) -> int:
-    """One hook call on a fresh connection (so the two workers share the calls)."""
-    headers = {"Content-Type": "application/json", "Connection": "close"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/sandbox/sync", data=json.dumps(minimal()).encode(),
-                                 method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def gunicorn(tmp_path: Path, token_file: Path, port: int) -> subprocess.Popen[str]:
-    """Output to tmp_path/gunicorn.log."""
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "WORKERS": "2",
-           "LOG_LEVEL": "WARNING", C.HOOK_TOKEN_FILE_ENV: str(token_file)}
-    env.pop(C.HOOK_TOKEN_ENV, None)
-    with (tmp_path / "gunicorn.log").open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
-             "--bind", f"127.0.0.1:{port}", "hooks.app:app"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-@pytest.fixture()
-def stop_all() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    return loopback.gunicorn(tmp_path, port, {C.HOOK_TOKEN_FILE_ENV: str(token_file)})
 
 
 def test_gunicorn_refuses_to_start_with_an_empty_token_file(tmp_path: Path, stop_all: list) -> None:
@@ -208,13 +161,9 @@ def test_gunicorn_workers_follow_a_rotated_token_file(tmp_path: Path, stop_all: 
     proc = gunicorn(tmp_path, token_file, port)
     stop_all.append(proc)
     log = tmp_path / "gunicorn.log"
-    deadline = time.monotonic() + 30
     # Both workers must have read the token before the rotation (a worker that starts after it
     # knows only the new token: SECURITY.md).
-    while log.read_text().count("loaded the hooks") < 2:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        assert time.monotonic() < deadline, "gunicorn's two workers did not load within 30 s"
-        time.sleep(0.1)
+    wait_loaded(proc, log)
     assert call(port, "token-a") == 200
     assert [call(port, "token-b") for _ in range(6)] == [401] * 6
     # Rotate the way the kubelet does: write a new file, rename it over the old one.

@@ -362,7 +362,7 @@ def test_gunicorn_settings_match_the_ports(values: Path | None) -> None:
         assert (env["METRICS_PORT"], env["METRICS_PATH"]) == (str(ports["metrics"]), "")
     else:
         assert "METRICS_PORT" not in env and env["METRICS_PATH"] == "/metrics"
-    assert int(env["WORKERS"]) >= 1 and int(env["GUNICORN_TIMEOUT"]) > 10
+    assert int(env["WORKERS"]) >= 1 and int(env["GUNICORN_THREADS"]) >= 1 and int(env["GUNICORN_TIMEOUT"]) > 10
     svc_ports = {p["name"]: p["targetPort"] for p in one(docs, "Service")["spec"]["ports"]}
     assert set(svc_ports) == set(ports) and all(svc_ports[n] == n for n in svc_ports)
 

@@ -3,7 +3,7 @@
 Starts, in order and each only once the previous one answers its readiness check: etcd,
 kube-apiserver, kube-controller-manager (garbage collection, namespaces, service accounts, the
 hostPath volume provisioner), kube-scheduler, kwok (a fake node that runs pods without a
-kubelet), the hook server the README's way (`./scripts/serve`, with a bearer token) and
+kubelet), the hook server the README's way (`./scripts/serve`, with a bearer token file) and
 Metacontroller. Every process binds 127.0.0.1 on a free port, writes its log into the run
 directory and is stopped by its PID.
 
@@ -50,6 +50,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 HOOK_TOKEN_ENV = "LLMSS_HOOK_TOKEN"
+HOOK_TOKEN_FILE_ENV = "LLMSS_HOOK_TOKEN_FILE"  # as the chart runs it: the Secret mounted as a file
 HOSTPATH_PV_DIR = "/tmp/hostpath_pv"  # kube-controller-manager's hostPath provisioner (fixed path)
 
 
@@ -315,6 +316,7 @@ class ControlPlane:
         self.ports = {name: free_port() for name in (
             "etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok", "hooks", "mc-metrics", "mc-health")}
         self.token = secrets.token_urlsafe(32)
+        self.token_file = workdir / "hook-token"
         self.pki: Optional[PKI] = None
         self.kubeconfig = workdir / "kubeconfig"
         self.started_at: dict[str, float] = {}
@@ -510,11 +512,27 @@ class ControlPlane:
             f"--server-address=127.0.0.1:{self.ports['kwok']}",
         ], lambda: http_ok(f"http://127.0.0.1:{self.ports['kwok']}/healthz"), 60, env={**os.environ, "HOME": str(home)})
 
+    def rotate_token(self) -> str:
+        """A new token in the hook server's token file, written as the kubelet updates a mounted
+        Secret (a new file renamed over the old); what Metacontroller sends is the chart's
+        business (install_chart with the new cp.token)."""
+        self.token = secrets.token_urlsafe(32)
+        self._write_token()
+        return self.token
+
+    def _write_token(self) -> None:
+        fresh = self.token_file.with_name(self.token_file.name + ".new")
+        fresh.write_text(self.token + "\n")
+        os.replace(fresh, self.token_file)
+
     def _start_hooks(self) -> None:
-        env = {**os.environ, **self.settings.hook_env, HOOK_TOKEN_ENV: self.token,
+        if not self.token_file.exists():
+            self._write_token()
+        env = {**os.environ, **self.settings.hook_env, HOOK_TOKEN_FILE_ENV: str(self.token_file),
                "BIND": f"127.0.0.1:{self.ports['hooks']}", "WORKERS": str(self.settings.hook_workers),
                # One directory per server: scripts/serve empties it at start.
                "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"hook-metrics-{self.ports['hooks']}")}
+        env.pop(HOOK_TOKEN_ENV, None)
         self._run("hooks", [str(ROOT / "scripts" / "serve")], self._readiness("hooks"), 120, env=env, cwd=ROOT)
 
     def _install_metacontroller_crds(self) -> None:
@@ -604,7 +622,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.no_chart:
             install_chart(cp)
         print(cp.summary())
-        print(f"export KUBECONFIG={cp.kubeconfig}\nhook server: {cp.hook_url} (token in {HOOK_TOKEN_ENV}: {cp.token})\n"
+        print(f"export KUBECONFIG={cp.kubeconfig}\nhook server: {cp.hook_url} (token in {cp.token_file}: {cp.token})\n"
               "Ctrl-C stops everything.", flush=True)
         while not stop and all(p.alive() for p in cp.processes.values()):
             time.sleep(0.5)

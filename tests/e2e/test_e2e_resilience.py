@@ -1,12 +1,17 @@
 """What operators do to a running installation: restart the hook server in the middle of a
-burst, restart Metacontroller while users keep working, and upgrade the chart. Nothing is lost,
-nothing that runs is recreated."""
+burst, rotate the hook token while sandboxes are created, restart Metacontroller while users keep
+working, and upgrade the chart. Nothing is lost, nothing that runs is recreated."""
 from __future__ import annotations
+
+import base64
+import re
+import urllib.error
+import urllib.request
 
 import pytest
 
 from hooks import constants as C
-from tests.e2e.controlplane import install_chart
+from tests.e2e.controlplane import RELEASE_NAMESPACE, install_chart
 from tests.e2e.kube import Kube
 from tests.e2e.objects import CHILD_KINDS, SMALL, pool, sandbox, warm_sandbox
 
@@ -38,6 +43,51 @@ def test_hook_server_restarted_during_a_burst(kube: Kube, namespace: str, rte: s
         sb = kube.wait_sandbox(namespace, f"burst-{i}", "Running", ready=True, timeout=90)
         assert sb["status"]["podName"] == f"sandbox-burst-{i}"
     assert sum(1 for n in _pod_uids(kube, namespace) if n.startswith("sandbox-burst-")) == BURST
+
+
+def _hook_status(kube: Kube, token: str) -> int:
+    """One direct call of the sandbox hook with this token (an empty request: 400 once through)."""
+    req = urllib.request.Request(f"{kube.cp.hook_url}/sandbox/sync", data=b"{}", method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}", "Connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("namespace", [QUOTA], indirect=True)
+def test_hook_token_rotated_while_sandboxes_are_created(kube: Kube, namespace: str, rte: str) -> None:
+    """docs/install.md's rotation, under Metacontroller's calls: the hook server's token file
+    changes (as the kubelet rewrites a mounted Secret), every worker takes the new token and
+    keeps accepting the old one, then `helm upgrade` hands the new token to Metacontroller (the
+    Secret's key changes with it, so every controller object changes and Metacontroller restarts
+    its control loops). Sandboxes created before, during and after all run, and the hook server
+    refused none of Metacontroller's calls (the namespace's clean-run check: no Metacontroller
+    error, no Warning event)."""
+    hooks_log, mc_log = kube.cp.processes["hooks"].log, kube.cp.processes["metacontroller"].log
+    hooks_from, rotated_before = len(hooks_log.read_bytes()), hooks_log.read_text().count('"hook_token_rotated"')
+    starts_before = mc_log.read_text().count('"msg":"Starting CompositeController"')
+    old = kube.cp.token
+    kube.apply(*(sandbox(f"before-{i}", namespace, rte, resources=SMALL) for i in range(BURST // 2)))
+    new = kube.cp.rotate_token()
+    kube.wait("every hook worker took the new token", lambda: hooks_log.read_text().count('"hook_token_rotated"')
+              >= rotated_before + kube.cp.settings.hook_workers, C.HOOK_TOKEN_RECHECK_SECONDS + 20)
+    assert [_hook_status(kube, t) for t in (new, old, new, old)] == [400] * 4  # both accepted (overlap)
+    install_chart(kube.cp, upgrade=True)
+    kube.apply(*(sandbox(f"after-{i}", namespace, rte, resources=SMALL) for i in range(BURST // 2)))
+    kube.wait("Metacontroller restarted its control loops with the new token",
+              lambda: mc_log.read_text().count('"msg":"Starting CompositeController"') >= starts_before + 5, 60)
+    secrets = [base64.b64decode(v).decode() for s in kube.list("Secret", RELEASE_NAMESPACE)
+               if s["metadata"]["name"].endswith("-token") for v in (s.get("data") or {}).values()]
+    assert secrets == [new], "the chart's Secret (Metacontroller's webhook authorization) holds the new token only"
+    for name in [f"before-{i}" for i in range(BURST // 2)] + [f"after-{i}" for i in range(BURST // 2)]:
+        sb = kube.wait_sandbox(namespace, name, "Running", ready=True, timeout=90)
+        assert sb["status"]["podName"] == f"sandbox-{name}"
+    assert len(_pod_uids(kube, namespace)) == BURST
+    refused = re.findall(r'.*"status":\s*401.*', hooks_log.read_bytes()[hooks_from:].decode(errors="replace"))
+    assert not refused, f"the hook server refused {len(refused)} calls during the rotation: {refused[:3]}"
+    assert _hook_status(kube, "not-the-token") == 401
 
 
 def test_metacontroller_restarted_while_users_work(kube: Kube, namespace: str, rte: str) -> None:
