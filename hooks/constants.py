@@ -148,6 +148,11 @@ PRIVATE_CIDRS_V6: Final = ("fc00::/7", "fe80::/10")
 # socket or a NAT64 gateway, so a rule inside one is refused (write the IPv4 form) and a wider
 # rule (::/0, 2000::/3) excludes them.
 IPV4_EMBEDDING_CIDRS_V6: Final = ("::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
+# The API server refuses IPv4-mapped addresses in a NetworkPolicy's ipBlock, `except` included, so a
+# rule holding ::ffff:0:0/96 cannot exclude it: the IPv6 public internet is global unicast, and an
+# IPv6 rule wider than it (::/0, ::/1, ::/2) is narrowed to it (the proxy's egress uses it too).
+IPV4_MAPPED_CIDR_V6: Final = "::ffff:0:0/96"
+PUBLIC_CIDR_V6: Final = "2000::/3"
 
 # Kubernetes name limits.
 MAX_DNS_LABEL: Final = 63
@@ -236,7 +241,6 @@ COMPONENT_EGRESS_PROXY: Final = "egress-proxy"
 EGRESS_PROXY_NAME: Final = "llmsafespace-egress-proxy"
 EGRESS_PROXY_PORT: Final = 3128  # squid's customary port; the Service uses the same
 EGRESS_PROXY_PORT_NAME: Final = "proxy"
-PUBLIC_CIDR_V6: Final = "2000::/3"  # IPv6 global unicast: the public IPv6 internet the proxy may reach
 # A pinned squid image (Canonical's, maintained with Ubuntu's security updates); operators set
 # LLMSS_EGRESS_PROXY_IMAGE to their own mirror or build.
 DEFAULT_EGRESS_PROXY_IMAGE: Final = "docker.io/ubuntu/squid:6.6-24.04_beta"

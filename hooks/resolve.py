@@ -176,6 +176,8 @@ def find_profile(spec: SandboxSpec, sandbox_ns: str, profiles: Iterable[Mapping[
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 _PRIVATE = tuple(ipaddress.ip_network(c) for c in C.PRIVATE_CIDRS + C.PRIVATE_CIDRS_V6) + _LOOPBACK
 _IPV4_EMBEDDING = tuple(ipaddress.ip_network(c) for c in C.IPV4_EMBEDDING_CIDRS_V6)
+_IPV4_MAPPED = ipaddress.ip_network(C.IPV4_MAPPED_CIDR_V6)
+_PUBLIC_V6 = ipaddress.ip_network(C.PUBLIC_CIDR_V6)
 
 
 def forbidden_range(cidr: str) -> Optional[str]:
@@ -187,6 +189,9 @@ def forbidden_range(cidr: str) -> Optional[str]:
         return "lies in a private or link-local address range"
     if net.version == 6 and any(net.subnet_of(p) for p in _IPV4_EMBEDDING):  # type: ignore[arg-type]
         return "spells IPv4 addresses in IPv6 (IPv4-mapped, IPv4-compatible, NAT64 or 6to4): write the IPv4 form"
+    if net.version == 6 and _IPV4_MAPPED.subnet_of(net) and not _PUBLIC_V6.subnet_of(net):  # type: ignore[arg-type]
+        # ::/64 and the like: only special-purpose addresses, and the IPv4-mapped ones cannot be excepted.
+        return f"holds IPv4-mapped addresses ({C.IPV4_MAPPED_CIDR_V6}) and no public ones ({C.PUBLIC_CIDR_V6})"
     return None
 
 

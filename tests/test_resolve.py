@@ -251,6 +251,8 @@ MERGE_ERR: list[tuple[str, dict[str, Any], Optional[dict[str, Any]], dict[str, A
      "InvalidSpec", "::ffff:169.254.169.254/128 is not allowed: it spells IPv4"),
     ("egress to every IPv4-mapped address", {"networkAccess": {"egress": [{"cidr": "::ffff:0:0/96"}]}}, None, {}, "InvalidSpec", "::ffff:0:0/96"),
     ("egress through NAT64", {"networkAccess": {"egress": [{"cidr": "64:ff9b::/96"}]}}, None, {}, "InvalidSpec", "64:ff9b::/96"),
+    ("egress to low special-purpose IPv6 holding the IPv4-mapped range", {"networkAccess": {"egress": [{"cidr": "::/64"}]}}, None, {},
+     "InvalidSpec", "::/64 is not allowed: it holds IPv4-mapped addresses"),
     ("egress through 6to4", {"networkAccess": {"egress": [{"cidr": "2002::/16"}]}}, None, {}, "InvalidSpec", "2002::/16"),
     ("egress to IPv6 loopback", {"networkAccess": {"egress": [{"cidr": "::1/128"}]}}, None, {}, "InvalidSpec", "::1/128"),
     ("profile ingress from 6to4 private", {}, {"networkPolicies": [{"type": "ingress", "rules": [{"cidr": "2002:a00::/24"}]}]}, {},

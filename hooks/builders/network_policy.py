@@ -16,6 +16,7 @@ API_VERSION = "networking.k8s.io/v1"
 DEFAULT_EGRESS_PORTS = ((443, "TCP"), (80, "TCP"))
 # IPv6 ranges a rule never reaches: private, link-local, and the spellings of IPv4 addresses.
 EXCLUDED_CIDRS_V6 = C.PRIVATE_CIDRS_V6 + C.IPV4_EMBEDDING_CIDRS_V6
+_PUBLIC_V6 = ipaddress.ip_network(C.PUBLIC_CIDR_V6)
 
 
 def _policy(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +85,18 @@ def ip_block(rule: NetworkRule) -> dict[str, Any]:
     """A domain cannot be expressed in a NetworkPolicy: it becomes the public IPv4 space (the
     original design's rule). A CIDR is kept, minus any private range inside it (IPv4 and IPv6:
     ::/0 used to open fc00::/7 and fe80::/10, i.e. other pods and the metadata service on
-    dual-stack clusters, and ::ffff:169.254.169.254, the metadata service spelt in IPv6)."""
-    cidr = rule.cidr or C.PUBLIC_CIDR
+    dual-stack clusters; it now means global unicast, see _narrowed)."""
+    cidr = _narrowed(rule.cidr or C.PUBLIC_CIDR)
     excluded = list(_excluded(cidr))
     return {"cidr": cidr, "except": excluded} if excluded else {"cidr": cidr}
+
+
+def _narrowed(cidr: str) -> str:
+    """An IPv6 rule wider than global unicast (::/0) becomes global unicast: its IPv4-mapped part
+    cannot be excepted (the API server refuses ::ffff:0:0/96 in an ipBlock), and the rest outside
+    2000::/3 is private, link-local or special-purpose, never the public internet."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return C.PUBLIC_CIDR_V6 if net.version == 6 and _PUBLIC_V6.subnet_of(net) else cidr  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=1024)

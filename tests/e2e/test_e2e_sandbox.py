@@ -97,7 +97,8 @@ def test_spec_features_shape_the_children(kube: Kube, namespace: str, rte: str) 
             "runAsUser": 2000, "runAsGroup": 3000, "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/strict.json"}}},
         "keep": {"storage": {"persistent": True, "volumeSize": "1Gi", "retentionPolicy": "Retain"}},
         "drop": {"storage": {"persistent": True, "volumeSize": "1Gi"}},
-        "egress": {"networkAccess": {"egress": [{"domain": "files.pythonhosted.org"}, {"cidr": "203.0.113.0/24", "ports": [{"port": 5432}]}]}},
+        "egress": {"networkAccess": {"egress": [{"domain": "files.pythonhosted.org"}, {"cidr": "203.0.113.0/24", "ports": [{"port": 5432}]},
+                                                 {"cidr": "::/0", "ports": [{"port": 443}]}]}},  # IPv6: the API server's ipBlock rules
         "ingress": {"networkAccess": {"ingress": True}},
         "pinned": {"resources": {"cpu": "2", "memory": "1Gi", "cpuPinning": True}},
     }
@@ -123,7 +124,7 @@ def test_spec_features_shape_the_children(kube: Kube, namespace: str, rte: str) 
         assert "/data" in mounts
     # Network rules: their own policies, selecting the pod.
     egress = kube.core("NetworkPolicy", namespace, "sandbox-egress-egress")
-    assert egress is not None and {r["to"][0]["ipBlock"]["cidr"] for r in egress["spec"]["egress"]} >= {"0.0.0.0/0", "203.0.113.0/24"}
+    assert egress is not None and {r["to"][0]["ipBlock"]["cidr"] for r in egress["spec"]["egress"]} >= {"0.0.0.0/0", "203.0.113.0/24", "2000::/3"}
     assert kube.core("NetworkPolicy", namespace, "sandbox-ingress-ingress") is not None
     assert kube.core("NetworkPolicy", namespace, "sandbox-egress-ingress") is None
     # CPU pinning: scheduled onto the node that offers it.
