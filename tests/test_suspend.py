@@ -13,7 +13,7 @@ from hooks import constants as C
 from hooks import sandbox_sync, suspend, warm, warmpool_sync
 from hooks.meta import fmt_time
 from tests import sandbox_cases as cases
-from tests.factory import NOW, observed, running_pod_status, sandbox, sync_request
+from tests.factory import NOW, running_pod_status, sandbox, sync_request
 
 RTE = cases.RTE
 PERSISTENT = {"storage": {"persistent": True}}
