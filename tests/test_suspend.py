@@ -261,7 +261,7 @@ def test_an_invalid_spec_never_suspends() -> None:
     assert ("Pod", "sandbox-nb") in kinds(out)
 
 
-def test_observed_pod_is_never_kept_when_unused_in_any_suspended_case() -> None:
+def test_a_suspension_deletes_nothing_but_the_pod() -> None:
     """Metacontroller deletes what is not desired: in every suspended answer, every observed
     child but the pod is still desired (nothing else is ever deleted by a suspension)."""
     for spec in ({**PERSISTENT, "operatingMode": "Suspended"}, {"operatingMode": "Suspended"},
