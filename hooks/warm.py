@@ -203,8 +203,14 @@ def suspended(spec: SandboxSpec, parent: Mapping[str, Any]) -> WarmDecision:
     previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
     if not (requested(spec, parent) or "warmPool" in previous or "warmPodUsed" in previous):
         return WarmDecision("none")
-    pool = previous.get("warmPool")
-    return WarmDecision("cold", pool if isinstance(pool, str) and pool else None, reason=REASON_SUSPENDED, message=SUSPENDED_MESSAGE)
+    return WarmDecision("cold", _recorded_pool(parent), reason=REASON_SUSPENDED, message=SUSPENDED_MESSAGE)
+
+
+def _recorded_pool(parent: Mapping[str, Any]) -> Optional[str]:
+    """status.warmPool, the pool an earlier sync chose, if any."""
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    pool = previous.get("warmPool") if isinstance(previous, Mapping) else None
+    return pool if isinstance(pool, str) and pool else None
 
 
 def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool) -> Optional[tuple[Optional[str], str, str]]:
@@ -261,9 +267,7 @@ def decide(
     if recorded is not None and recorded[0] == REASON_SUSPENDED:
         # Resumed after a suspension: the warm pod it had was released, whether or not its pool
         # has deleted it yet; the sandbox never goes back to it.
-        previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-        pool = previous.get("warmPool")
-        return WarmDecision("cold", pool if isinstance(pool, str) and pool else None, reason=REASON_SUSPENDED, message=recorded[1])
+        return WarmDecision("cold", _recorded_pool(parent), reason=REASON_SUSPENDED, message=recorded[1])
     held = None if started_cold else held_warm_pod(parent, related)
     if held is not None:
         pool, wp = held
