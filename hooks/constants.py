@@ -69,6 +69,9 @@ ANNOTATION_POD_RESTARTS: Final = f"{GROUP}/restarts"
 # token it was made for, so a request is answered once however stale a cache is
 # (docs/failure-semantics.md, section 7). Absent from pods made without a request.
 ANNOTATION_REPLACE_POD: Final = f"{GROUP}/replace-pod"
+# On a Sandbox: when it was last used, RFC 3339 (written by the platform's API component or a user;
+# docs/suspend.md). With spec.idleTimeoutSeconds, the sandbox is suspended that long after it.
+ANNOTATION_LAST_ACTIVITY: Final = f"{GROUP}/last-activity"
 NODE_SELECTOR_CPU_PINNING: Final = "cpu-pinning"
 
 # Tenant namespaces (DecoratorController over Namespaces).
@@ -99,6 +102,13 @@ MAX_STARTUP_TIMEOUT_SECONDS: Final = 86400
 # the next failure is final (phase Failed, the last pod kept for inspection).
 MAX_POD_REPLACEMENTS: Final = 3
 MAX_TIMEOUT_SECONDS: Final = 3600
+# spec.operatingMode (agent-sandbox's name): Suspended removes the pod and keeps everything else.
+OPERATING_MODE_RUNNING: Final = "Running"
+OPERATING_MODE_SUSPENDED: Final = "Suspended"
+OPERATING_MODES: Final = (OPERATING_MODE_RUNNING, OPERATING_MODE_SUSPENDED)
+# spec.idleTimeoutSeconds bounds (a timeout under a minute suits tests more than agents).
+MIN_IDLE_TIMEOUT_SECONDS: Final = 10
+MAX_IDLE_TIMEOUT_SECONDS: Final = 31_536_000
 # Upper bound of a pod's termination grace period (operator setting, LLMSS_MAX_TERMINATION_GRACE_SECONDS):
 # the original's grace = spec.timeout kept a deleted sandbox's code running for up to an hour.
 DEFAULT_MAX_TERMINATION_GRACE_SECONDS: Final = 300
@@ -130,8 +140,11 @@ PHASE_RUNNING: Final = "Running"
 PHASE_TERMINATING: Final = "Terminating"
 PHASE_TERMINATED: Final = "Terminated"
 PHASE_FAILED: Final = "Failed"
+PHASE_SUSPENDING: Final = "Suspending"  # suspended, its pod still terminating
+PHASE_SUSPENDED: Final = "Suspended"  # suspended, no pod left
 SANDBOX_PHASES: Final = (
     PHASE_PENDING, PHASE_CREATING, PHASE_RUNNING, PHASE_TERMINATING, PHASE_TERMINATED, PHASE_FAILED,
+    PHASE_SUSPENDING, PHASE_SUSPENDED,
 )
 
 # Address space for egress rules that only name a domain (original design: public internet,

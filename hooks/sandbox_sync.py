@@ -18,6 +18,7 @@ from typing import Any, Optional
 from . import constants as C
 from . import drift
 from . import egress_proxy
+from . import suspend
 from . import warm
 from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
@@ -192,19 +193,23 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         status["expiresAt"] = fmt_time(expires)
         if now >= expires:
             return _expired(plan, status)
+    suspension = suspend.decide(plan.spec, req.parent, req.previous_status, now)
     cold_pod = req.child(C.GVK_POD, plan.names.base)
     # A cold start has begun once its pod or its ServiceAccount (created one sync before the pod,
-    # and only for a cold start) is observed: from then on the sandbox stays cold.
+    # and only for a cold start or a suspension) is observed: from then on the sandbox stays cold.
     started_cold = cold_pod is not None or req.child(C.GVK_SERVICE_ACCOUNT, plan.names.base) is not None
-    decision = warm.decide(plan.spec, req.parent, plan.eff, req.related, started_cold, now, config,
-                           replace=bool(plan.token) and plan.token != plan.warm_token)
-    serving = _serve(plan, decision, cold_pod, started_cold)
+    decision = warm.suspended(plan.spec, req.parent) if suspension.suspended else \
+        warm.decide(plan.spec, req.parent, plan.eff, req.related, started_cold, now, config,
+                    replace=bool(plan.token) and plan.token != plan.warm_token)
+    serving = _serve_suspended(plan, decision, cold_pod) if suspension.suspended else _serve(plan, decision, cold_pod, started_cold)
     desired = _shared_children(plan, decision) + serving.children
     created = _check_created(plan, desired, serving)
     status = {**status, **_pool_status(decision), **serving.status, "phase": created.phase}
-    conditions = [_validated(plan.eff), *_warm_conditions(decision), *serving.conditions, created.condition, created.ready]
+    conditions = [_validated(plan.eff), *_warm_conditions(decision), *serving.conditions, created.condition, created.ready,
+                  *([suspension.condition] if suspension.condition is not None else [])]
     resync = ([(expires - now).total_seconds()] if expires is not None else []) \
-        + ([decision.resync_after] if decision.resync_after else []) + serving.resync + created.resync
+        + ([decision.resync_after] if decision.resync_after else []) + serving.resync + created.resync \
+        + ([suspension.resync] if suspension.resync is not None else [])
     return composite_response(req.parent, req.previous_status, now, status, conditions, desired, min(resync) if resync else None)
 
 
@@ -301,6 +306,39 @@ def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Map
                             decision, status)
     return _Serving(outcome.phase, outcome.ready, status, [applied] if applied is not None else [], children,
                     [outcome.resync] if outcome.resync is not None else [])
+
+
+def _serve_suspended(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Mapping[str, Any]]) -> _Serving:
+    """A suspended sandbox (docs/suspend.md): no pod is desired, so Metacontroller deletes its own
+    pod gracefully (its termination grace period), and its pool deletes a warm one (warmPodUsed
+    false); the volume (the claim, never left out: built, or kept as observed), the account and,
+    through _shared_children, the Service and policies stay. The account makes the resume a cold
+    start (see sync). Phase Suspended only once no pod with its identity is left."""
+    eff, names, ns, labels, previous = plan.eff, plan.names, plan.ns, plan.labels, plan.req.previous_status
+    children = [build_service_account(names.base, ns, labels)]
+    if eff.persistent:
+        children.append(build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name))
+    else:
+        children.extend(_observed_claims(plan.req.children))
+    status: dict[str, Any] = {}
+    if decision.mode == "cold":
+        status["warmPodUsed"] = False
+    restarts = _stored_restarts(previous)
+    if restarts:  # the replacements counted so far stay counted across a suspension
+        status["restarts"] = restarts
+    going = [f"pod {name(cold_pod)}"] if cold_pod is not None else []
+    for wp in plan.req.related_of(C.GVK_WARMPOD):  # any state: the WarmPod goes after its pod
+        assignment = (wp.get("spec") or {}).get("assignment") if isinstance(wp.get("spec"), Mapping) else None
+        if isinstance(assignment, Mapping) and assignment.get("sandboxUid") == plan.req.uid:
+            going.append(f"warm pod {name(wp)}")
+    if going:
+        if cold_pod is not None:
+            status.update(_pod_status(cold_pod))
+        ready = Condition("Ready", "False", "Suspending",
+                          f"the sandbox is being suspended: waiting for {', '.join(going)} to terminate; {suspend.KEPT}")
+        return _Serving(C.PHASE_SUSPENDING, ready, status, [], children, [FINALIZE_POLL_SECONDS])
+    ready = Condition("Ready", "False", "Suspended", f"the sandbox is suspended: no pod runs, {suspend.KEPT}")
+    return _Serving(C.PHASE_SUSPENDED, ready, status, [], children)
 
 
 def _serve_warm(plan: _Plan, decision: warm.WarmDecision) -> _Serving:

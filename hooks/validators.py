@@ -213,6 +213,20 @@ class SandboxSpec(Model):
     security_context: SecurityContext = Field(default_factory=SecurityContext)
     profile_ref: Optional[ProfileRef] = None
     warm_pool_ref: Optional[WarmPoolRef] = None
+    operating_mode: Literal["Running", "Suspended"] = C.OPERATING_MODE_RUNNING
+    idle_timeout_seconds: Optional[int] = Field(default=None, ge=C.MIN_IDLE_TIMEOUT_SECONDS, le=C.MAX_IDLE_TIMEOUT_SECONDS)
+
+    @model_validator(mode="after")
+    def _idle_before_end(self) -> "SandboxSpec":
+        # Mirrors the CRD's CEL rule on spec: an idle timeout the lifetime always ends first never fires.
+        if self.idle_timeout_seconds is not None and self.lifetime_seconds and self.idle_timeout_seconds >= self.lifetime_seconds:
+            raise ValueError(idle_message(self.idle_timeout_seconds, self.lifetime_seconds))
+        return self
+
+
+def idle_message(idle: int, lifetime: int) -> str:
+    return (f"idleTimeoutSeconds ({idle}) must be shorter than lifetimeSeconds ({lifetime}): the lifetime would end the "
+            "sandbox before it could ever be suspended for inactivity")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,7 +189,28 @@ def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str
 
 REASON_WARM_POD_FAILED = "WarmPodFailed"
 REASON_REPLACE_REQUESTED = "PodReplaceRequested"
-COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout", REASON_WARM_POD_FAILED, REASON_REPLACE_REQUESTED)
+REASON_SUSPENDED = "Suspended"
+COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout", REASON_WARM_POD_FAILED, REASON_REPLACE_REQUESTED, REASON_SUSPENDED)
+SUSPENDED_MESSAGE = ("the sandbox was suspended: a warm pod bound to it is released (its pool deletes it, it is never reused) "
+                     "and the sandbox resumes on a cold-started pod")
+
+
+def suspended(spec: SandboxSpec, parent: Mapping[str, Any]) -> WarmDecision:
+    """The warm side of a suspended sandbox (docs/suspend.md): one that asked for, waited for or ran
+    on a warm pod goes cold for good. Its status then says warmPodUsed false, which makes its pool
+    drop the WarmPod bound to it (never reuse) and stop counting it as waiting; the condition's
+    reason is the memory that its resume is a cold start."""
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    if not (requested(spec, parent) or "warmPool" in previous or "warmPodUsed" in previous):
+        return WarmDecision("none")
+    return WarmDecision("cold", _recorded_pool(parent), reason=REASON_SUSPENDED, message=SUSPENDED_MESSAGE)
+
+
+def _recorded_pool(parent: Mapping[str, Any]) -> Optional[str]:
+    """status.warmPool, the pool an earlier sync chose, if any."""
+    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
+    pool = previous.get("warmPool") if isinstance(previous, Mapping) else None
+    return pool if isinstance(pool, str) and pool else None
 
 
 def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool) -> Optional[tuple[Optional[str], str, str]]:
@@ -242,6 +263,11 @@ def decide(
     """`replace`: the sandbox requests a new pod (llmsafespace.dev/replace-pod) that its warm pod,
     if it runs on one, was not bound under. A pool's pod has the pool's settings, so the new pod is
     a cold-started one; the start is sticky (its ServiceAccount), so this happens once."""
+    recorded = _cold_reason(parent)
+    if recorded is not None and recorded[0] == REASON_SUSPENDED:
+        # Resumed after a suspension: the warm pod it had was released, whether or not its pool
+        # has deleted it yet; the sandbox never goes back to it.
+        return WarmDecision("cold", _recorded_pool(parent), reason=REASON_SUSPENDED, message=recorded[1])
     held = None if started_cold else held_warm_pod(parent, related)
     if held is not None:
         pool, wp = held

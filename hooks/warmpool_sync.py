@@ -56,6 +56,7 @@ PHASE_READY = "Ready"  # WarmPod phases, written by hooks/warmpod_sync.py
 PHASE_FAILED = "Failed"
 PHASE_TERMINATING = "Terminating"
 _ENDED = (C.PHASE_TERMINATED, C.PHASE_FAILED)
+_SUSPENDED = (C.PHASE_SUSPENDING, C.PHASE_SUSPENDED)
 _NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 
@@ -455,7 +456,8 @@ def _still_used(sandbox: Optional[Mapping[str, Any]], pool_name: str) -> bool:
     phase = status.get("phase")
     if phase == C.PHASE_TERMINATED or (phase == C.PHASE_FAILED and used is not True):
         return False
-    return True
+    # A suspended sandbox releases its warm pod (it also writes warmPodUsed false; either suffices).
+    return phase not in _SUSPENDED
 
 
 def _holders(live: list[Member], sandboxes: Mapping[str, Mapping[str, Any]], pool_name: str) -> dict[str, list[Member]]:
@@ -483,7 +485,9 @@ def _waiting(sandbox: Mapping[str, Any], pool_name: str) -> bool:
         status.get("warmPool") == pool_name
         and "warmPodUsed" not in status
         and not is_deleting(sandbox)
-        and status.get("phase") not in _ENDED
+        and status.get("phase") not in _ENDED + _SUSPENDED
+        # Asked to suspend: never bind a pod it would release at once (its status may lag).
+        and not (isinstance(sandbox.get("spec"), Mapping) and sandbox["spec"].get("operatingMode") == C.OPERATING_MODE_SUSPENDED)
     )
 
 

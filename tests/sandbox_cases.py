@@ -224,6 +224,52 @@ def warm_incompatible() -> dict[str, Any]:
     return sync_request(parent, related=[RTE, warm_offer()])
 
 
+def _suspended_cond(reason: str, status: str = "True") -> dict[str, Any]:
+    return {"type": "Suspended", "status": status, "reason": reason, "message": "x", "lastTransitionTime": "2026-11-22T11:00:00Z"}
+
+
+def suspending() -> dict[str, Any]:
+    """operatingMode Suspended on a running sandbox with a volume: its pod is left out (Metacontroller
+    deletes it gracefully), everything else stays; Suspending while the pod is observed."""
+    parent = sandbox("paused", spec={"storage": {"persistent": True}})
+    children = _children_of(parent, **running_pod_status())
+    parent["spec"]["operatingMode"] = "Suspended"
+    return sync_request(parent, children=children, related=[RTE])
+
+
+def suspended() -> dict[str, Any]:
+    parent = sandbox("paused", spec={"storage": {"persistent": True}})
+    children = [c for c in _children_of(parent) if c["kind"] != "Pod"]
+    parent["spec"]["operatingMode"] = "Suspended"
+    parent["status"] = {"phase": "Suspending", "conditions": [_suspended_cond("OperatingModeSuspended")]}
+    return sync_request(parent, children=children, related=[RTE])
+
+
+def resumed() -> dict[str, Any]:
+    """Back to Running: a cold pod on the same volume; the Suspended condition turns False now."""
+    parent = sandbox("paused", spec={"storage": {"persistent": True}, "operatingMode": "Running", "idleTimeoutSeconds": 600},
+                     annotations={C.ANNOTATION_LAST_ACTIVITY: "2026-11-22T08:00:00Z"})
+    children = [c for c in _children_of(parent) if c["kind"] != "Pod"]
+    parent["status"] = {"phase": "Suspended", "conditions": [_suspended_cond("OperatingModeSuspended")]}
+    return sync_request(parent, children=children, related=[RTE])
+
+
+def idle_suspended() -> dict[str, Any]:
+    parent = sandbox("sleepy", spec={"idleTimeoutSeconds": 600}, annotations={C.ANNOTATION_LAST_ACTIVITY: "2026-11-22T11:45:00Z"},
+                     created="2026-11-22T10:00:00Z")
+    children = _children_of(parent, **running_pod_status())
+    parent["status"] = {"phase": "Running", "conditions": [_suspended_cond("Active", "False")]}
+    return sync_request(parent, children=children, related=[RTE])
+
+
+def warm_suspended() -> dict[str, Any]:
+    """A warm-served sandbox suspended: warmPodUsed false releases the warm pod to its pool."""
+    parent = sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"operatingMode": "Suspended"}, status={
+        "phase": "Running", "warmPool": "python-pool", "warmPodUsed": True, "warmPodRef": {"name": "python-pool-0", "namespace": "demo"}})
+    pool = warm_offer()
+    return sync_request(parent, related=[RTE, pool, _warm_pod(parent, pool, "Assigned")])
+
+
 SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "first-sync": first_sync,
     "minimal": minimal,
@@ -249,6 +295,11 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "warm-bound": warm_bound,
     "warm-timeout": warm_timeout,
     "warm-incompatible": warm_incompatible,
+    "suspending": suspending,
+    "suspended": suspended,
+    "resumed": resumed,
+    "idle-suspended": idle_suspended,
+    "warm-suspended": warm_suspended,
 }
 FINALIZE_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "finalize-terminating": finalize_terminating,

@@ -526,6 +526,18 @@ def test_user_roles_never_let_tenants_create_warm_pods_or_write_status() -> None
     assert not [d for d in render(next(p for p in CI_VALUES if p.name == "minimal-values.yaml")) if d["kind"] == "ClusterRole"]
 
 
+def test_the_activity_writer_role_only_patches_sandboxes() -> None:
+    """What the API component needs to record activity (llmsafespace.dev/last-activity, docs/suspend.md):
+    patch on sandboxes, nothing else; aggregable into the operator's own role for that component."""
+    roles = {d["metadata"]["name"]: d for d in render() if d["kind"] == "ClusterRole"}
+    role = roles["llmsafespace-activity-writer"]
+    assert role["metadata"]["labels"]["llmsafespace.dev/aggregate-to-api"] == "true"
+    assert not any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in role["metadata"]["labels"]), "not a user role"
+    assert role["rules"] == [{"apiGroups": ["llmsafespace.dev"], "resources": ["sandboxes"], "verbs": ["get", "list", "watch", "patch"]}]
+    off = {d["metadata"]["name"] for d in render(None, "--set", "rbac.activityWriterRole=false") if d["kind"] == "ClusterRole"}
+    assert "llmsafespace-activity-writer" not in off
+
+
 def test_autoscaling_replaces_the_replica_count() -> None:
     default = one(render(), "Deployment")
     assert default["spec"]["replicas"] == 2 and one(render(), "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import random
 import statistics
+from datetime import timedelta
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -27,6 +28,7 @@ from hooks import constants as C
 from hooks.config import Config
 from tests import strategies
 from tests.factory import NOW, runtime
+from hooks.meta import fmt_time
 from tests.harness import Harness, load_controllers, three_way
 
 SEEDS = range(30)
@@ -592,3 +594,130 @@ def test_scale_from_zero_and_bursts_are_served_warm(scenario: dict[str, Any]) ->
     members = [o for k, o in h.objects.items() if k[0] == C.KIND_WARMPOD]
     assert len(members) == spec["minSize"] and all("assignment" not in m["spec"] for m in members), scenario
     assert not h.violations, h.violations
+
+
+# ---------------------------------------------------------------------------------------------
+# Suspend, resume and idle suspension (issue 15; docs/suspend.md)
+
+
+def _edit(h: Harness, name: str, spec: Optional[dict[str, Any]] = None, annotations: Optional[dict[str, str]] = None) -> None:
+    """A user's edit of a sandbox (a spec change bumps its generation, as the API server does)."""
+    key = (C.KIND_SANDBOX, "demo", name)
+    obj = copy.deepcopy(h.objects[key])
+    if spec:
+        obj["spec"].update(spec)
+        obj["metadata"]["generation"] += 1
+    if annotations:
+        obj["metadata"].setdefault("annotations", {}).update(annotations)
+    h._replace(key, obj)
+
+
+def _phase(h: Harness, name: str) -> Optional[str]:
+    sb = h.objects.get((C.KIND_SANDBOX, "demo", name))
+    return (sb.get("status") or {}).get("phase") if sb is not None else None
+
+
+def _ready(h: Harness, name: str) -> bool:
+    conditions = h.objects[(C.KIND_SANDBOX, "demo", name)]["status"].get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _carrying(h: Harness, uid: str) -> list[tuple[str, str]]:
+    """Pods and WarmPods bound to a sandbox's UID (label or assignment)."""
+    out = [(k[0], k[2]) for k, o in h.objects.items() if k[0] == "Pod" and (o["metadata"].get("labels") or {}).get(C.LABEL_SANDBOX_UID) == uid]
+    return out + [(k[0], k[2]) for k, o in h.objects.items()
+                  if k[0] == C.KIND_WARMPOD and (o["spec"].get("assignment") or {}).get("sandboxUid") == uid]
+
+
+@pytest.mark.parametrize("delay", [0, 1, 2, 3, 5, 8])
+def test_suspend_during_warm_assignment(delay: int) -> None:
+    """A warm sandbox suspended `delay` rounds after its creation: before its pool bound a pod, while
+    the bound pod starts, or once it runs on it. Whatever the moment, no pod with its identity is
+    left once it says Suspended, every WarmPod ever bound to it is deleted (never reused: the
+    tracker fails on any reassignment), the pool is back to its minimum, and resuming starts cold."""
+    h = Harness(CONTROLLERS, Config(warm_pod_wait_seconds=WAIT_SECONDS), NOW, 90 + delay, stale=STALE, step=STEP_SECONDS)
+    tracker = Tracker()
+    h.observers.append(tracker)
+    h.create(runtime())
+    h.create(_pool("python", random.Random(0), minSize=0))  # scale from zero: the bind happens during the wait
+    h.run_until_quiet()
+    h.create(_sandbox("nap", "warm", False))
+    uid = h.objects[(C.KIND_SANDBOX, "demo", "nap")]["metadata"]["uid"]
+    for _ in range(delay):
+        h.run_round()
+    _edit(h, "nap", spec={"operatingMode": "Suspended"})
+    seen_suspended_with_pod = []
+    h.observers.append(lambda hh: seen_suspended_with_pod.extend(_carrying(hh, uid)) if _phase(hh, "nap") == C.PHASE_SUSPENDED else None)
+    h.run_until_quiet()
+    assert _phase(h, "nap") == C.PHASE_SUSPENDED and not seen_suspended_with_pod, seen_suspended_with_pod
+    bound = {wp_uid for wp_uid, a in tracker.assignment.items() if a and a.get("sandboxUid") == uid}
+    assert not bound & {o["metadata"]["uid"] for k, o in h.objects.items() if k[0] == C.KIND_WARMPOD}, "a released WarmPod survived"
+    assert h.objects[(C.KIND_SANDBOX, "demo", "nap")]["status"]["warmPodUsed"] is False
+    _assert_pools_at_min(h, {"python": 0})
+    _edit(h, "nap", spec={"operatingMode": "Running"})
+    _rounds_until(h, lambda: "nap" in _running(h) and _ready(h, "nap"))
+    status = h.objects[(C.KIND_SANDBOX, "demo", "nap")]["status"]
+    assert status["warmPodUsed"] is False and status["podName"] == "sandbox-nap"  # resumed on a cold pod
+    assert [k for k in _carrying(h, uid) if k[0] == C.KIND_WARMPOD] == []
+    assert not h.violations
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_resume_while_the_volume_is_still_attached(seed: int) -> None:
+    """A persistent sandbox suspended and resumed while its pod still terminates (the volume still
+    attached to it), at a random moment: the claim is never deleted or replaced, the new pod comes
+    only after the old one is gone (one pod on the volume at a time) and mounts the same claim."""
+    h = Harness(CONTROLLERS, Config(), NOW, 100 + seed, stale=STALE, step=STEP_SECONDS)
+    h.create(runtime())
+    h.create(_sandbox("nb", "persistent", False))
+    _rounds_until(h, lambda: "nb" in _running(h))
+    claim = ("PersistentVolumeClaim", "demo", "sandbox-nb-data")
+    claim_uid = h.objects[claim]["metadata"]["uid"]
+    first_pod = h.objects[("Pod", "demo", "sandbox-nb")]["metadata"]["uid"]
+    pods_on_volume: list[int] = []
+
+    def watch(hh: Harness) -> None:
+        assert hh.objects[claim]["metadata"]["uid"] == claim_uid, "the volume was replaced"
+        assert not hh.objects[claim]["metadata"].get("deletionTimestamp"), "the volume is being deleted"
+        pods_on_volume.append(len([k for k in hh.objects if k[0] == "Pod"]))
+
+    h.observers.append(watch)
+    _edit(h, "nb", spec={"operatingMode": "Suspended"})
+    pod = ("Pod", "demo", "sandbox-nb")
+    _rounds_until(h, lambda: bool(h.objects[pod]["metadata"].get("deletionTimestamp")))  # terminating, volume attached
+    assert _phase(h, "nb") in (C.PHASE_RUNNING, C.PHASE_SUSPENDING)  # never Suspended while the pod is there
+    _edit(h, "nb", spec={"operatingMode": "Running"})
+    h.run_until_quiet()
+    final = h.objects[pod]
+    assert _phase(h, "nb") == C.PHASE_RUNNING and max(pods_on_volume) == 1
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in final["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["sandbox-nb-data"]
+    assert final["metadata"]["uid"] != first_pod  # the terminating pod is not kept: a new pod, a cold start
+    assert not h.violations
+
+
+@pytest.mark.parametrize("offset", [-2, 0, 2])
+def test_idle_timeout_racing_a_deletion(offset: int) -> None:
+    """Two idle sandboxes reach their idle deadline; one is deleted `offset` seconds around it. The
+    deleted one finalizes with nothing left behind (never stuck Suspended, never re-created), the
+    other is idle-suspended with its volume, and recorded activity resumes it."""
+    h = Harness(CONTROLLERS, Config(), NOW, 110 + offset, stale=STALE, step=STEP_SECONDS)
+    h.create(runtime())
+    for name in ("gone", "idle"):
+        sb = _sandbox(name, "persistent", False)
+        sb["spec"]["idleTimeoutSeconds"] = 30
+        h.create(sb)
+    _rounds_until(h, lambda: {"gone", "idle"} <= set(_running(h)))
+    deadline = max(h.deadline[h.objects[(C.KIND_SANDBOX, "demo", n)]["metadata"]["uid"]] for n in ("gone", "idle"))
+    while h.clock < deadline + timedelta(seconds=offset):
+        h.run_round()
+    gone_uid = h.objects[(C.KIND_SANDBOX, "demo", "gone")]["metadata"]["uid"]
+    h.delete((C.KIND_SANDBOX, "demo", "gone"))
+    h.run_until_quiet()
+    assert (C.KIND_SANDBOX, "demo", "gone") not in h.objects
+    assert not [k for k, o in h.objects.items() if any(r.get("uid") == gone_uid for r in o["metadata"].get("ownerReferences") or [])]
+    assert _phase(h, "idle") == C.PHASE_SUSPENDED and ("PersistentVolumeClaim", "demo", "sandbox-idle-data") in h.objects
+    assert ("Pod", "demo", "sandbox-idle") not in h.objects
+    _edit(h, "idle", annotations={C.ANNOTATION_LAST_ACTIVITY: fmt_time(h.clock)})
+    _rounds_until(h, lambda: "idle" in _running(h))
+    assert not h.violations

@@ -235,6 +235,7 @@ PRINTER_COLUMNS: dict[str, list[tuple[str, str, str, int]]] = {  # name, type, j
         ("Runtime", "string", ".spec.runtime", 0),
         ("Security", "string", ".status.securityLevel", 0),
         ("Status", "string", ".status.phase", 0),
+        ("Mode", "string", ".spec.operatingMode", 1),
         ("Pod", "string", ".status.podName", 1),
         ("Warm", "boolean", ".status.warmPodUsed", 1),
         ("Restarts", "integer", ".status.restarts", 1),
@@ -295,7 +296,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
     },
 }
 PHASES = {
-    "Sandbox": ["Pending", "Creating", "Running", "Terminating", "Terminated", "Failed"],
+    "Sandbox": ["Pending", "Creating", "Running", "Terminating", "Terminated", "Failed", "Suspending", "Suspended"],
     "WarmPod": ["Pending", "Ready", "Assigned", "Terminating", "Failed"],
 }
 
@@ -529,6 +530,14 @@ CEL_CASES: list[tuple[str, dict[str, Any], Optional[str]]] = [
     ("pinning-fraction-decimal", _sandbox(resources={"cpu": "1.5", "cpuPinning": True}), "cpuPinning needs a whole number of CPUs"),
     ("fraction-unpinned", _sandbox(resources={"cpu": "500m", "cpuPinning": False}), None),
     ("pool-scripts-duplicate", _pool(preloadScripts=[{"name": "a", "script": "x"}, {"name": "a", "script": "y"}]), "names must be unique"),
+    # An idle timeout the lifetime always ends first would never fire; unlimited lifetimes (0, or
+    # unset: the operator's default is the hook's to check) accept any.
+    ("idle-within-lifetime", _sandbox(idleTimeoutSeconds=600, lifetimeSeconds=3600), None),
+    ("idle-unlimited-lifetime", _sandbox(idleTimeoutSeconds=600, lifetimeSeconds=0), None),
+    ("idle-lifetime-unset", _sandbox(idleTimeoutSeconds=600), None),
+    ("idle-suspended-mode", _sandbox(idleTimeoutSeconds=600, operatingMode="Suspended"), None),
+    ("idle-equals-lifetime", _sandbox(idleTimeoutSeconds=3600, lifetimeSeconds=3600), "shorter than lifetimeSeconds"),
+    ("idle-beyond-lifetime", _sandbox(idleTimeoutSeconds=7200, lifetimeSeconds=3600), "shorter than lifetimeSeconds"),
 ]
 
 
@@ -590,6 +599,7 @@ def test_cel_rules_are_all_exercised() -> None:
         ("WarmPool", ".spec"), ("WarmPool", ".spec.preloadScripts"), ("WarmPod", ".spec"),
         ("Sandbox", ".spec.storage"),  # test_storage_persistence_cannot_be_switched
         ("Sandbox", ".spec.resources"),
+        ("Sandbox", ".spec"),  # idle-* cases of CEL_CASES
     }
     assert {(k, p) for k, p, _r in ALL_RULES} == exercised
 
