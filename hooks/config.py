@@ -34,6 +34,10 @@ class Config:
     node_local_dns_port: int = C.DNS_PORT
     # "kubernetes" emits standard NetworkPolicies only (the only flavour so far).
     network_policy_flavour: str = "kubernetes"
+    # How domain egress rules are enforced (C.EGRESS_BACKENDS): networkpolicy, the default, opens
+    # the public IPv4 space on the rule's ports (coarse: NetworkPolicy has no names); cilium and
+    # clusternetworkpolicy allow the listed names only.
+    egress_backend: str = C.EGRESS_NETWORKPOLICY
     # StorageClass used for volumes whose retentionPolicy is Retain (its reclaimPolicy should be
     # Retain); empty means such sandboxes must name a class themselves.
     retain_storage_class: str = ""
@@ -92,6 +96,9 @@ class Config:
         flavour = get("NETWORK_POLICY_FLAVOUR", defaults.network_policy_flavour)
         if flavour != "kubernetes":
             raise ValueError(f"{ENV_PREFIX}NETWORK_POLICY_FLAVOUR must be 'kubernetes', got {flavour!r}")
+        backend = get("EGRESS_BACKEND", defaults.egress_backend)
+        if backend not in C.EGRESS_BACKENDS:
+            raise ValueError(f"{ENV_PREFIX}EGRESS_BACKEND must be one of {', '.join(C.EGRESS_BACKENDS)}, got {backend!r}")
         return Config(
             high_security_runtime_class=get("HIGH_SECURITY_RUNTIME_CLASS", defaults.high_security_runtime_class),
             image_registry_allowlist=tuple(
@@ -105,6 +112,7 @@ class Config:
             node_local_dns_addresses=addresses("NODE_LOCAL_DNS_ADDRESSES"),
             node_local_dns_port=port("NODE_LOCAL_DNS_PORT", defaults.node_local_dns_port),
             network_policy_flavour=flavour,
+            egress_backend=backend,
             retain_storage_class=get("RETAIN_STORAGE_CLASS", ""),
             max_termination_grace_seconds=positive("MAX_TERMINATION_GRACE_SECONDS", defaults.max_termination_grace_seconds),
         )

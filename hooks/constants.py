@@ -34,6 +34,8 @@ GVK_RUNTIME: Final = gvk_key(KIND_RUNTIME, API_VERSION)
 GVK_WARMPOOL: Final = gvk_key(KIND_WARMPOOL, API_VERSION)
 GVK_WARMPOD: Final = gvk_key(KIND_WARMPOD, API_VERSION)
 GVK_WARMPOOL_OFFER: Final = gvk_key(KIND_WARMPOOL_OFFER, API_VERSION)
+GVK_CILIUM_NETWORK_POLICY: Final = gvk_key("CiliumNetworkPolicy", "cilium.io/v2")
+GVK_CLUSTER_NETWORK_POLICY: Final = gvk_key("ClusterNetworkPolicy", "policy.networking.k8s.io/v1alpha2")
 
 # Labels the controller owns. User labels with these keys (or any key under our prefix) are
 # dropped before they reach a child, so a tenant cannot steer selectors or isolation.
@@ -148,6 +150,22 @@ PRIVATE_CIDRS_V6: Final = ("fc00::/7", "fe80::/10")
 # socket or a NAT64 gateway, so a rule inside one is refused (write the IPv4 form) and a wider
 # rule (::/0, 2000::/3) excludes them.
 IPV4_EMBEDDING_CIDRS_V6: Final = ("::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
+
+# Egress enforcement backends (LLMSS_EGRESS_BACKEND, chart value egress.backend): how a domain
+# egress rule is enforced. The one list of accepted values: config, chart schema and docs follow
+# it (tests/test_egress_backends.py). networkpolicy is the original, coarse enforcement (a domain
+# opens the public IPv4 space on its ports); the others allow the listed names only.
+EGRESS_NETWORKPOLICY: Final = "networkpolicy"
+EGRESS_CILIUM: Final = "cilium"
+EGRESS_CLUSTER_NETWORK_POLICY: Final = "clusternetworkpolicy"
+EGRESS_BACKENDS: Final = (EGRESS_NETWORKPOLICY, EGRESS_CILIUM, EGRESS_CLUSTER_NETWORK_POLICY)
+# network-policy-api limits (ClusterNetworkPolicy v1alpha2): names, networks and protocols per
+# peer or rule, and rules per policy.
+CNP_MAX_ITEMS: Final = 25
+# Priority of the per-sandbox ClusterNetworkPolicies in the Admin tier (0 is the highest
+# precedence, 1000 the lowest). Their subjects are disjoint (one sandbox each); an administrator's
+# own Admin policies with a lower number (e.g. a metadata-service deny) are evaluated first.
+CNP_PRIORITY: Final = 500
 
 # Kubernetes name limits.
 MAX_DNS_LABEL: Final = 63

@@ -10,6 +10,10 @@ Pure function of (request, now, config). Attaches to each tenant namespace:
     defaults from hooks/constants.py.
 and sets Pod Security Admission labels: enforce=restricted, or enforce=baseline when the
 namespace is annotated llmsafespace.dev/gvisor=true; warn and audit stay restricted either way.
+Under the clusternetworkpolicy egress backend it also attaches, for each sandbox of the namespace
+that publishes domain egress rules in its status, that sandbox's ClusterNetworkPolicy
+(hooks/builders/cluster_network_policy.py): cluster-scoped, so the Namespace owns it, and it goes
+when the sandbox does (the next sync no longer desires it) or with the namespace.
 
 An invalid annotation never blocks hardening: its default is used and the problem is reported in
 the annotation llmsafespace.dev/hardening-errors (status llmsafespace.dev/hardening-status =
@@ -22,12 +26,17 @@ from datetime import datetime
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from pydantic import ValidationError
+
 from . import constants as C
+from .builders import cluster_network_policy as cnp
 from .config import DEFAULT_CONFIG, Config
 from .meta import annotations as annotations_of
-from .meta import name, objects
+from .meta import name, namespace, objects
 from .quantity import parse_quantity
 from .response import BadRequest
+from .sandbox_sync import child_labels, selector
+from .validators import NetworkRule
 
 # quota annotation suffix -> ResourceQuota spec.hard keys it sets.
 QUOTA_KEYS: dict[str, tuple[str, ...]] = {
@@ -186,6 +195,42 @@ def _all_observed(desired: list[dict[str, Any]], observed: Any) -> bool:
     return all((a["kind"], a["metadata"]["name"]) in seen for a in desired)
 
 
+def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Related objects: the namespace's Sandboxes, under the clusternetworkpolicy backend only
+    (their status carries the egress rules; every sandbox change then syncs its namespace)."""
+    parent = request.get("parent")
+    if not isinstance(parent, Mapping) or not name(parent):
+        raise BadRequest("request.parent must be a Namespace with a name")
+    if config.egress_backend != C.EGRESS_CLUSTER_NETWORK_POLICY:
+        return {"relatedResources": []}
+    return {"relatedResources": [{"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": name(parent)}]}
+
+
+def sandbox_egress_policies(ns: str, related: Any, config: Config) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ClusterNetworkPolicies of the namespace's sandboxes, and why any sandbox has none
+    although its status lists rules (the sandbox hook refuses such specs; a status written by
+    anything else is not trusted further than the schema and the models)."""
+    if config.egress_backend != C.EGRESS_CLUSTER_NETWORK_POLICY:
+        return [], []
+    policies: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for sandbox in objects(related, C.GVK_SANDBOX):
+        status = sandbox.get("status") if isinstance(sandbox.get("status"), Mapping) else {}
+        raw = status.get("egress")
+        if namespace(sandbox) != ns or not isinstance(raw, list) or not raw:
+            continue
+        try:
+            rules = [NetworkRule.model_validate(r) for r in raw]
+            policy = cnp.sandbox_policy(ns, str(sandbox["metadata"].get("uid") or ""), child_labels(sandbox), selector(sandbox),
+                                        rules, config)
+        except (ValidationError, cnp.TooManyRules) as exc:
+            errors.append(f"sandbox {name(sandbox)}: status.egress cannot be enforced, no ClusterNetworkPolicy: {exc}")
+            continue
+        if policy is not None and sandbox["metadata"].get("uid"):
+            policies.append(policy)
+    return policies, errors
+
+
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
     target = request.get("object")
     if not isinstance(target, Mapping) or not isinstance(target.get("metadata"), Mapping):
@@ -200,11 +245,11 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     if gvisor_raw is not None and gvisor_raw not in GVISOR_VALUES:
         errors.append(f"{C.ANNOTATION_GVISOR}: {gvisor_raw!r} is not \"true\" or \"false\"; enforcing restricted")
     gvisor = gvisor_raw == "true"
-    attachments = sorted(
-        [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits)],
-        key=lambda a: (a["apiVersion"], a["kind"], a["metadata"]["name"]),
-    )
-    if not _all_observed(attachments, request.get("attachments")):
+    hardening = [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits)]
+    egress_policies, egress_errors = sandbox_egress_policies(ns, request.get("related"), config)
+    errors.extend(egress_errors)
+    attachments = sorted(hardening + egress_policies, key=lambda a: (a["apiVersion"], a["kind"], a["metadata"]["name"]))
+    if not _all_observed(hardening, request.get("attachments")):
         # Metacontroller writes the annotations and creates the attachments in no particular
         # order: "Applied" only once every attachment exists (their creation syncs us again).
         status = C.HARDENING_PENDING

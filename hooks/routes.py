@@ -27,6 +27,7 @@ ROUTES: dict[str, Route] = {
     "/runtimeenvironment/sync": Route("runtimeenvironment", "sync", runtime_sync.sync),
     "/sandboxprofile/customize": Route("sandboxprofile", "customize", profile_sync.customize),
     "/sandboxprofile/sync": Route("sandboxprofile", "sync", profile_sync.sync),
+    "/tenantnamespace/customize": Route("tenantnamespace", "customize", namespace_sync.customize),
     "/tenantnamespace/sync": Route("tenantnamespace", "sync", namespace_sync.sync),
     "/warmpool/customize": Route("warmpool", "customize", warmpool_sync.customize),
     "/warmpool/sync": Route("warmpool", "sync", warmpool_sync.sync),
