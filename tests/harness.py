@@ -26,7 +26,11 @@ What it models (notes/metacontroller.md sections 1, 3, 4.1, 5):
     finalize calls until finalized (children of a finalized answer are not touched), then disappears; garbage collection deletes objects whose
     controller owner is gone (background propagation), `gc_lag` rounds after it went;
   * kubelet: Pods go Pending -> Running -> Ready, one step per round with probability `kubelet_speed`;
-    deleted Pods (graceful) disappear one round later.
+    deleted Pods (graceful) disappear one round later;
+  * DecoratorControllers over Namespaces (the tenant-namespace decorator): request `object` and
+    `attachments`, the answer's labels and annotations written to the namespace, attachments
+    owned by it (cluster-scoped ones too: ClusterNetworkPolicies of the clusternetworkpolicy egress
+    backend); controllers are read as an egress backend deploys them (metacontroller/egress/).
 
 Invariants are checked after every round (`check`); violations of the API server's rules by a
 hook (Forbidden pod updates, assignment changes based on a current view) are recorded in
@@ -54,8 +58,10 @@ KIND_OF = {
     "pods": "Pod", "services": "Service", "serviceaccounts": "ServiceAccount", "persistentvolumeclaims": "PersistentVolumeClaim",
     "networkpolicies": "NetworkPolicy", "sandboxes": C.KIND_SANDBOX, "warmpools": C.KIND_WARMPOOL, "warmpods": C.KIND_WARMPOD, "warmpooloffers": C.KIND_WARMPOOL_OFFER,
     "runtimeenvironments": C.KIND_RUNTIME, "sandboxprofiles": C.KIND_PROFILE,
+    "namespaces": "Namespace", "resourcequotas": "ResourceQuota", "limitranges": "LimitRange",
+    "ciliumnetworkpolicies": "CiliumNetworkPolicy", "clusternetworkpolicies": "ClusterNetworkPolicy",
 }
-CLUSTER_SCOPED = {C.KIND_RUNTIME}
+CLUSTER_SCOPED = {C.KIND_RUNTIME, "Namespace", "ClusterNetworkPolicy"}
 LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
 SYSTEM_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "managedFields", "selfLink")
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -71,30 +77,35 @@ class Controller:
     sync: Hook
     finalize: Optional[Hook]
     customize: Optional[Hook]
+    decorator: bool = False
+    selector: Optional[Mapping[str, Any]] = None  # a decorator's resources[0].labelSelector
 
     @property
     def finalizer(self) -> str:
-        return f"metacontroller.io/compositecontroller-{self.name}"
+        return f"metacontroller.io/{'decorator' if self.decorator else 'composite'}controller-{self.name}"
 
 
-def load_controllers(parent_kinds: Iterable[str]) -> list[Controller]:
+def load_controllers(parent_kinds: Iterable[str], backend: Optional[str] = None) -> list[Controller]:
+    """The controllers of `parent_kinds` from metacontroller/*.yaml, as `backend` deploys them."""
+    from tests.controllers import controller_docs
+
     wanted = set(parent_kinds)
     out = []
-    for path in sorted((ROOT / "metacontroller").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc or doc.get("kind") != "CompositeController":
-                continue
-            kind = KIND_OF[doc["spec"]["parentResource"]["resource"]]
-            if kind not in wanted:
-                continue
-            hooks = {n: ROUTES[urlparse(h["webhook"]["url"]).path].function for n, h in doc["spec"]["hooks"].items()}
-            children = doc["spec"].get("childResources") or []
-            out.append(Controller(
-                name=doc["metadata"]["name"], parent_kind=kind,
-                child_api={KIND_OF[c["resource"]]: c["apiVersion"] for c in children},
-                strategy={KIND_OF[c["resource"]]: (c.get("updateStrategy") or {}).get("method", "OnDelete") for c in children},
-                sync=hooks["sync"], finalize=hooks.get("finalize"), customize=hooks.get("customize"),
-            ))
+    for _path, doc in controller_docs(backend):
+        decorator = doc.get("kind") == "DecoratorController"
+        parent = doc["spec"]["resources"][0] if decorator else doc["spec"]["parentResource"]
+        kind = KIND_OF[parent["resource"]]
+        if kind not in wanted:
+            continue
+        hooks = {n: ROUTES[urlparse(h["webhook"]["url"]).path].function for n, h in doc["spec"]["hooks"].items()}
+        children = doc["spec"].get("attachments" if decorator else "childResources") or []
+        out.append(Controller(
+            name=doc["metadata"]["name"], parent_kind=kind,
+            child_api={KIND_OF[c["resource"]]: c["apiVersion"] for c in children},
+            strategy={KIND_OF[c["resource"]]: (c.get("updateStrategy") or {}).get("method", "OnDelete") for c in children},
+            sync=hooks["sync"], finalize=hooks.get("finalize"), customize=hooks.get("customize"),
+            decorator=decorator, selector=parent.get("labelSelector") if decorator else None,
+        ))
     assert {c.parent_kind for c in out} == wanted, f"no manifest for {wanted - {c.parent_kind for c in out}}"
     return out
 
@@ -299,12 +310,14 @@ class Harness:
 
     def _children(self, ctl: Controller, parent: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {C.gvk_key(kind, api): {} for kind, api in ctl.child_api.items()}
-        my_uid, ns = parent["metadata"]["uid"], parent["metadata"]["namespace"]
+        my_uid, ns = parent["metadata"]["uid"], parent["metadata"].get("namespace", "")
         for key, obj in (item for kind in ctl.child_api for item in self._view(kind).items()):
-            if key[1] == ns:
+            # A namespaced parent's children live in its namespace; a Namespace's attachments in
+            # it, or cluster-scoped.
+            if key[1] == ns or ctl.decorator:
                 for ref in obj["metadata"].get("ownerReferences") or []:
                     if ref.get("controller") and ref.get("uid") == my_uid:
-                        out[C.gvk_key(key[0], ctl.child_api[key[0]])][f"{ns}/{key[2]}"] = obj
+                        out[C.gvk_key(key[0], ctl.child_api[key[0]])][f"{key[1]}/{key[2]}" if key[1] else key[2]] = obj
         return out
 
     @staticmethod
@@ -318,6 +331,8 @@ class Harness:
         parent = self._view(ctl.parent_kind).get(key)
         if parent is None or parent["metadata"]["uid"] != self.objects[key]["metadata"]["uid"]:
             return  # not in this cache yet (or an older incarnation): no event delivered yet
+        if ctl.selector is not None and not _matches(ctl.selector, parent["metadata"].get("labels") or {}):
+            return
         uid = parent["metadata"]["uid"]
         children = self._children(ctl, parent)
         related = self._related(ctl, parent)
@@ -340,7 +355,8 @@ class Harness:
             return
         hook = ctl.finalize if deleting else ctl.sync
         assert hook is not None
-        request = {"controller": {"metadata": {"name": ctl.name}}, "parent": parent, "children": children,
+        parent_key, children_key = ("object", "attachments") if ctl.decorator else ("parent", "children")
+        request = {"controller": {"metadata": {"name": ctl.name}}, parent_key: parent, children_key: children,
                    "related": related, "finalizing": deleting}
         self.stats.hook_calls += 1
         self.stats.calls[ctl.name] = self.stats.calls.get(ctl.name, 0) + 1
@@ -351,6 +367,9 @@ class Harness:
             self._apply(ctl, parent, children, response)
         if response.get("resyncAfterSeconds"):
             self.deadline[uid] = self.clock + timedelta(seconds=float(response["resyncAfterSeconds"]))
+        if ctl.decorator:
+            self._write_metadata(key, uid, response)
+            return
         self._write_status(key, uid, parent, response.get("status"))
         if deleting and response.get("finalized"):
             live = self.objects.get(key)
@@ -358,6 +377,23 @@ class Harness:
                 live = copy.deepcopy(live)
                 live["metadata"]["finalizers"] = [f for f in live["metadata"].get("finalizers") or [] if f != ctl.finalizer]
                 self._replace(key, live)
+
+    def _write_metadata(self, key: Key, uid: str, response: Mapping[str, Any]) -> None:
+        """A decorator's labels and annotations (null deletes a key), written only when they change."""
+        live = self.objects.get(key)
+        if live is None or live["metadata"]["uid"] != uid:
+            return
+        new = copy.deepcopy(live)
+        for field_name in ("labels", "annotations"):
+            values = dict(new["metadata"].get(field_name) or {})
+            for k, v in (response.get(field_name) or {}).items():
+                if v is None:
+                    values.pop(k, None)
+                else:
+                    values[k] = v
+            new["metadata"][field_name] = values
+        if new != live:
+            self._replace(key, new)
 
     def _write_status(self, key: Key, uid: str, parent: Mapping[str, Any], status: Any) -> None:
         live = self.objects.get(key)
@@ -372,23 +408,31 @@ class Harness:
 
     def _apply(self, ctl: Controller, parent: Mapping[str, Any], children: Mapping[str, Mapping[str, Any]],
                response: Mapping[str, Any]) -> None:
-        desired = response.get("children")
+        desired = response.get("attachments" if ctl.decorator else "children")
         assert isinstance(desired, list), f"{ctl.name}: response without a children list"
-        ns = parent["metadata"]["namespace"]
+        ns = parent["metadata"].get("namespace", "")
         observed = {(o["kind"], o["metadata"]["name"]): o for g in children.values() for o in g.values()}
         wanted: set[tuple[str, str]] = set()
         for child in desired:
             kind = child["kind"]
             assert kind in ctl.child_api and child["apiVersion"] == ctl.child_api[kind], f"{ctl.name}: undeclared child {kind}"
             child = copy.deepcopy(child)
-            child["metadata"].setdefault("namespace", ns)
-            assert child["metadata"]["namespace"] == ns, f"{ctl.name}: child in another namespace"
-            child["metadata"].setdefault("labels", {})[C.LABEL_CONTROLLER_UID] = parent["metadata"]["uid"]
+            if kind in CLUSTER_SCOPED:
+                assert "namespace" not in child["metadata"], f"{ctl.name}: cluster-scoped {kind} with a namespace"
+                child_ns = ""
+            elif ctl.decorator:
+                child_ns = child["metadata"]["namespace"]  # a Namespace decorates its own namespace
+                assert child_ns == parent["metadata"]["name"], f"{ctl.name}: attachment in another namespace"
+            else:
+                child["metadata"].setdefault("namespace", ns)
+                child_ns = child["metadata"]["namespace"]
+                assert child_ns == ns, f"{ctl.name}: child in another namespace"
+                child["metadata"].setdefault("labels", {})[C.LABEL_CONTROLLER_UID] = parent["metadata"]["uid"]
             ident = (kind, child["metadata"]["name"])
             assert ident not in wanted, f"{ctl.name}: {ident} emitted twice"
             wanted.add(ident)
             seen = observed.get(ident)
-            key = (kind, ns, child["metadata"]["name"])
+            key = (kind, child_ns, child["metadata"]["name"])
             if seen is None:
                 if key in self.objects:
                     self.stats.already_exists += 1  # swallowed, like Metacontroller's dynamic apply
@@ -404,7 +448,7 @@ class Harness:
                 self._update(key, seen, child)
         for ident, seen in observed.items():
             if ident not in wanted and not seen["metadata"].get("deletionTimestamp"):
-                self.delete((ident[0], ns, ident[1]), uid=seen["metadata"]["uid"])
+                self.delete((ident[0], seen["metadata"].get("namespace", "") or "", ident[1]), uid=seen["metadata"]["uid"])
 
     def _admission(self, obj: Mapping[str, Any]) -> Optional[str]:
         """Why the API server would refuse to create `obj`, if it would: a Pod naming a

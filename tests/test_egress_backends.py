@@ -275,3 +275,103 @@ def test_rules_are_never_duplicated_in_domain_names() -> None:
     rules = [NetworkRule(domain="pypi.org"), NetworkRule(domain="pypi.org", ports=[{"port": 443}, {"port": 80}])]
     egress = cnp.egress_rules(rules, Config())
     assert [r["to"] for r in egress if r["name"].startswith("domains")] == [[{"domainNames": ["pypi.org"]}]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Chart: each backend's kinds reach the controllers and Metacontroller's RBAC
+
+
+@pytest.mark.parametrize("backend", C.EGRESS_BACKENDS)
+def test_chart_deploys_the_backend(backend: str) -> None:
+    from hooks.routes import ROUTES
+    from tests.controllers import backend_additions, controller_docs
+    from tests.test_chart import env_of, render
+
+    docs = render(None, "--set", f"egress.backend={backend}")
+    assert env_of(docs)["LLMSS_EGRESS_BACKEND"] == backend
+    controllers = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("CompositeController", "DecoratorController")}
+    expected = {doc["metadata"]["name"]: doc for _p, doc in controller_docs(backend)}
+    kinds = {name: [(r["apiVersion"], r["resource"]) for r in (d["spec"].get("childResources") or d["spec"].get("attachments") or [])]
+             for name, d in controllers.items()}
+    assert kinds == {name: [(r["apiVersion"], r["resource"]) for r in (d["spec"].get("childResources") or d["spec"].get("attachments") or [])]
+                     for name, d in expected.items()}
+    for name, doc in controllers.items():
+        assert set(doc["spec"]["hooks"]) == set(expected[name]["spec"]["hooks"]), name
+        for hook in doc["spec"]["hooks"].values():
+            assert hook["webhook"]["url"].split(":80", 1)[1] in ROUTES
+    added = backend_additions(backend)
+    roles = [d for d in docs if d["kind"] == "ClusterRole" and "-egress-" in d["metadata"]["name"]]
+    if not added:
+        assert backend == C.EGRESS_NETWORKPOLICY and roles == []
+        assert kinds["llmsafespace-sandbox"][-1] == ("networking.k8s.io/v1", "networkpolicies")
+        return
+    (role,) = roles
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    for controller in added.values():
+        for kind in controller.get("childResources", []) + controller.get("attachments", []):
+            for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+                assert (kind["apiVersion"].split("/")[0], kind["resource"], verb) in granted
+        for kind in controller.get("read", []):
+            assert {(kind["apiVersion"].split("/")[0], kind["resource"], v) for v in ("get", "list", "watch")} <= granted
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == role["metadata"]["name"]]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "metacontroller", "namespace": "metacontroller"}]
+    if backend == C.EGRESS_CILIUM:
+        assert ("cilium.io/v2", "ciliumnetworkpolicies") in kinds["llmsafespace-sandbox"]
+    if backend == C.EGRESS_CLUSTER_NETWORK_POLICY:
+        assert ("policy.networking.k8s.io/v1alpha2", "clusternetworkpolicies") in kinds["llmsafespace-tenantnamespace"]
+        assert "customize" in controllers["llmsafespace-tenantnamespace"]["spec"]["hooks"]
+
+
+def test_every_non_default_backend_has_a_ci_value_set() -> None:
+    for backend in C.EGRESS_BACKENDS[1:]:
+        values = yaml.safe_load((ROOT / "chart" / "ci" / f"egress-{backend}-values.yaml").read_text())
+        assert values["egress"]["backend"] == backend
+
+
+# ---------------------------------------------------------------------------------------------
+# Convergence (tests/harness.py, stale caches): created with the sandbox, gone with it
+
+
+def _harness(backend: str, seed: int) -> Any:
+    from tests.factory import runtime
+    from tests.harness import Harness, load_controllers
+
+    h = Harness(load_controllers([C.KIND_SANDBOX, "Namespace"], backend), cfg(backend), NOW, seed, stale=0.15)
+    h.create({"apiVersion": "v1", "kind": "Namespace",
+              "metadata": {"name": "demo", "labels": {"kubernetes.io/metadata.name": "demo", C.LABEL_TENANT_NAMESPACE: "true"}}})
+    h.create(runtime())
+    for name in ("fetcher", "other"):
+        h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": {"name": name, "namespace": "demo"},
+                  "spec": {"runtime": "python:3.10", "networkAccess": {"egress": PYPI}}})
+    return h
+
+
+def _name_policies(h: Any) -> dict[str, dict[str, Any]]:
+    return {k[2]: o for k, o in h.objects.items() if k[0] in ("ClusterNetworkPolicy", "CiliumNetworkPolicy")}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("backend", [C.EGRESS_CILIUM, C.EGRESS_CLUSTER_NETWORK_POLICY])
+def test_name_policy_comes_with_the_sandbox_and_goes_with_it(backend: str, seed: int) -> None:
+    h = _harness(backend, seed)
+    h.run_until_quiet()
+    uids = {n: h.objects[(C.KIND_SANDBOX, "demo", n)]["metadata"]["uid"] for n in ("fetcher", "other")}
+    policies = _name_policies(h)
+    assert len(policies) == 2, sorted(policies)
+    namespace_uid = h.objects[("Namespace", "", "demo")]["metadata"]["uid"]
+    for policy in policies.values():
+        (owner,) = policy["metadata"]["ownerReferences"]
+        if backend == C.EGRESS_CLUSTER_NETWORK_POLICY:
+            assert (owner["kind"], owner["uid"]) == ("Namespace", namespace_uid)
+            assert "namespace" not in policy["metadata"]
+        else:
+            assert owner["kind"] == C.KIND_SANDBOX and owner["uid"] in uids.values()
+    h.delete((C.KIND_SANDBOX, "demo", "fetcher"))
+    h.run_until_quiet()
+    assert (C.KIND_SANDBOX, "demo", "fetcher") not in h.objects
+    left = _name_policies(h)
+    assert len(left) == 1, sorted(left)
+    (kept,) = left.values()
+    assert kept["metadata"]["labels"][C.LABEL_SANDBOX_UID] == uids["other"]
+    assert not [k for k, o in h.objects.items() if any(r.get("uid") == uids["fetcher"] for r in o["metadata"].get("ownerReferences") or [])]
+    assert not h.violations
