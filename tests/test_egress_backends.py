@@ -375,3 +375,14 @@ def test_name_policy_comes_with_the_sandbox_and_goes_with_it(backend: str, seed:
     assert kept["metadata"]["labels"][C.LABEL_SANDBOX_UID] == uids["other"]
     assert not [k for k, o in h.objects.items() if any(r.get("uid") == uids["fetcher"] for r in o["metadata"].get("ownerReferences") or [])]
     assert not h.violations
+
+
+def test_e2e_says_which_upstream_crd_is_missing_and_where_it_comes_from(tmp_path: Path) -> None:
+    from tests.e2e.controlplane import EGRESS_CRDS, egress_crds_skip_reason
+
+    reason = egress_crds_skip_reason(tmp_path)
+    assert reason is not None and all(name in reason for name in EGRESS_CRDS) and "docs/e2e.md" in reason
+    assert "github.com/cilium/cilium" in reason and "network-policy-api" in reason
+    for name in EGRESS_CRDS:
+        (tmp_path / name).write_text("kind: CustomResourceDefinition\n")
+    assert egress_crds_skip_reason(tmp_path) is None
