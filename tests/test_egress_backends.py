@@ -386,3 +386,15 @@ def test_e2e_says_which_upstream_crd_is_missing_and_where_it_comes_from(tmp_path
     for name in EGRESS_CRDS:
         (tmp_path / name).write_text("kind: CustomResourceDefinition\n")
     assert egress_crds_skip_reason(tmp_path) is None
+
+
+def test_docs_describe_every_backend_where_users_choose() -> None:
+    """README (where users choose) and SECURITY.md have a row per backend, and say the default is coarse."""
+    for doc in ("README.md", "SECURITY.md"):
+        text = (ROOT / doc).read_text()
+        section = text[text.index("## Egress backends") if "## Egress backends" in text else text.index("### Egress backends"):]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
+        assert [r.split("`")[1] for r in rows[:len(C.EGRESS_BACKENDS)]] == list(C.EGRESS_BACKENDS), doc
+        assert "coarse" in rows[0].lower() or "not a domain allow-list" in rows[0], doc
+    values = (ROOT / "chart" / "values.yaml").read_text()
+    assert "COARSE" in values[values.index("egress:"):values.index("backend: networkpolicy")]
