@@ -398,3 +398,23 @@ def test_docs_describe_every_backend_where_users_choose() -> None:
         assert "coarse" in rows[0].lower() or "not a domain allow-list" in rows[0], doc
     values = (ROOT / "chart" / "values.yaml").read_text()
     assert "COARSE" in values[values.index("egress:"):values.index("backend: networkpolicy")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Golden of the decorator under the clusternetworkpolicy backend (the sandbox goldens per backend
+# are tests/golden/sandbox/egress-names-*.json)
+
+
+def test_decorator_golden_under_clusternetworkpolicy() -> None:
+    from tests.golden import check_golden
+    from tests.sandbox_cases import egress_names
+
+    config = cfg(C.EGRESS_CLUSTER_NETWORK_POLICY, node_local_dns_addresses=NODE_LOCAL)
+    _, answer = settle(lambda r, now: sandbox_sync.sync(r, now, config), egress_names())
+    published = with_status(egress_names()["parent"], answer["status"])
+    nsobj = {"apiVersion": "v1", "kind": "Namespace",
+             "metadata": {"name": "demo", "uid": "ns-uid", "labels": {C.LABEL_TENANT_NAMESPACE: "true"}}}
+    request = {"object": nsobj, "attachments": {}, "related": {C.GVK_SANDBOX: {"demo/fetcher": published}}, "finalizing": False}
+    response = namespace_sync.sync(request, NOW, config)
+    check_golden("tenantnamespace/clusternetworkpolicy-backend.json", request, response)
+    assert len(cnps(response)) == 1
