@@ -25,7 +25,7 @@ from . import constants as C
 from . import drift, jsonio
 from .config import ENV_PREFIX, Config
 from .meta import fmt_time
-from .render import DEFAULT_NAMESPACE, Document, InputError, Key, Rendered, describe, load, render
+from .render import DEFAULT_NAMESPACE, InputError, Key, Rendered, describe, load, render
 
 # A fixed default clock: the same files always render to the same bytes (golden files in CI).
 DEFAULT_NOW = "2025-01-01T00:00:00Z"

@@ -34,14 +34,16 @@ class Config:
     node_local_dns_port: int = C.DNS_PORT
     # "kubernetes" emits standard NetworkPolicies only (the only flavour so far).
     network_policy_flavour: str = "kubernetes"
+    # How domain egress rules are enforced (C.EGRESS_BACKENDS): networkpolicy, the default, opens
+    # the public IPv4 space on the rule's ports (coarse: NetworkPolicy has no names); cilium,
+    # clusternetworkpolicy and proxy (docs/egress-proxy.md) allow the listed names only.
+    egress_backend: str = C.EGRESS_BACKEND_NETWORKPOLICY
     # StorageClass used for volumes whose retentionPolicy is Retain (its reclaimPolicy should be
     # Retain); empty means such sandboxes must name a class themselves.
     retain_storage_class: str = ""
     # Bound on a pod's terminationGracePeriodSeconds (spec.timeout, or the default for warm pods):
     # how long a deleted sandbox's code may keep running after SIGTERM.
     max_termination_grace_seconds: int = C.DEFAULT_MAX_TERMINATION_GRACE_SECONDS
-    # How egress domain rules are enforced (C.EGRESS_BACKENDS; docs/egress-proxy.md for "proxy").
-    egress_backend: str = C.EGRESS_BACKEND_NETWORKPOLICY
     # Image of the per-namespace egress proxy (backend "proxy" only).
     egress_proxy_image: str = C.DEFAULT_EGRESS_PROXY_IMAGE
 

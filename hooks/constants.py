@@ -34,6 +34,8 @@ GVK_RUNTIME: Final = gvk_key(KIND_RUNTIME, API_VERSION)
 GVK_WARMPOOL: Final = gvk_key(KIND_WARMPOOL, API_VERSION)
 GVK_WARMPOD: Final = gvk_key(KIND_WARMPOD, API_VERSION)
 GVK_WARMPOOL_OFFER: Final = gvk_key(KIND_WARMPOOL_OFFER, API_VERSION)
+GVK_CILIUM_NETWORK_POLICY: Final = gvk_key("CiliumNetworkPolicy", "cilium.io/v2")
+GVK_CLUSTER_NETWORK_POLICY: Final = gvk_key("ClusterNetworkPolicy", "policy.networking.k8s.io/v1alpha2")
 
 # Labels the controller owns. User labels with these keys (or any key under our prefix) are
 # dropped before they reach a child, so a tenant cannot steer selectors or isolation.
@@ -167,6 +169,27 @@ IPV4_EMBEDDING_CIDRS_V6: Final = ("::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:
 IPV4_MAPPED_CIDR_V6: Final = "::ffff:0:0/96"
 PUBLIC_CIDR_V6: Final = "2000::/3"
 
+# Egress enforcement backends (LLMSS_EGRESS_BACKEND, chart value egress.backend): how a domain
+# egress rule is enforced. The one list of accepted values: config, chart schema and docs follow
+# it (tests/test_egress_backends.py). networkpolicy is the original, coarse enforcement (a domain
+# opens the public IPv4 space on its ports); the others allow the listed names only: cilium and
+# clusternetworkpolicy by name in the CNI, proxy through an allow-listing forward proxy per
+# tenant namespace (docs/egress-proxy.md).
+EGRESS_BACKEND_NETWORKPOLICY: Final = "networkpolicy"
+EGRESS_BACKEND_CILIUM: Final = "cilium"
+EGRESS_BACKEND_CLUSTERNETWORKPOLICY: Final = "clusternetworkpolicy"
+EGRESS_BACKEND_PROXY: Final = "proxy"
+EGRESS_BACKENDS: Final = (
+    EGRESS_BACKEND_NETWORKPOLICY, EGRESS_BACKEND_CILIUM, EGRESS_BACKEND_CLUSTERNETWORKPOLICY, EGRESS_BACKEND_PROXY,
+)
+# network-policy-api limits (ClusterNetworkPolicy v1alpha2): names, networks and protocols per
+# peer or rule, and rules per policy.
+CNP_MAX_ITEMS: Final = 25
+# Priority of the per-sandbox ClusterNetworkPolicies in the Admin tier (0 is the highest
+# precedence, 1000 the lowest). Their subjects are disjoint (one sandbox each); an administrator's
+# own Admin policies with a lower number (e.g. a metadata-service deny) are evaluated first.
+CNP_PRIORITY: Final = 500
+
 # Kubernetes name limits.
 MAX_DNS_LABEL: Final = 63
 MAX_DNS_SUBDOMAIN: Final = 253
@@ -236,18 +259,7 @@ HOOK_TOKEN_RECHECK_SECONDS: Final = 5.0
 HOOK_TOKEN_OVERLAP_SECONDS: Final = 300.0
 
 # ---------------------------------------------------------------------------------------------
-# Egress enforcement (issue 14). LLMSS_EGRESS_BACKEND picks how networkAccess.egress[].domain is
-# enforced: "networkpolicy" (the default: a domain opens the public address space on its ports),
-# "cilium", "clusternetworkpolicy", or "proxy" (an allow-listing forward proxy per tenant
-# namespace, docs/egress-proxy.md).
-EGRESS_BACKEND_NETWORKPOLICY: Final = "networkpolicy"
-EGRESS_BACKEND_CILIUM: Final = "cilium"
-EGRESS_BACKEND_CLUSTERNETWORKPOLICY: Final = "clusternetworkpolicy"
-EGRESS_BACKEND_PROXY: Final = "proxy"
-EGRESS_BACKENDS: Final = (
-    EGRESS_BACKEND_NETWORKPOLICY, EGRESS_BACKEND_CILIUM, EGRESS_BACKEND_CLUSTERNETWORKPOLICY, EGRESS_BACKEND_PROXY,
-)
-
+# Egress proxy backend (EGRESS_BACKEND_PROXY, docs/egress-proxy.md).
 # The proxy backend's children of a tenant namespace (hooks/builders/egress_proxy.py): one name for
 # the ConfigMap, Deployment and Service, and two NetworkPolicies named after it.
 COMPONENT_EGRESS_PROXY: Final = "egress-proxy"

@@ -13,6 +13,10 @@ namespace is annotated llmsafespace.dev/gvisor=true; warn and audit stay restric
 With the egress backend "proxy" (LLMSS_EGRESS_BACKEND) it also attaches the namespace's egress
 proxy (hooks/builders/egress_proxy.py), configured from the namespace's Sandboxes and the
 SandboxProfiles they name, which the customize hook makes related objects.
+Under the clusternetworkpolicy egress backend it also attaches, for each sandbox of the namespace
+that publishes domain egress rules in its status, that sandbox's ClusterNetworkPolicy
+(hooks/builders/cluster_network_policy.py): cluster-scoped, so the Namespace owns it, and it goes
+when the sandbox does (the next sync no longer desires it) or with the namespace.
 
 An invalid annotation never blocks hardening: its default is used and the problem is reported in
 the annotation llmsafespace.dev/hardening-errors (status llmsafespace.dev/hardening-status =
@@ -25,14 +29,19 @@ from datetime import datetime
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from pydantic import ValidationError
+
 from . import constants as C
 from . import egress_proxy
 from .builders import egress_proxy as proxy_builder
+from .builders import cluster_network_policy as cnp
 from .config import DEFAULT_CONFIG, Config
 from .meta import annotations as annotations_of
-from .meta import name, objects
+from .meta import name, namespace, objects
 from .quantity import parse_quantity
 from .response import BadRequest
+from .sandbox_sync import child_labels, selector
+from .validators import NetworkRule
 
 # quota annotation suffix -> ResourceQuota spec.hard keys it sets.
 QUOTA_KEYS: dict[str, tuple[str, ...]] = {
@@ -192,19 +201,20 @@ def _all_observed(desired: list[dict[str, Any]], observed: Any) -> bool:
 
 
 def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
-    """Related objects: none, unless the egress proxy is the backend; then the namespace's
-    Sandboxes and every SandboxProfile (a sandbox may name a profile of another namespace, and the
-    hook cannot know which before it sees the sandboxes; profiles are few). Depends only on the
-    namespace's name and the config, as Metacontroller caches the answer."""
-    target = request.get("parent")
-    if not isinstance(target, Mapping) or not name(target):
+    """Related objects: none under the networkpolicy and cilium backends. Under clusternetworkpolicy,
+    the namespace's Sandboxes (their status carries the egress rules; every sandbox change then
+    syncs its namespace); under proxy, those and every SandboxProfile (a sandbox may name a profile
+    of another namespace, and the hook cannot know which before it sees the sandboxes; profiles are
+    few). Depends only on the namespace's name and the config, as Metacontroller caches the answer."""
+    parent = request.get("parent")
+    if not isinstance(parent, Mapping) or not name(parent):
         raise BadRequest("request.parent must be a Namespace with a name")
-    if config.egress_backend != C.EGRESS_BACKEND_PROXY:
-        return {"relatedResources": []}
-    return {"relatedResources": [
-        {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": name(target)},
-        {"apiVersion": C.API_VERSION, "resource": "sandboxprofiles"},
-    ]}
+    sandboxes = {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": name(parent)}
+    if config.egress_backend == C.EGRESS_BACKEND_CLUSTERNETWORKPOLICY:
+        return {"relatedResources": [sandboxes]}
+    if config.egress_backend == C.EGRESS_BACKEND_PROXY:
+        return {"relatedResources": [sandboxes, {"apiVersion": C.API_VERSION, "resource": "sandboxprofiles"}]}
+    return {"relatedResources": []}
 
 
 def _egress_proxy(ns: str, related: Any, config: Config) -> list[dict[str, Any]]:
@@ -212,6 +222,31 @@ def _egress_proxy(ns: str, related: Any, config: Config) -> list[dict[str, Any]]
     if config.egress_backend != C.EGRESS_BACKEND_PROXY:
         return []
     return proxy_builder.attachments(ns, egress_proxy.namespace_allow_list(ns, related), config)
+
+
+def sandbox_egress_policies(ns: str, related: Any, config: Config) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ClusterNetworkPolicies of the namespace's sandboxes, and why any sandbox has none
+    although its status lists rules (the sandbox hook refuses such specs; a status written by
+    anything else is not trusted further than the schema and the models)."""
+    if config.egress_backend != C.EGRESS_BACKEND_CLUSTERNETWORKPOLICY:
+        return [], []
+    policies: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for sandbox in objects(related, C.GVK_SANDBOX):
+        status = sandbox.get("status") if isinstance(sandbox.get("status"), Mapping) else {}
+        raw = status.get("egress")
+        if namespace(sandbox) != ns or not isinstance(raw, list) or not raw:
+            continue
+        try:
+            rules = [NetworkRule.model_validate(r) for r in raw]
+            policy = cnp.sandbox_policy(ns, str(sandbox["metadata"].get("uid") or ""), child_labels(sandbox), selector(sandbox),
+                                        rules, config)
+        except (ValidationError, cnp.TooManyRules) as exc:
+            errors.append(f"sandbox {name(sandbox)}: status.egress cannot be enforced, no ClusterNetworkPolicy: {exc}")
+            continue
+        if policy is not None and sandbox["metadata"].get("uid"):
+            policies.append(policy)
+    return policies, errors
 
 
 def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
@@ -228,12 +263,14 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     if gvisor_raw is not None and gvisor_raw not in GVISOR_VALUES:
         errors.append(f"{C.ANNOTATION_GVISOR}: {gvisor_raw!r} is not \"true\" or \"false\"; enforcing restricted")
     gvisor = gvisor_raw == "true"
-    attachments = sorted(
-        [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits),
-         *_egress_proxy(ns, request.get("related"), config)],
-        key=lambda a: (a["apiVersion"], a["kind"], a["metadata"]["name"]),
-    )
-    if not _all_observed(attachments, request.get("attachments")):
+    # The namespace's own attachments (the egress proxy is one) decide "Applied"; per-sandbox
+    # ClusterNetworkPolicies come and go with sandboxes and do not.
+    hardening = [default_deny(ns), resource_quota(ns, sizes.quota), limit_range(ns, sizes.limits),
+                 *_egress_proxy(ns, request.get("related"), config)]
+    egress_policies, egress_errors = sandbox_egress_policies(ns, request.get("related"), config)
+    errors.extend(egress_errors)
+    attachments = sorted(hardening + egress_policies, key=lambda a: (a["apiVersion"], a["kind"], a["metadata"]["name"]))
+    if not _all_observed(hardening, request.get("attachments")):
         # Metacontroller writes the annotations and creates the attachments in no particular
         # order: "Applied" only once every attachment exists (their creation syncs us again).
         status = C.HARDENING_PENDING

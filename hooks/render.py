@@ -222,7 +222,8 @@ def simulate(docs: list[Document], now: datetime, config: Config, rounds: int = 
     if not (ROOT / "metacontroller").is_dir() or not (ROOT / "crds").is_dir():
         raise InputError([f"{ROOT} has no metacontroller/ and crds/: run llmsafespace from a checkout "
                           f"(python -m hooks, or pip install -e '.[cli]')"])
-    controllers = load_controllers([C.KIND_SANDBOX, C.KIND_PROFILE, C.KIND_RUNTIME, C.KIND_WARMPOOL, C.KIND_WARMPOD, "Namespace"])
+    controllers = load_controllers([C.KIND_SANDBOX, C.KIND_PROFILE, C.KIND_RUNTIME, C.KIND_WARMPOOL, C.KIND_WARMPOD, "Namespace"],
+                                   config.egress_backend)
     harness = Harness(controllers, config, now, seed=0, step=0.0, kubelet_speed=0.0, named_uids=True)
     uids: dict[tuple[str, str, str], str] = {}
     problems: list[str] = []

@@ -20,6 +20,8 @@ from . import drift
 from . import egress_proxy
 from . import suspend
 from . import warm
+from .builders import cilium_policy
+from .builders import cluster_network_policy as cnp
 from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
 from .builders.service import build_service
@@ -36,7 +38,7 @@ from .response import as_desired, composite_response, parent_of
 from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
 from .validators import SandboxSpec, SpecError, parse_spec
 
-CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY)
+CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY, C.GVK_CILIUM_NETWORK_POLICY)
 FINALIZE_POLL_SECONDS = 10.0
 CREATE_POLL_SECONDS = 5.0
 # A desired child not observed this long after it went missing was most likely refused by the API
@@ -225,9 +227,20 @@ def _resolve(req: SyncRequest, config: Config, now: datetime) -> _Plan:
         eff = merge(spec, runtime_name, runtime, profile, config.retain_storage_class)
     except ResolutionError as exc:
         raise _Unusable(exc.reason, exc.message, exc.waiting) from exc
+    _check_egress_backend(eff, config)
     token = replace_token(req.parent)
     return _Plan(req, spec, eff, Names.of(req.parent), child_labels(req.parent), selector(req.parent), config, now,
                  token, _warm_token(req.previous_status, token))
+
+
+def _check_egress_backend(eff: Effective, config: Config) -> None:
+    """Egress rules the backend cannot express make the spec unusable (a ClusterNetworkPolicy
+    holds 25 rules): refused here, with the reason, rather than half enforced."""
+    if config.egress_backend == C.EGRESS_BACKEND_CLUSTERNETWORKPOLICY:
+        try:
+            cnp.egress_rules(eff.egress, config)
+        except cnp.TooManyRules as exc:
+            raise _Unusable("InvalidSpec", str(exc), False) from exc
 
 
 def _shared_status(plan: _Plan) -> dict[str, Any]:
@@ -240,6 +253,10 @@ def _shared_status(plan: _Plan) -> dict[str, Any]:
     }
     if plan.eff.profile_name:
         status["profile"] = plan.eff.profile_name
+    if plan.config.egress_backend == C.EGRESS_BACKEND_CLUSTERNETWORKPOLICY and plan.eff.egress:
+        # What the tenant-namespace decorator turns into the sandbox's ClusterNetworkPolicy (a
+        # cluster-scoped object this namespaced parent cannot own). Only controllers write status.
+        status["egress"] = [rule.wire() for rule in plan.eff.egress]
     return status
 
 
@@ -374,12 +391,30 @@ def _shared_children(plan: _Plan, decision: warm.WarmDecision) -> list[dict[str,
         build_service(names.base, ns, labels, {**sel, C.LABEL_COMPONENT: serving}),
         *_isolation(names, ns, labels, sel, plan.config),
     ]
-    if eff.egress:
-        via_proxy = plan.config.egress_backend == C.EGRESS_BACKEND_PROXY
-        desired.append(np.egress(names.policy("egress"), ns, labels, sel, eff.egress, via_proxy))
+    desired.extend(_egress_policies(plan))
     if eff.ingress or eff.ingress_rules:
         desired.append(np.ingress(names.policy("ingress"), ns, labels, sel, eff.ingress_rules, eff.ingress))
     return desired
+
+
+def _egress_policies(plan: _Plan) -> list[dict[str, Any]]:
+    """The egress rules as the backend enforces them. networkpolicy: every rule in a NetworkPolicy
+    (a domain as the public IPv4 space). proxy: a domain as the namespace's egress proxy. cilium and clusternetworkpolicy: CIDR rules only, the
+    domains by name elsewhere (a NetworkPolicy opening the public space would undo the names:
+    policies add up). cilium's CiliumNetworkPolicy is a child of the sandbox; the
+    ClusterNetworkPolicy comes from the tenant-namespace decorator (see _shared_status)."""
+    names, ns, labels, sel, eff, config = plan.names, plan.ns, plan.labels, plan.selector, plan.eff, plan.config
+    if config.egress_backend == C.EGRESS_BACKEND_NETWORKPOLICY:
+        return [np.egress(names.policy("egress"), ns, labels, sel, eff.egress)] if eff.egress else []
+    if config.egress_backend == C.EGRESS_BACKEND_PROXY:  # the domains through the namespace's proxy
+        return [np.egress(names.policy("egress"), ns, labels, sel, eff.egress, via_proxy=True)] if eff.egress else []
+    cidr_rules = [rule for rule in eff.egress if rule.cidr]
+    out = [np.egress(names.policy("egress"), ns, labels, sel, cidr_rules)] if cidr_rules else []
+    if config.egress_backend == C.EGRESS_BACKEND_CILIUM:
+        fqdn = cilium_policy.fqdn_policy(names.policy("fqdn"), ns, labels, sel, eff.egress, config)
+        if fqdn is not None:
+            out.append(fqdn)
+    return out
 
 
 def isolation_policies(parent: Mapping[str, Any], config: Config) -> list[dict[str, Any]]:
@@ -811,7 +846,7 @@ def _unusable(req: SyncRequest, reason: str, message: str, waiting: bool, now: d
     # Carry over what the previous, valid spec established (for a sandbox that keeps running).
     if isinstance(previous, Mapping) and (kept or held is not None):
         for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed",
-                    "startTime", "expiresAt", "restarts", "replacePodToken"):
+                    "startTime", "expiresAt", "restarts", "replacePodToken", "egress"):
             if key in previous:
                 status.setdefault(key, previous[key])
     status["phase"] = phase

@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 from urllib.parse import urlparse
 
-import yaml
 
 from hooks import constants as C
 from hooks import jsonio
 from hooks.config import Config
+from hooks.manifests import controller_docs
 from hooks.meta import fmt_time
 from hooks.routes import ROUTES
 
@@ -59,8 +59,11 @@ KIND_OF = {
     "networkpolicies": "NetworkPolicy", "sandboxes": C.KIND_SANDBOX, "warmpools": C.KIND_WARMPOOL, "warmpods": C.KIND_WARMPOD, "warmpooloffers": C.KIND_WARMPOOL_OFFER,
     "runtimeenvironments": C.KIND_RUNTIME, "sandboxprofiles": C.KIND_PROFILE,
     "namespaces": "Namespace", "resourcequotas": "ResourceQuota", "limitranges": "LimitRange",
+    # Egress backends' kinds (metacontroller/egress/): cilium, clusternetworkpolicy and the proxy's.
+    "ciliumnetworkpolicies": "CiliumNetworkPolicy", "clusternetworkpolicies": "ClusterNetworkPolicy",
+    "configmaps": "ConfigMap", "deployments": "Deployment",
 }
-CLUSTER_SCOPED = {C.KIND_RUNTIME, "Namespace"}
+CLUSTER_SCOPED = {C.KIND_RUNTIME, "Namespace", "ClusterNetworkPolicy"}
 LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
 SYSTEM_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "managedFields", "selfLink")
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -84,35 +87,36 @@ class Controller:
 
     @property
     def finalizer(self) -> str:
-        return f"metacontroller.io/compositecontroller-{self.name}"
+        return f"metacontroller.io/{'decorator' if self.decorator else 'composite'}controller-{self.name}"
 
 
-def load_controllers(parent_kinds: Iterable[str]) -> list[Controller]:
+def load_controllers(parent_kinds: Iterable[str], backend: Optional[str] = None) -> list[Controller]:
+    """The controllers of `parent_kinds` from metacontroller/*.yaml, as the egress `backend`
+    deploys them (hooks/manifests.py; None: the files as they are)."""
     wanted = set(parent_kinds)
     out = []
-    for path in sorted((ROOT / "metacontroller").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc or doc.get("kind") not in ("CompositeController", "DecoratorController"):
-                continue
-            decorator = doc["kind"] == "DecoratorController"
-            if decorator:
-                assert len(doc["spec"]["resources"]) == 1, "a decorator of one resource is modelled"
-                parent_rule = doc["spec"]["resources"][0]
-            else:
-                parent_rule = doc["spec"]["parentResource"]
-            kind = KIND_OF[parent_rule["resource"]]
-            if kind not in wanted:
-                continue
-            paths = {n: urlparse(h["webhook"]["url"]).path for n, h in doc["spec"]["hooks"].items()}
-            hooks = {n: ROUTES[path].function for n, path in paths.items()}
-            children = doc["spec"].get("attachments" if decorator else "childResources") or []
-            out.append(Controller(
-                name=doc["metadata"]["name"], parent_kind=kind,
-                child_api={KIND_OF[c["resource"]]: c["apiVersion"] for c in children},
-                strategy={KIND_OF[c["resource"]]: (c.get("updateStrategy") or {}).get("method", "OnDelete") for c in children},
-                sync=hooks["sync"], finalize=hooks.get("finalize"), customize=hooks.get("customize"),
-                paths=paths, decorator=decorator, selector=parent_rule.get("labelSelector") if decorator else None,
-            ))
+    for _path, doc in controller_docs(backend):
+        if doc.get("kind") not in ("CompositeController", "DecoratorController"):
+            continue
+        decorator = doc["kind"] == "DecoratorController"
+        if decorator:
+            assert len(doc["spec"]["resources"]) == 1, "a decorator of one resource is modelled"
+            parent_rule = doc["spec"]["resources"][0]
+        else:
+            parent_rule = doc["spec"]["parentResource"]
+        kind = KIND_OF[parent_rule["resource"]]
+        if kind not in wanted:
+            continue
+        paths = {n: urlparse(h["webhook"]["url"]).path for n, h in doc["spec"]["hooks"].items()}
+        hooks = {n: ROUTES[path].function for n, path in paths.items()}
+        children = doc["spec"].get("attachments" if decorator else "childResources") or []
+        out.append(Controller(
+            name=doc["metadata"]["name"], parent_kind=kind,
+            child_api={KIND_OF[c["resource"]]: c["apiVersion"] for c in children},
+            strategy={KIND_OF[c["resource"]]: (c.get("updateStrategy") or {}).get("method", "OnDelete") for c in children},
+            sync=hooks["sync"], finalize=hooks.get("finalize"), customize=hooks.get("customize"),
+            paths=paths, decorator=decorator, selector=parent_rule.get("labelSelector") if decorator else None,
+        ))
     assert {c.parent_kind for c in out} == wanted, f"no manifest for {wanted - {c.parent_kind for c in out}}"
     return out
 
@@ -462,13 +466,15 @@ class Harness:
             kind = child["kind"]
             assert kind in ctl.child_api and child["apiVersion"] == ctl.child_api[kind], f"{ctl.name}: undeclared child {kind}"
             child = copy.deepcopy(child)
-            if parent_ns is not None:
+            if kind in CLUSTER_SCOPED:  # a ClusterNetworkPolicy attached to a Namespace
+                assert "namespace" not in child["metadata"], f"{ctl.name}: cluster-scoped {kind} with a namespace"
+            elif parent_ns is not None:
                 child["metadata"].setdefault("namespace", parent_ns)
                 assert child["metadata"]["namespace"] == parent_ns, f"{ctl.name}: child in another namespace"
             else:
                 assert child["metadata"].get("namespace"), f"{ctl.name}: a cluster-scoped parent's child names no namespace"
             child["metadata"].setdefault("labels", {})[C.LABEL_CONTROLLER_UID] = parent["metadata"]["uid"]
-            ident = key = (kind, child["metadata"]["namespace"], child["metadata"]["name"])
+            ident = key = (kind, child["metadata"].get("namespace", ""), child["metadata"]["name"])
             assert ident not in wanted, f"{ctl.name}: {ident} emitted twice"
             wanted.add(ident)
             seen = observed.get(ident)

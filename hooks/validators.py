@@ -21,8 +21,10 @@ Protocol = Literal["TCP", "UDP"]
 
 CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti)$"
-# RFC 1123 hostname, optionally with one leading wildcard label ("*.example.com").
-DOMAIN_PATTERN = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# A lower-case DNS name of at least two labels (a name under a top-level domain), optionally with
+# one leading wildcard label ("*.example.com"). The last label starts with a letter, so an IPv4
+# literal is no domain; the same shape ClusterNetworkPolicy domainNames and Cilium toFQDNs accept.
+DOMAIN_PATTERN = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 _DOMAIN = re.compile(DOMAIN_PATTERN)
 # Seccomp Localhost profiles are paths relative to the kubelet's seccomp root.
 SECCOMP_PATH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
@@ -58,9 +60,44 @@ class Port(Model):
     protocol: Protocol = "TCP"
 
 
+def domain_problem(value: str) -> Optional[str]:
+    """Why `value` is not an acceptable egress domain, in words a user can act on; None if it is.
+    Sandboxes and profiles share it (NetworkRule), and the CRDs state the same rules."""
+    bare = value.removeprefix("*.")
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return f"{value!r} is an IP address, not a domain name: write it as a cidr (e.g. {host_cidr(value.strip('[]'))})"
+    except ValueError:
+        pass
+    if value != value.lower():
+        return f"{value!r} is not a valid domain name: it must be lower-case ({value.lower()!r})"
+    if "*" in bare:
+        return f"{value!r} is not a valid domain name: a wildcard is allowed only as a whole leading label, like *.example.com"
+    if len(value) > C.MAX_DNS_SUBDOMAIN:
+        return f"{value!r} is not a valid domain name: longer than {C.MAX_DNS_SUBDOMAIN} characters"
+    labels = bare.split(".")
+    if any(len(label) > C.MAX_DNS_LABEL for label in labels):
+        return f"{value!r} is not a valid domain name: a label is longer than {C.MAX_DNS_LABEL} characters"
+    if len(labels) < 2:
+        return (f"{value!r} is not a valid domain name: it needs at least two labels, like example.com "
+                "(a wildcard covers the subdomains of such a name: *.example.com)")
+    if labels[-1][:1].isdigit():
+        return f"{value!r} is not a valid domain name: its last label must start with a letter (like api.example.com)"
+    if not _DOMAIN.match(value):
+        return f"{value!r} is not a valid domain name (lower-case letters, digits and '-' in dot-separated labels, like api.example.com)"
+    return None
+
+
+def host_cidr(address: str) -> str:
+    """A single address as a network: /32 or /128."""
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
 class NetworkRule(Model):
-    """One egress destination: a domain (resolved through cluster DNS; enforced as the public
-    address space, as in the original design) or a CIDR, with optional ports."""
+    """One egress destination: a domain (resolved through cluster DNS; enforced per the egress
+    backend: the public address space under networkpolicy, the name itself under cilium and
+    clusternetworkpolicy) or a CIDR, with optional ports."""
 
     domain: Optional[str] = Field(default=None, max_length=253)
     cidr: Optional[str] = None
@@ -69,8 +106,10 @@ class NetworkRule(Model):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _DOMAIN.match(value):
-            raise ValueError(f"{value!r} is not a valid domain name (lower-case, like api.example.com)")
+        if value is not None:
+            problem = domain_problem(value)
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("cidr")

@@ -100,6 +100,16 @@ def egress_rules() -> dict[str, Any]:
     ]}}))
 
 
+def egress_names() -> dict[str, Any]:
+    """Names, a wildcard, and a CIDR: what the name-enforcing egress backends split apart."""
+    return creating(sandbox("fetcher", spec={"networkAccess": {"egress": [
+        {"domain": "pypi.org", "ports": [{"port": 443, "protocol": "TCP"}]},
+        {"domain": "*.pythonhosted.org", "ports": [{"port": 443, "protocol": "TCP"}]},
+        {"domain": "github.com"},
+        {"cidr": "203.0.113.0/24", "ports": [{"port": 5432}]},
+    ]}}))
+
+
 def ingress() -> dict[str, Any]:
     return creating(sandbox("webapp", spec={"networkAccess": {"ingress": True}}))
 
@@ -300,6 +310,12 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "resumed": resumed,
     "idle-suspended": idle_suspended,
     "warm-suspended": warm_suspended,
+}
+# Cases synced with another egress backend than the default: case -> (request, backend).
+BACKEND_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
+    "egress-names-networkpolicy": (egress_names, C.EGRESS_BACKEND_NETWORKPOLICY),
+    "egress-names-cilium": (egress_names, C.EGRESS_BACKEND_CILIUM),
+    "egress-names-clusternetworkpolicy": (egress_names, C.EGRESS_BACKEND_CLUSTERNETWORKPOLICY),
 }
 FINALIZE_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "finalize-terminating": finalize_terminating,

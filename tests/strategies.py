@@ -484,6 +484,8 @@ CORE_KINDS = {  # plural resource (group "" or networking) -> Kind, for child/at
     "pods": "Pod", "services": "Service", "serviceaccounts": "ServiceAccount", "persistentvolumeclaims": "PersistentVolumeClaim",
     "networkpolicies": "NetworkPolicy", "resourcequotas": "ResourceQuota", "limitranges": "LimitRange",
     "namespaces": "Namespace", "configmaps": "ConfigMap", "secrets": "Secret",
+    # Egress backends' kinds (metacontroller/egress/).
+    "ciliumnetworkpolicies": "CiliumNetworkPolicy", "clusternetworkpolicies": "ClusterNetworkPolicy",
 }
 
 
@@ -580,14 +582,13 @@ def namespace_object(draw: Any) -> dict[str, Any]:
 @functools.lru_cache(maxsize=None)
 def manifest_for(path: str) -> tuple[str, dict[str, Any], str]:
     """(controller kind, controller spec, hook name) of the manifest in metacontroller/ whose
-    webhook URL ends in `path`."""
-    for file in sorted((ROOT / "metacontroller").glob("*.yaml")):
-        for doc in yaml.safe_load_all(file.read_text()):
-            if not doc:
-                continue
-            for hook, spec in (doc["spec"].get("hooks") or {}).items():
-                if urlparse(spec["webhook"]["url"]).path == path:
-                    return doc["kind"], doc["spec"], hook
+    webhook URL ends in `path` (under any egress backend, metacontroller/egress/)."""
+    from hooks.manifests import all_backend_docs
+
+    for _file, doc in all_backend_docs():  # a route only an egress backend calls too
+        for hook, spec in (doc["spec"].get("hooks") or {}).items():
+            if urlparse(spec["webhook"]["url"]).path == path:
+                return doc["kind"], doc["spec"], hook
     raise LookupError(f"no manifest in metacontroller/ calls {path}")
 
 

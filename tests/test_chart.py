@@ -190,7 +190,7 @@ def test_every_rendered_object_is_valid(values: Path | None) -> None:
                 kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{name} ({value_id(values)}): {exc.message} at {list(exc.path)}")
-        if doc["kind"] not in ("CustomResourceDefinition", "ClusterRole", *MC_KINDS):
+        if doc["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", *MC_KINDS):
             assert doc["metadata"].get("namespace") == NAMESPACE, f"{name} has no namespace"
 
 

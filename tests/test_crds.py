@@ -282,7 +282,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
         "startTime": ("string", "date-time"), "endpoint": ("string", None), "serviceName": ("string", None),
         "expiresAt": ("string", "date-time"), "runtimeEnvironment": ("string", None), "securityLevel": ("string", None), "profile": ("string", None),
         "warmPool": ("string", None), "warmPodRef": ("object", None), "warmPodUsed": ("boolean", None),
-        "restarts": ("integer", None), "replacePodToken": ("string", None),
+        "restarts": ("integer", None), "replacePodToken": ("string", None), "egress": ("array", None),
     },
     "SandboxProfile": {"validated": ("boolean", None), "language": ("string", None)},
     "RuntimeEnvironment": {"available": ("boolean", None), "lastValidated": ("string", "date-time")},
@@ -600,6 +600,8 @@ def test_cel_rules_are_all_exercised() -> None:
         ("Sandbox", ".spec.storage"),  # test_storage_persistence_cannot_be_switched
         ("Sandbox", ".spec.resources"),
         ("Sandbox", ".spec"),  # idle-* cases of CEL_CASES
+        # tests/test_egress_backends.py, DOMAIN_CASES
+        ("Sandbox", ".spec.networkAccess.egress[*].domain"), ("SandboxProfile", ".spec.networkPolicies[*].rules[*].domain"),
     }
     assert {(k, p) for k, p, _r in ALL_RULES} == exercised
 

@@ -9,16 +9,15 @@ from urllib.parse import urlparse
 import yaml
 
 from hooks.routes import ROUTES
+from hooks.manifests import all_backend_docs
 
 ROOT = Path(__file__).parent.parent
 MANIFESTS = sorted((ROOT / "metacontroller").glob("*.yaml"))
 
 
 def controllers() -> Iterator[tuple[Path, dict[str, Any]]]:
-    for path in MANIFESTS:
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                yield path, doc
+    """Every controller as each egress backend deploys it (metacontroller/egress/)."""
+    yield from all_backend_docs()
 
 
 def hooks_of(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -23,7 +23,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hooks import app as app_module
 from hooks import constants as C
-from hooks import sandbox_sync
 from hooks.config import Config
 from hooks.routes import ROUTES, Route
 from tests.factory import NOW, fake_uid

@@ -151,3 +151,16 @@ token-{{ include "llmsafespace.hookToken" . | sha256sum | trunc 12 }}
 {{- define "llmsafespace.dnsPodLabels" -}}
 {{- include "llmsafespace.keyValues" (.Values.config.dnsPodLabels | default (dict "k8s-app" "kube-dns")) }}
 {{- end }}
+
+{{/*
+What the egress backend adds to the controllers, by controller name: metacontroller/egress/<backend>.yaml
+(read through the same symlink as the controllers); empty for networkpolicy, which has no file.
+*/}}
+{{- define "llmsafespace.egressAdditions" -}}
+{{- $file := printf "files/metacontroller/egress/%s.yaml" .Values.egress.backend }}
+{{- $raw := .Files.Get $file }}
+{{- if and (not $raw) (ne .Values.egress.backend "networkpolicy") }}
+{{- fail (printf "egress.backend %s: %s is missing" .Values.egress.backend $file) }}
+{{- end }}
+{{- $raw }}
+{{- end }}

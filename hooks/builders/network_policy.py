@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from .. import constants as C
 from ..config import Config
-from ..validators import NetworkRule
+from ..validators import NetworkRule, host_cidr
 
 API_VERSION = "networking.k8s.io/v1"
 # The original design's default ports for an egress rule that names none.
@@ -32,7 +32,7 @@ def default_deny(name: str, namespace: str, labels: dict[str, str], selector: di
     return _policy(name, namespace, labels, selector, {"policyTypes": ["Ingress", "Egress"]})
 
 
-def _api_peer(config: Config) -> dict[str, Any]:
+def api_peer(config: Config) -> dict[str, Any]:
     return {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.api_namespace}},
         "podSelector": {"matchLabels": {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_API}},
@@ -42,9 +42,9 @@ def _api_peer(config: Config) -> dict[str, Any]:
 def api_access(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str], config: Config) -> dict[str, Any]:
     port = [{"port": C.SANDBOX_PORT, "protocol": "TCP"}]
     return _policy(name, namespace, labels, selector, {
-        "ingress": [{"from": [_api_peer(config)], "ports": port}],
+        "ingress": [{"from": [api_peer(config)], "ports": port}],
         # The sandbox may answer the API and call back into it, as in the original design.
-        "egress": [{"to": [_api_peer(config)]}],
+        "egress": [{"to": [api_peer(config)]}],
         "policyTypes": ["Ingress", "Egress"],
     })
 
@@ -65,20 +65,19 @@ def dns(name: str, namespace: str, labels: dict[str, str], selector: dict[str, s
     }]
     if config.node_local_dns_addresses:
         rules.append({
-            "to": [{"ipBlock": {"cidr": _host_cidr(a)}} for a in config.node_local_dns_addresses],
+            "to": [{"ipBlock": {"cidr": host_cidr(a)}} for a in config.node_local_dns_addresses],
             "ports": _dns_ports(config.node_local_dns_port),
         })
     return _policy(name, namespace, labels, selector, {"egress": rules, "policyTypes": ["Egress"]})
 
 
-def _host_cidr(address: str) -> str:
-    ip = ipaddress.ip_address(address)
-    return f"{ip}/{ip.max_prefixlen}"
+def rule_ports(rule: NetworkRule) -> tuple[tuple[int, str], ...]:
+    """(port, protocol) pairs of an egress rule, sorted; the default ports when it names none."""
+    return tuple(sorted({(p.port, p.protocol) for p in rule.ports}) or sorted(DEFAULT_EGRESS_PORTS))
 
 
 def _ports(rule: NetworkRule) -> list[dict[str, Any]]:
-    pairs = sorted({(p.port, p.protocol) for p in rule.ports}) or sorted(DEFAULT_EGRESS_PORTS)
-    return [{"port": port, "protocol": proto} for port, proto in pairs]
+    return [{"port": port, "protocol": proto} for port, proto in rule_ports(rule)]
 
 
 def ip_block(rule: NetworkRule) -> dict[str, Any]:

@@ -46,6 +46,17 @@ REQUIRED: dict[str, str] = {
     "kwok": "kwok 0.8 (github.com/kubernetes-sigs/kwok/releases: kwok-linux-amd64)",
     "metacontroller-crds-v1.yaml": "Metacontroller's CRDs (manifests/production/metacontroller-crds-v1.yaml at tag v4.17.2)",
 }
+# Other projects' CRDs the egress-backend tests install (tests/e2e/test_e2e_egress.py), from the
+# same directory; optional: without them only those tests skip, saying which file and where from.
+EGRESS_CRDS: dict[str, str] = {
+    "cilium-ciliumnetworkpolicies.yaml": (
+        "Cilium's CiliumNetworkPolicy CRD: pkg/k8s/apis/cilium.io/client/crds/v2/ciliumnetworkpolicies.yaml of "
+        "github.com/cilium/cilium (a release tag, or the commit in docs/e2e.md)"),
+    "network-policy-api-clusternetworkpolicies.yaml": (
+        "network-policy-api's ClusterNetworkPolicy CRD, experimental channel: "
+        "config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml at tag v0.2.0 of "
+        "github.com/kubernetes-sigs/network-policy-api"),
+}
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -78,6 +89,16 @@ def skip_reason(directory: Optional[Path] = None) -> Optional[str]:
     where = f"{ENV_BIN}={directory}" if os.environ.get(ENV_BIN) else f"{directory} ({ENV_BIN} unset)"
     how = "; ".join(f"{name}: {REQUIRED[name]}" for name in absent)
     return f"real control plane not found: {where} lacks {', '.join(absent)}. Get them ({how}) - see docs/e2e.md"
+
+
+def egress_crds_skip_reason(directory: Optional[Path] = None) -> Optional[str]:
+    """One line naming the egress-backend CRDs missing from the binaries' directory, or None."""
+    directory = directory or bin_dir()
+    absent = [name for name in EGRESS_CRDS if not (directory / name).is_file()]
+    if not absent:
+        return None
+    how = "; ".join(f"{name}: {EGRESS_CRDS[name]}" for name in absent)
+    return f"egress-backend CRDs not found: {directory} ({ENV_BIN}) lacks {', '.join(absent)}. Get them ({how}) - see docs/e2e.md"
 
 
 def free_port() -> int:
