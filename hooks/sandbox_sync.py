@@ -454,6 +454,8 @@ def _shape(eff: Effective, names: Names) -> PodShape:
         termination_grace_seconds=eff.timeout,
         persistent_claim=names.pvc if eff.persistent else None,
         service_account=names.base,
+        env=tuple(e.wire() for e in eff.env),
+        env_from=tuple(e.wire() for e in eff.env_from),
     )
 
 

@@ -163,6 +163,8 @@ def _shape(spec: WarmPodSpec) -> PodShape:
         ephemeral_storage=spec.resources.ephemeral_storage,
         writable_paths=C.DEFAULT_WRITABLE_PATHS,
         preload_scripts=tuple((p.name, p.script) for p in spec.preload_scripts),
+        env=tuple(e.wire() for e in spec.env or ()),
+        env_from=tuple(e.wire() for e in spec.env_from or ()),
     )
 
 

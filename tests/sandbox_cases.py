@@ -224,6 +224,21 @@ def warm_incompatible() -> dict[str, Any]:
     return sync_request(parent, related=[RTE, warm_offer()])
 
 
+# Environment (docs/environment.md): plain values, a Secret's key, a whole Secret.
+ENV = [{"name": "MODE", "value": "analysis"}, {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-keys", "key": "openai"}}}]
+ENV_FROM = [{"secretRef": {"name": "agent-config"}, "prefix": "AGENT_"}]
+
+
+def environment() -> dict[str, Any]:
+    return creating(sandbox("agent", spec={"env": ENV, "envFrom": ENV_FROM}))
+
+
+def warm_environment_mismatch() -> dict[str, Any]:
+    """A sandbox with env and a pool without: a running pod cannot gain variables, so it starts cold."""
+    parent = sandbox("keyed", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"env": ENV})
+    return sync_request(parent, related=[RTE, warm_offer()])
+
+
 SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "first-sync": first_sync,
     "minimal": minimal,
@@ -249,6 +264,8 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "warm-bound": warm_bound,
     "warm-timeout": warm_timeout,
     "warm-incompatible": warm_incompatible,
+    "environment": environment,
+    "warm-environment-mismatch": warm_environment_mismatch,
 }
 FINALIZE_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "finalize-terminating": finalize_terminating,

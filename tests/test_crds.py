@@ -529,6 +529,20 @@ CEL_CASES: list[tuple[str, dict[str, Any], Optional[str]]] = [
     ("pinning-fraction-decimal", _sandbox(resources={"cpu": "1.5", "cpuPinning": True}), "cpuPinning needs a whole number of CPUs"),
     ("fraction-unpinned", _sandbox(resources={"cpu": "500m", "cpuPinning": False}), None),
     ("pool-scripts-duplicate", _pool(preloadScripts=[{"name": "a", "script": "x"}, {"name": "a", "script": "y"}]), "names must be unique"),
+    # Environment (docs/environment.md): reserved names, one source per entry, unique names, and
+    # no envFrom prefix inside the platform's own prefix; the same rules on pools and warm pods.
+    *[(f"{who}-{case}", make(**spec), message) for who, make in (("sandbox", _sandbox), ("pool", _pool), ("warmpod", _warmpod))
+      for case, spec, message in (
+          ("env", {"env": [{"name": "MODE", "value": "x"}, {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "t"}}}],
+                   "envFrom": [{"secretRef": {"name": "creds"}, "prefix": "APP_"}]}, None),
+          ("env-empty-value", {"env": [{"name": "EMPTY"}]}, None),
+          ("env-proxy", {"env": [{"name": "HTTPS_PROXY", "value": "http://evil:3128"}]}, "are reserved"),
+          ("env-proxy-lower", {"env": [{"name": "no_proxy", "value": "*"}]}, "are reserved"),
+          ("env-own-prefix", {"env": [{"name": "LLMSS_HOOK_TOKEN", "value": "x"}]}, "are reserved"),
+          ("env-both", {"env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}, "not both"),
+          ("env-duplicate", {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "env names must be unique"),
+          ("envfrom-own-prefix", {"envFrom": [{"secretRef": {"name": "s"}, "prefix": "LLMSAFESPACE_"}]}, "prefix may not start with"),
+      )],
 ]
 
 
@@ -590,6 +604,7 @@ def test_cel_rules_are_all_exercised() -> None:
         ("WarmPool", ".spec"), ("WarmPool", ".spec.preloadScripts"), ("WarmPod", ".spec"),
         ("Sandbox", ".spec.storage"),  # test_storage_persistence_cannot_be_switched
         ("Sandbox", ".spec.resources"),
+        *((kind, path) for kind in ("Sandbox", "WarmPool", "WarmPod") for path in (".spec.env", ".spec.env[*]", ".spec.envFrom[*]")),
     }
     assert {(k, p) for k, p, _r in ALL_RULES} == exercised
 

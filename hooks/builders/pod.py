@@ -29,6 +29,9 @@ class PodShape:
     service_account: Optional[str] = None
     # (name, script) pairs run in order as init containers before the pod becomes Ready.
     preload_scripts: tuple[tuple[str, str], ...] = ()
+    # The sandbox container's env and envFrom, as the API wants them (validated, wire form).
+    env: tuple[dict[str, Any], ...] = ()
+    env_from: tuple[dict[str, Any], ...] = ()
 
 
 def seccomp_profile(shape: PodShape) -> dict[str, Any]:
@@ -97,6 +100,12 @@ def build_pod(
         },
         "volumeMounts": mounts,
     }
+    # Only the sandbox container gets the environment, not the preload init containers: they run
+    # before the pod serves anyone and need no credentials. Secrets appear only as references.
+    if shape.env:
+        container["env"] = [dict(e) for e in shape.env]
+    if shape.env_from:
+        container["envFrom"] = [dict(e) for e in shape.env_from]
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "containers": [container],
