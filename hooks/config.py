@@ -40,6 +40,10 @@ class Config:
     # Bound on a pod's terminationGracePeriodSeconds (spec.timeout, or the default for warm pods):
     # how long a deleted sandbox's code may keep running after SIGTERM.
     max_termination_grace_seconds: int = C.DEFAULT_MAX_TERMINATION_GRACE_SECONDS
+    # hostUsers: false (a user namespace per pod): "auto" for levels without a runtime class
+    # (gVisor refuses it), "on" for all, "off" where the nodes cannot (Kubernetes >= 1.33, Linux
+    # >= 6.3, containerd >= 2.0 or CRI-O >= 1.25; docs/install.md).
+    user_namespaces: str = C.USER_NAMESPACES_AUTO
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> "Config":
@@ -92,6 +96,9 @@ class Config:
         flavour = get("NETWORK_POLICY_FLAVOUR", defaults.network_policy_flavour)
         if flavour != "kubernetes":
             raise ValueError(f"{ENV_PREFIX}NETWORK_POLICY_FLAVOUR must be 'kubernetes', got {flavour!r}")
+        user_namespaces = get("USER_NAMESPACES", defaults.user_namespaces).lower()
+        if user_namespaces not in C.USER_NAMESPACES_MODES:
+            raise ValueError(f"{ENV_PREFIX}USER_NAMESPACES must be one of {', '.join(C.USER_NAMESPACES_MODES)}, got {user_namespaces!r}")
         return Config(
             high_security_runtime_class=get("HIGH_SECURITY_RUNTIME_CLASS", defaults.high_security_runtime_class),
             image_registry_allowlist=tuple(
@@ -107,6 +114,7 @@ class Config:
             network_policy_flavour=flavour,
             retain_storage_class=get("RETAIN_STORAGE_CLASS", ""),
             max_termination_grace_seconds=positive("MAX_TERMINATION_GRACE_SECONDS", defaults.max_termination_grace_seconds),
+            user_namespaces=user_namespaces,
         )
 
 

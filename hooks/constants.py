@@ -143,6 +143,13 @@ ENV_FROM_MAX_ITEMS: Final = 8
 # A Secret key (Kubernetes: [-._a-zA-Z0-9]+, at most 253).
 SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
 
+# LLMSS_USER_NAMESPACES: hostUsers: false on pods of levels without a runtime class (auto, the
+# default), on every pod (on), or on none (off). hooks/builders/pod.py:user_namespaces.
+USER_NAMESPACES_AUTO: Final = "auto"
+USER_NAMESPACES_ON: Final = "on"
+USER_NAMESPACES_OFF: Final = "off"
+USER_NAMESPACES_MODES: Final = (USER_NAMESPACES_AUTO, USER_NAMESPACES_ON, USER_NAMESPACES_OFF)
+
 # Sandbox phases.
 PHASE_PENDING: Final = "Pending"
 PHASE_CREATING: Final = "Creating"

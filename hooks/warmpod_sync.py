@@ -139,7 +139,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         annotations[C.ANNOTATION_SANDBOX] = f"{ns}/{spec.assignment.sandbox_name}"
 
     desired = [
-        build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec), config),
+        _as_running(build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec), config), pod),
         _policy(parent, pool),
     ]
     phase, ready, bound = _phase(pod, spec, conflict, observed_uid, wanted_uid)
@@ -166,6 +166,21 @@ def _shape(spec: WarmPodSpec) -> PodShape:
         env=tuple(e.wire() for e in spec.env or ()),
         env_from=tuple(e.wire() for e in spec.env_from or ()),
     )
+
+
+def _as_running(desired: dict[str, Any], observed: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The desired Pod with what configuration decides and a running Pod cannot change taken from
+    the observed Pod: the Pod is an InPlace child whose spec is immutable, so after the operator
+    switches LLMSS_USER_NAMESPACES an update asking for another hostUsers would be refused, and
+    with it the relabelling that hands the pod to a sandbox. New pods get the current setting."""
+    if observed is None or is_deleting(observed):
+        return desired
+    running = observed.get("spec") if isinstance(observed.get("spec"), Mapping) else {}
+    if running.get("hostUsers") is False:
+        desired["spec"]["hostUsers"] = False
+    else:
+        desired["spec"].pop("hostUsers", None)
+    return desired
 
 
 def _pod_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
