@@ -36,6 +36,7 @@ VALUES_ENV: dict[str, str] = {
     "warmPodWaitSeconds": "WARM_POD_WAIT_SECONDS",
     "defaultLifetimeSeconds": "DEFAULT_LIFETIME_SECONDS",
     "maxTerminationGraceSeconds": "MAX_TERMINATION_GRACE_SECONDS",
+    "userNamespaces": "USER_NAMESPACES",
     "networkPolicyFlavour": "NETWORK_POLICY_FLAVOUR",
     "apiNamespace": "API_NAMESPACE",
     "dnsNamespace": "DNS_NAMESPACE",

@@ -46,6 +46,10 @@ class Config:
     max_termination_grace_seconds: int = C.DEFAULT_MAX_TERMINATION_GRACE_SECONDS
     # Image of the per-namespace egress proxy (backend "proxy" only).
     egress_proxy_image: str = C.DEFAULT_EGRESS_PROXY_IMAGE
+    # hostUsers: false (a user namespace per pod): "auto" for levels without a runtime class
+    # (gVisor refuses it), "on" for all, "off" where the nodes cannot (Kubernetes >= 1.33, Linux
+    # >= 6.3, containerd >= 2.0 or CRI-O >= 1.25; docs/install.md).
+    user_namespaces: str = C.USER_NAMESPACES_AUTO
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> "Config":
@@ -104,6 +108,9 @@ class Config:
         proxy_image = get("EGRESS_PROXY_IMAGE", defaults.egress_proxy_image)
         if not proxy_image:
             raise ValueError(f"{ENV_PREFIX}EGRESS_PROXY_IMAGE must name an image")
+        user_namespaces = get("USER_NAMESPACES", defaults.user_namespaces).lower()
+        if user_namespaces not in C.USER_NAMESPACES_MODES:
+            raise ValueError(f"{ENV_PREFIX}USER_NAMESPACES must be one of {', '.join(C.USER_NAMESPACES_MODES)}, got {user_namespaces!r}")
         return Config(
             high_security_runtime_class=get("HIGH_SECURITY_RUNTIME_CLASS", defaults.high_security_runtime_class),
             image_registry_allowlist=tuple(
@@ -121,6 +128,7 @@ class Config:
             max_termination_grace_seconds=positive("MAX_TERMINATION_GRACE_SECONDS", defaults.max_termination_grace_seconds),
             egress_backend=backend,
             egress_proxy_image=proxy_image,
+            user_namespaces=user_namespaces,
         )
 
 

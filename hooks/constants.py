@@ -135,6 +135,33 @@ DEFAULT_TARGET_UTILIZATION: Final = 80
 WARM_TTL_SPREAD_PERCENT: Final = 20
 WARM_TTL_SURGE_PERCENT: Final = 25
 
+# Per-sandbox environment (spec.env / spec.envFrom of Sandboxes and WarmPools; docs/environment.md).
+# Names the platform sets itself, or may set in a sandbox pod, and a user may therefore not set:
+# the proxy variables (the proxy egress backend points them at its proxy; refused always, whatever
+# the backend, so a spec valid today stays valid when the backend is switched on) in both spellings
+# (curl reads http_proxy only in lower case, Go and Python read both), and our own prefix. The CRDs
+# state the same list in CEL (tests/test_environment.py compares them).
+PROXY_ENV_NAMES: Final = tuple(
+    n for base in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY") for n in (base, base.lower())
+)
+RESERVED_ENV_PREFIXES: Final = ("LLMSS_", "LLMSAFESPACE_")
+RESERVED_ENV_NAMES: Final = PROXY_ENV_NAMES
+# What Kubernetes (before 1.34's relaxed rule) accepts as a variable name: C_IDENTIFIER plus - and .
+ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+ENV_NAME_MAX: Final = 128
+ENV_VALUE_MAX: Final = 4096  # a larger blob belongs in a Secret (secretKeyRef), not in the spec
+ENV_MAX_ITEMS: Final = 64
+ENV_FROM_MAX_ITEMS: Final = 8
+# A Secret key (Kubernetes: [-._a-zA-Z0-9]+, at most 253).
+SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
+
+# LLMSS_USER_NAMESPACES: hostUsers: false on pods of levels without a runtime class (auto, the
+# default), on every pod (on), or on none (off). hooks/builders/pod.py:user_namespaces.
+USER_NAMESPACES_AUTO: Final = "auto"
+USER_NAMESPACES_ON: Final = "on"
+USER_NAMESPACES_OFF: Final = "off"
+USER_NAMESPACES_MODES: Final = (USER_NAMESPACES_AUTO, USER_NAMESPACES_ON, USER_NAMESPACES_OFF)
+
 # Sandbox phases.
 PHASE_PENDING: Final = "Pending"
 PHASE_CREATING: Final = "Creating"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Optional
 
+import orjson
+
 from . import constants as C
 from .conditions import Condition
 from .meta import name, namespace
@@ -41,6 +43,8 @@ class PodSettings:
     run_as_group: Optional[int]
     seccomp: str
     timeout: Optional[int]
+    # The container's env and envFrom, canonical JSON: compared, never shown (values, Secret names).
+    environment: str = ""
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -85,7 +89,21 @@ def read_pod(pod: Mapping[str, Any]) -> PodSettings:
         run_as_group=security.get("runAsGroup") if isinstance(security.get("runAsGroup"), int) else None,
         seccomp=seccomp_text,
         timeout=grace if isinstance(grace, int) else None,
+        environment=environment(container.get("env"), container.get("envFrom")),
     )
+
+
+def environment(env: Any, env_from: Any) -> str:
+    """env and envFrom as one canonical string, [] and absent alike."""
+    return orjson.dumps({"env": _list(env), "envFrom": _list(env_from)}, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _effective_environment(eff: Effective) -> str:
+    return environment([e.wire() for e in eff.env], [e.wire() for e in eff.env_from])
+
+
+# What SpecApplied says of an environment that differs: no name, value or Secret reference.
+ENV_DIFFERS = "env/envFrom: the running pod's environment differs from the spec's (not shown: it may name Secrets)"
 
 
 def _same_quantity(a: str, b: str) -> bool:
@@ -151,7 +169,8 @@ def cold_differences(running: PodSettings, wanted: PodSettings, running_name: st
     out = [f"{field}: runs {_text(getattr(running, attr))}, spec asks {_text(getattr(wanted, attr))}"
            for field, attr, same in _COLD_FIELDS if not same(getattr(running, attr), getattr(wanted, attr))]
     runtime = _runtime_difference(running_name, running.image, eff)
-    return out[:1] + ([runtime] if runtime else []) + out[1:]
+    env = [ENV_DIFFERS] if running.environment != wanted.environment else []
+    return out[:1] + ([runtime] if runtime else []) + out[1:] + env
 
 
 def pod_changes(old_pod: Mapping[str, Any], new_pod: Mapping[str, Any]) -> list[str]:
@@ -161,7 +180,8 @@ def pod_changes(old_pod: Mapping[str, Any], new_pod: Mapping[str, Any]) -> list[
     out = [f"{field}: {_text(getattr(old, attr))} -> {_text(getattr(new, attr))}"
            for field, attr, same in _COLD_FIELDS if not same(getattr(old, attr), getattr(new, attr))]
     image = [f"runtime image: {old.image} -> {new.image}"] if old.image != new.image else []
-    return out[:1] + image + out[1:]
+    env = ["env/envFrom: changed"] if old.environment != new.environment else []
+    return out[:1] + image + out[1:] + env
 
 
 def running_level(running: PodSettings, wanted: PodSettings, eff: Effective) -> str:
@@ -201,6 +221,8 @@ def warm_differences(warm_pod: Mapping[str, Any], running_name: str, eff: Effect
         fits = set(want_value) <= set(have_value) if field == "filesystem.writablePaths" else have_value == want_value
         if not fits:
             out.append(f"{field}: runs {_text(have_value)}, spec asks {_text(want_value)}")
+    if environment(spec.get("env"), spec.get("envFrom")) != _effective_environment(eff):
+        out.append(ENV_DIFFERS)
     return out
 
 

@@ -19,6 +19,8 @@ from . import constants as C
 from .meta import name
 from .quantity import parse_quantity, whole_cpus
 from .validators import (
+    EnvFromSource,
+    EnvVar,
     NetworkRule,
     Port,
     ResourceDefaults,
@@ -75,6 +77,9 @@ class Effective:
     storage_class_name: Optional[str]
     timeout: int
     profile_name: Optional[str]
+    # The sandbox's own (a profile sets none): references only, the kubelet reads the Secrets.
+    env: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFromSource, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,5 +367,7 @@ def merge(
         storage_class_name=storage_class,
         timeout=spec.timeout,
         profile_name=profile[0] if profile else None,
+        env=tuple(spec.env or ()),
+        env_from=tuple(spec.env_from or ()),
     )
 

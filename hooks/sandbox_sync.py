@@ -23,7 +23,7 @@ from . import warm
 from .builders import cilium_policy
 from .builders import cluster_network_policy as cnp
 from .builders import network_policy as np
-from .builders.pod import PodShape, build_pod
+from .builders.pod import PodShape, build_pod, plain_env
 from .builders.service import build_service
 from .builders.service_account import build_service_account
 from .builders.storage import build_pvc
@@ -534,7 +534,8 @@ def _shape(eff: Effective, names: Names, env: tuple[tuple[str, str], ...] = ()) 
         termination_grace_seconds=eff.timeout,
         persistent_claim=names.pvc if eff.persistent else None,
         service_account=names.base,
-        env=env,
+        env=tuple(e.wire() for e in eff.env) + plain_env(env),
+        env_from=tuple(e.wire() for e in eff.env_from),
     )
 
 

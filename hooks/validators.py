@@ -189,6 +189,84 @@ def _check_paths(paths: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Environment (spec.env / spec.envFrom of Sandboxes, WarmPools and WarmPods; docs/environment.md).
+# Shaped like a container's, restricted to Secrets of the object's own namespace: the references
+# have no namespace field, and a Pod can only reference Secrets of its own namespace anyway.
+
+# A Secret's name: a DNS-1123 subdomain.
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def reserved_env_name(name: str) -> Optional[str]:
+    """Why a variable name may not be set by a user, or None."""
+    if name in C.RESERVED_ENV_NAMES:
+        return f"{name} is reserved: the platform sets the proxy variables itself (the proxy egress backend)"
+    for prefix in C.RESERVED_ENV_PREFIXES:
+        if name.startswith(prefix):
+            return f"{name} is reserved: names starting with {prefix} belong to the platform"
+    return None
+
+
+class SecretKeySelector(Model):
+    name: str = Field(min_length=1, max_length=C.MAX_DNS_SUBDOMAIN, pattern=SECRET_NAME_PATTERN)
+    key: str = Field(min_length=1, max_length=C.MAX_DNS_SUBDOMAIN, pattern=C.SECRET_KEY_PATTERN)
+    optional: Optional[bool] = None
+
+
+class EnvVarSource(Model):
+    # Only Secrets: a ConfigMap's values can go in `value`, and the pod's own fields (fieldRef)
+    # are nothing a sandbox needs.
+    secret_key_ref: SecretKeySelector
+
+
+class EnvVar(Model):
+    name: str = Field(min_length=1, max_length=C.ENV_NAME_MAX, pattern=C.ENV_NAME_PATTERN)
+    value: Optional[str] = Field(default=None, max_length=C.ENV_VALUE_MAX)
+    value_from: Optional[EnvVarSource] = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        why = reserved_env_name(value)
+        if why is not None:
+            raise ValueError(why)
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EnvVar":
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("an env entry takes value or valueFrom, not both")
+        return self
+
+
+class SecretEnvSource(Model):
+    name: str = Field(min_length=1, max_length=C.MAX_DNS_SUBDOMAIN, pattern=SECRET_NAME_PATTERN)
+    optional: Optional[bool] = None
+
+
+class EnvFromSource(Model):
+    prefix: Optional[str] = Field(default=None, max_length=C.ENV_NAME_MAX, pattern=C.ENV_NAME_PATTERN)
+    secret_ref: SecretEnvSource
+
+    @field_validator("prefix")
+    @classmethod
+    def _not_reserved(cls, value: Optional[str]) -> Optional[str]:
+        for reserved in C.RESERVED_ENV_PREFIXES:
+            if value is not None and value.startswith(reserved):
+                raise ValueError(f"prefix {value} is reserved: names starting with {reserved} belong to the platform")
+        return value
+
+
+def check_env(env: Optional[list[EnvVar]]) -> Optional[list[EnvVar]]:
+    if env is not None:
+        names = [e.name for e in env]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"env names must be unique, listed twice: {', '.join(duplicates)}")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
 # Sandbox
 
 
@@ -254,6 +332,12 @@ class SandboxSpec(Model):
     warm_pool_ref: Optional[WarmPoolRef] = None
     operating_mode: Literal["Running", "Suspended"] = C.OPERATING_MODE_RUNNING
     idle_timeout_seconds: Optional[int] = Field(default=None, ge=C.MIN_IDLE_TIMEOUT_SECONDS, le=C.MAX_IDLE_TIMEOUT_SECONDS)
+
+    # Variables of the sandbox container (docs/environment.md); None and [] mean none.
+    env: Optional[list[EnvVar]] = Field(default=None, max_length=C.ENV_MAX_ITEMS)
+    env_from: Optional[list[EnvFromSource]] = Field(default=None, max_length=C.ENV_FROM_MAX_ITEMS)
+
+    _env = field_validator("env")(check_env)
 
     @model_validator(mode="after")
     def _idle_before_end(self) -> "SandboxSpec":
@@ -365,6 +449,12 @@ class WarmPoolSpec(Model):
     ttl: int = Field(default=0, ge=0, le=604_800)  # seconds an idle warm pod lives; 0 = forever
     resources: PoolResources = Field(default_factory=PoolResources)
     preload_scripts: list[PreloadScript] = Field(default_factory=list, max_length=16)
+    # The environment of the pool's pods: a sandbox is served by the pool only when it declares
+    # exactly this environment (a running pod cannot gain variables; hooks/warm.py).
+    env: Optional[list[EnvVar]] = Field(default=None, max_length=C.ENV_MAX_ITEMS)
+    env_from: Optional[list[EnvFromSource]] = Field(default=None, max_length=C.ENV_FROM_MAX_ITEMS)
+
+    _env = field_validator("env")(check_env)
 
     @model_validator(mode="after")
     def _sizes(self) -> "WarmPoolSpec":
@@ -391,6 +481,8 @@ class WarmPoolOfferSpec(Model):
     runtime: str = Field(min_length=1, max_length=253)
     security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
     resources: PoolResources = Field(default_factory=PoolResources)
+    # sha256 of the pool's env and envFrom (hooks/warm.py env_digest); absent when it has none.
+    env_digest: Optional[str] = Field(default=None, max_length=71, pattern=r"^sha256:[0-9a-f]{64}$")
 
 
 class WarmPodSpec(Model):
@@ -400,7 +492,11 @@ class WarmPodSpec(Model):
     security_level: SecurityLevel = C.DEFAULT_SECURITY_LEVEL  # type: ignore[assignment]
     resources: PoolResources = Field(default_factory=PoolResources)
     preload_scripts: list[PreloadScript] = Field(default_factory=list, max_length=16)
+    env: Optional[list[EnvVar]] = Field(default=None, max_length=C.ENV_MAX_ITEMS)
+    env_from: Optional[list[EnvFromSource]] = Field(default=None, max_length=C.ENV_FROM_MAX_ITEMS)
     assignment: Optional[Assignment] = None
+
+    _env = field_validator("env")(check_env)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +518,10 @@ def describe(error: ValidationError) -> str:
     lines = []
     for err in error.errors(include_url=False):
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "string_pattern_mismatch":
+        if err["type"] == "string_pattern_mismatch" and err["loc"] and err["loc"][0] in ("env", "env_from"):
+            # Never the input: it may be a value or a Secret's name, which status does not repeat.
+            msg = f"does not match the required pattern {err['ctx']['pattern']}"
+        elif err["type"] == "string_pattern_mismatch":
             msg = f"{err.get('input')!r} does not match the required pattern {err['ctx']['pattern']}"
         elif err["type"] == "literal_error":
             msg = f"{err.get('input')!r} is not one of {err['ctx']['expected']}"

@@ -5,17 +5,20 @@ status.warmPool), waits a bounded time for that pool to bind a Ready WarmPod to 
 it or falls back to a cold start. The WarmPool hook is the single writer of assignments."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
+
+import orjson
 
 from . import constants as C
 from .config import Config
 from .meta import add_seconds, annotations, created, is_deleting, name, namespace, objects, uid
 from .quantity import parse_quantity
 from .resolve import Effective
-from .validators import SandboxSpec, SpecError, WarmPoolOfferSpec, WarmPoolSpec, parse_spec
+from .validators import EnvFromSource, EnvVar, SandboxSpec, SpecError, WarmPoolOfferSpec, WarmPoolSpec, parse_spec
 
 # Sandbox.status.warmPodUsed: True = served by a warm pod, False = cold start; absent = undecided.
 WARM_PHASE_ASSIGNED = "Assigned"
@@ -48,10 +51,22 @@ class Offer:
         return self.spec.wire()
 
 
+def env_digest(env: Sequence[EnvVar], env_from: Sequence[EnvFromSource]) -> Optional[str]:
+    """sha256 of an environment in wire form (order kept: a later variable may refer to an earlier
+    one), or None for none. The offer carries this, never the values or Secret references."""
+    if not env and not env_from:
+        return None
+    body = orjson.dumps({"env": [e.wire() for e in env], "envFrom": [e.wire() for e in env_from]}, option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
 def make_offer(pool: str, runtime_name: str, pool_spec: WarmPoolSpec) -> Offer:
-    return Offer(pool, runtime_name, WarmPoolOfferSpec.model_validate({
-        "poolRef": {"name": pool}, "runtime": runtime_name, "securityLevel": pool_spec.security_level,
-        "resources": pool_spec.resources.wire()}))
+    offer: dict[str, Any] = {"poolRef": {"name": pool}, "runtime": runtime_name, "securityLevel": pool_spec.security_level,
+                             "resources": pool_spec.resources.wire()}
+    digest = env_digest(pool_spec.env or (), pool_spec.env_from or ())
+    if digest is not None:  # absent otherwise: offers of pools without env are what they were
+        offer["envDigest"] = digest
+    return Offer(pool, runtime_name, WarmPoolOfferSpec.model_validate(offer))
 
 
 def read_offer(obj: Mapping[str, Any]) -> Offer:
@@ -88,7 +103,24 @@ def pool_shape_fits(offer: Offer, eff: Effective) -> Optional[str]:
                              ("ephemeral storage", eff.ephemeral_storage, res.ephemeral_storage)):
         if parse_quantity(want) > parse_quantity(have):
             return f"the sandbox needs {want} {what}, the pool's pods have {have}"
-    return None
+    return env_fits(offer, env_digest(eff.env, eff.env_from))
+
+
+ENV_MISMATCH_PREFIX = "environment: "
+
+
+def env_fits(offer: Offer, digest: Optional[str]) -> Optional[str]:
+    """A running pod cannot gain environment variables, and a pod's variables (Secret references
+    among them) must never reach a sandbox that did not ask for them: a pool serves a sandbox only
+    when both declare exactly the same env and envFrom (both none included). The message names
+    neither values nor references."""
+    if offer.spec.env_digest == digest:
+        return None
+    if digest is None:
+        return ENV_MISMATCH_PREFIX + "the pool's pods carry env/envFrom the sandbox does not declare"
+    if offer.spec.env_digest is None:
+        return ENV_MISMATCH_PREFIX + "the sandbox declares env/envFrom and the pool's pods have none (a running pod cannot gain variables)"
+    return ENV_MISMATCH_PREFIX + "the pool's env/envFrom differ from the sandbox's (a running pod cannot gain variables)"
 
 
 def timeout_fits(timeout: int) -> Optional[str]:
@@ -134,6 +166,17 @@ def choose_pool(spec: SandboxSpec, parent: Mapping[str, Any], eff: Effective, re
     if not reasons:
         return None, "no WarmPool ready to serve in this namespace"
     return None, "no compatible WarmPool (" + "; ".join(reasons) + ")"
+
+
+REASON_NO_COMPATIBLE_POOL = "NoCompatiblePool"
+# A pool would serve the sandbox but for its environment (env_fits): docs/environment.md.
+REASON_ENV_MISMATCH = "EnvironmentMismatch"
+
+
+def no_pool_reason(why_not: str) -> str:
+    """The WarmPod condition's reason for a sandbox no pool can serve: EnvironmentMismatch when the
+    environment is what kept some pool from serving it, so the trade-off is visible at a glance."""
+    return REASON_ENV_MISMATCH if f": {ENV_MISMATCH_PREFIX}" in why_not else REASON_NO_COMPATIBLE_POOL
 
 
 def owned_by_pool(warm_pod: Mapping[str, Any], pool: str) -> bool:
@@ -190,7 +233,8 @@ def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str
 REASON_WARM_POD_FAILED = "WarmPodFailed"
 REASON_REPLACE_REQUESTED = "PodReplaceRequested"
 REASON_SUSPENDED = "Suspended"
-COLD_REASONS = ("NoCompatiblePool", "WarmPodWaitTimeout", REASON_WARM_POD_FAILED, REASON_REPLACE_REQUESTED, REASON_SUSPENDED)
+COLD_REASONS = (REASON_NO_COMPATIBLE_POOL, REASON_ENV_MISMATCH, "WarmPodWaitTimeout", REASON_WARM_POD_FAILED,
+               REASON_REPLACE_REQUESTED, REASON_SUSPENDED)
 SUSPENDED_MESSAGE = ("the sandbox was suspended: a warm pod bound to it is released (its pool deletes it, it is never reused) "
                      "and the sandbox resumes on a cold-started pod")
 
@@ -292,7 +336,7 @@ def decide(
     if started_cold:
         return _stay_cold(parent, pool, why_not, now >= deadline, config)
     if pool is None:
-        return WarmDecision("cold", None, reason="NoCompatiblePool", message=why_not)
+        return WarmDecision("cold", None, reason=no_pool_reason(why_not), message=why_not)
     wp = bound_warm_pod(parent, related, pool)
     status = wp.get("status") if wp is not None and isinstance(wp.get("status"), Mapping) else {}
     if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
@@ -316,7 +360,7 @@ def _stay_cold(parent: Mapping[str, Any], pool: Optional[str], why_not: str, wai
     if recorded is not None:
         return WarmDecision("cold", pool, reason=recorded[0], message=recorded[1])
     if pool is None:
-        return WarmDecision("cold", None, reason="NoCompatiblePool", message=why_not)
+        return WarmDecision("cold", None, reason=no_pool_reason(why_not), message=why_not)
     if waited:
         return _timed_out(pool, config)
     return WarmDecision("cold", pool, reason="ColdStart", message="running on a cold-started pod")

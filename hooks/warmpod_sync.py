@@ -30,6 +30,8 @@ Assigned (assigned, the pod carries that sandbox's UID label and is ready), Fail
 label conflict), Terminating (WarmPod being deleted)."""
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 from datetime import datetime
@@ -39,7 +41,7 @@ from typing import Any, Optional
 from . import constants as C
 from . import egress_proxy
 from .builders import network_policy as np
-from .builders.pod import PodShape, build_pod
+from .builders.pod import PodShape, build_pod, plain_env
 from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
@@ -140,7 +142,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         annotations[C.ANNOTATION_SANDBOX] = f"{ns}/{spec.assignment.sandbox_name}"
 
     desired = [
-        build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec, _env(pod, ns, config)), config),
+        _as_running(build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec, _proxy_env(ns, config)), config), pod),
         _policy(parent, pool),
     ]
     phase, ready, bound = _phase(pod, spec, conflict, observed_uid, wanted_uid)
@@ -153,18 +155,9 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     return composite_response(parent, previous, now, status, conditions, desired, None)
 
 
-def _env(pod: Optional[Mapping[str, Any]], ns: str, config: Config) -> tuple[tuple[str, str], ...]:
-    """The sandbox container's environment. Egress backend "proxy": the namespace's proxy variables
-    from creation, since a running pod's env cannot change and the proxy's address is known before
-    any sandbox is assigned. An existing pod keeps the env it was created with (a pod update that
-    changes it would be refused, and with it the relabelling that assigns the pod)."""
-    if pod is not None:
-        containers = (pod.get("spec") or {}).get("containers") or []
-        for container in containers:
-            if isinstance(container, Mapping) and container.get("name") == C.SANDBOX_CONTAINER:
-                return tuple((str(e.get("name")), str(e.get("value", ""))) for e in container.get("env") or []
-                             if isinstance(e, Mapping))
-        return ()
+def _proxy_env(ns: str, config: Config) -> tuple[tuple[str, str], ...]:
+    """Egress backend "proxy": the namespace's proxy variables, from creation, since a running
+    pod's env cannot change and the proxy's address is known before any sandbox is assigned."""
     return egress_proxy.proxy_env(ns) if config.egress_backend == C.EGRESS_BACKEND_PROXY else ()
 
 
@@ -179,8 +172,34 @@ def _shape(spec: WarmPodSpec, env: tuple[tuple[str, str], ...] = ()) -> PodShape
         ephemeral_storage=spec.resources.ephemeral_storage,
         writable_paths=C.DEFAULT_WRITABLE_PATHS,
         preload_scripts=tuple((p.name, p.script) for p in spec.preload_scripts),
-        env=env,
+        env=tuple(e.wire() for e in spec.env or ()) + plain_env(env),
+        env_from=tuple(e.wire() for e in spec.env_from or ()),
     )
+
+
+def _as_running(desired: dict[str, Any], observed: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The desired Pod with what configuration decides and a running Pod cannot change taken from
+    the observed Pod: the Pod is an InPlace child whose spec is immutable, so after the operator
+    switches LLMSS_USER_NAMESPACES or the egress backend an update asking for another hostUsers or
+    environment would be refused, and with it the relabelling that hands the pod to a sandbox.
+    New pods get the current setting."""
+    if observed is None or is_deleting(observed):
+        return desired
+    running = observed.get("spec") if isinstance(observed.get("spec"), Mapping) else {}
+    if running.get("hostUsers") is False:
+        desired["spec"]["hostUsers"] = False
+    else:
+        desired["spec"].pop("hostUsers", None)
+    running_container = next((c for c in running.get("containers") or []
+                              if isinstance(c, Mapping) and c.get("name") == C.SANDBOX_CONTAINER), None)
+    container = next(c for c in desired["spec"]["containers"] if c["name"] == C.SANDBOX_CONTAINER)
+    for key in ("env", "envFrom"):
+        kept = running_container.get(key) if isinstance(running_container, Mapping) else None
+        if kept:
+            container[key] = copy.deepcopy(kept)
+        else:
+            container.pop(key, None)
+    return desired
 
 
 def _pod_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -368,6 +368,9 @@ def _template(pool_name: str, runtime_name: str, image: str, spec: WarmPoolSpec)
         "securityLevel": spec.security_level,
         "resources": spec.resources.wire(),
         "preloadScripts": [p.wire() for p in spec.preload_scripts],
+        # Only when set, so the WarmPods of pools without env are what they were before env existed.
+        **({"env": [e.wire() for e in spec.env]} if spec.env else {}),
+        **({"envFrom": [e.wire() for e in spec.env_from]} if spec.env_from else {}),
     }
 
 
@@ -510,7 +513,7 @@ def _incompatible(sandbox: Mapping[str, Any], offer: warm.Offer, runtimes: list[
         return f"security level {spec.security_level!r} is not the pool's"
     if spec.storage.persistent or spec.resources.cpu_pinning:
         return "persistent storage and CPU pinning always start cold"
-    return warm.timeout_fits(spec.timeout)
+    return warm.timeout_fits(spec.timeout) or warm.env_fits(offer, warm.env_digest(spec.env or (), spec.env_from or ()))
 
 
 def _incompatible_cached(verdicts: dict[bytes, Optional[str]], sandbox: Mapping[str, Any], offer: warm.Offer,

@@ -278,6 +278,19 @@ def warm_suspended() -> dict[str, Any]:
         "phase": "Running", "warmPool": "python-pool", "warmPodUsed": True, "warmPodRef": {"name": "python-pool-0", "namespace": "demo"}})
     pool = warm_offer()
     return sync_request(parent, related=[RTE, pool, _warm_pod(parent, pool, "Assigned")])
+# Environment (docs/environment.md): plain values, a Secret's key, a whole Secret.
+ENV = [{"name": "MODE", "value": "analysis"}, {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-keys", "key": "openai"}}}]
+ENV_FROM = [{"secretRef": {"name": "agent-config"}, "prefix": "AGENT_"}]
+
+
+def environment() -> dict[str, Any]:
+    return creating(sandbox("agent", spec={"env": ENV, "envFrom": ENV_FROM}))
+
+
+def warm_environment_mismatch() -> dict[str, Any]:
+    """A sandbox with env and a pool without: a running pod cannot gain variables, so it starts cold."""
+    parent = sandbox("keyed", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"env": ENV})
+    return sync_request(parent, related=[RTE, warm_offer()])
 
 
 SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
@@ -310,6 +323,8 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "resumed": resumed,
     "idle-suspended": idle_suspended,
     "warm-suspended": warm_suspended,
+    "environment": environment,
+    "warm-environment-mismatch": warm_environment_mismatch,
 }
 # Cases synced with another egress backend than the default: case -> (request, backend).
 BACKEND_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {

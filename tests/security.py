@@ -10,6 +10,8 @@ def assert_pod_hardened(pod: dict[str, Any]) -> None:
     assert spec["automountServiceAccountToken"] is False, name
     assert spec["enableServiceLinks"] is False, name
     assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), name
+    # A user namespace of its own or the node's (LLMSS_USER_NAMESPACES), never anything else.
+    assert spec.get("hostUsers", None) in (None, False), name
     psc = spec["securityContext"]
     assert psc["runAsNonRoot"] is True and psc["runAsUser"] > 0 and psc["runAsGroup"] > 0, name
     assert psc["seccompProfile"]["type"] in ("RuntimeDefault", "Localhost"), name

@@ -419,6 +419,12 @@ def test_node_local_dns_reaches_the_hooks() -> None:
     assert (config.node_local_dns_addresses, config.node_local_dns_port) == (("10.96.0.10", "169.254.20.10"), 5353)
 
 
+@pytest.mark.parametrize("mode", ["auto", "on", "off"])
+def test_user_namespaces_mode_reaches_the_hooks(mode: str) -> None:
+    env = env_of(render(None, "--set", f"config.userNamespaces={mode}"))
+    assert Config.from_env(env).user_namespaces == mode
+
+
 def test_termination_grace_bound_reaches_the_hooks() -> None:
     env = env_of(render(None, "--set", "config.maxTerminationGraceSeconds=45"))
     assert Config.from_env(env).max_termination_grace_seconds == 45
@@ -589,6 +595,7 @@ def test_checkov_finds_nothing_unexpected(tmp_path: Path) -> None:
         (["--set", "config.highSecurityRuntimeClass=Bad_Name"],
          "at '/config/highSecurityRuntimeClass': 'Bad_Name' does not match pattern"),
         (["--set", "config.networkPolicyFlavour=calico"], "at '/config/networkPolicyFlavour': value must be 'kubernetes'"),
+        (["--set", "config.userNamespaces=true"], "at '/config/userNamespaces': value must be one of 'auto', 'on', 'off'"),
         (["--set", "config.imageRegistryAllowlist={ghcr.io,https://evil.example}"],
          "at '/config/imageRegistryAllowlist/1': 'https://evil.example' does not match pattern"),
         (["--set", "securityContext.runAsUser=0"], "at '/securityContext/runAsUser': minimum: got 0, want 1"),
@@ -599,7 +606,7 @@ def test_checkov_finds_nothing_unexpected(tmp_path: Path) -> None:
          "extraEnv: LLMSS_HOOK_TOKEN is set by the chart from its values"),
     ],
     ids=["replicas-not-int", "unknown-key", "unknown-key-in-section", "negative-warm-wait", "zero-grace", "node-local-dns-cidr", "bad-runtime-class",
-         "unknown-flavour", "bad-registry", "root-user", "bad-label-value", "hpa-min-over-max", "reserved-env"],
+         "unknown-flavour", "bad-user-namespaces", "bad-registry", "root-user", "bad-label-value", "hpa-min-over-max", "reserved-env"],
 )
 def test_bad_values_are_rejected_with_a_clear_message(args: list[str], message: str) -> None:
     proc = helm("template", RELEASE, str(CHART), *args)

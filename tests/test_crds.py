@@ -538,6 +538,20 @@ CEL_CASES: list[tuple[str, dict[str, Any], Optional[str]]] = [
     ("idle-suspended-mode", _sandbox(idleTimeoutSeconds=600, operatingMode="Suspended"), None),
     ("idle-equals-lifetime", _sandbox(idleTimeoutSeconds=3600, lifetimeSeconds=3600), "shorter than lifetimeSeconds"),
     ("idle-beyond-lifetime", _sandbox(idleTimeoutSeconds=7200, lifetimeSeconds=3600), "shorter than lifetimeSeconds"),
+    # Environment (docs/environment.md): reserved names, one source per entry, unique names, and
+    # no envFrom prefix inside the platform's own prefix; the same rules on pools and warm pods.
+    *[(f"{who}-{case}", make(**spec), message) for who, make in (("sandbox", _sandbox), ("pool", _pool), ("warmpod", _warmpod))
+      for case, spec, message in (
+          ("env", {"env": [{"name": "MODE", "value": "x"}, {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "t"}}}],
+                   "envFrom": [{"secretRef": {"name": "creds"}, "prefix": "APP_"}]}, None),
+          ("env-empty-value", {"env": [{"name": "EMPTY"}]}, None),
+          ("env-proxy", {"env": [{"name": "HTTPS_PROXY", "value": "http://evil:3128"}]}, "are reserved"),
+          ("env-proxy-lower", {"env": [{"name": "no_proxy", "value": "*"}]}, "are reserved"),
+          ("env-own-prefix", {"env": [{"name": "LLMSS_HOOK_TOKEN", "value": "x"}]}, "are reserved"),
+          ("env-both", {"env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}, "not both"),
+          ("env-duplicate", {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "env names must be unique"),
+          ("envfrom-own-prefix", {"envFrom": [{"secretRef": {"name": "s"}, "prefix": "LLMSAFESPACE_"}]}, "prefix may not start with"),
+      )],
 ]
 
 
@@ -602,6 +616,7 @@ def test_cel_rules_are_all_exercised() -> None:
         ("Sandbox", ".spec"),  # idle-* cases of CEL_CASES
         # tests/test_egress_backends.py, DOMAIN_CASES
         ("Sandbox", ".spec.networkAccess.egress[*].domain"), ("SandboxProfile", ".spec.networkPolicies[*].rules[*].domain"),
+        *((kind, path) for kind in ("Sandbox", "WarmPool", "WarmPod") for path in (".spec.env", ".spec.env[*]", ".spec.envFrom[*]")),
     }
     assert {(k, p) for k, p, _r in ALL_RULES} == exercised
 

@@ -168,6 +168,12 @@ EXEMPTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         "(high) bound what a UID can do on the node",
         lambda pod: pod["spec"]["securityContext"]["runAsUser"] < 10000,
     ),
+    "CKV_K8S_35": (
+        "secrets as files rather than environment variables: spec.env valueFrom.secretKeyRef and spec.envFrom are "
+        "what users ask for (issue 15; agents read API keys from the environment); only the sandbox's own Secrets, "
+        "by reference, reach its own container (docs/environment.md)",
+        lambda pod: any("env" in c or "envFrom" in c for c in pod["spec"]["containers"]),
+    ),
     "CKV_K8S_31": (
         "seccomp runtime/default: pods of securityLevel custom (or of a profile naming one) use a Localhost "
         "profile, which Pod Security 'restricted' allows and which is stricter by design",

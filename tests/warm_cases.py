@@ -199,6 +199,18 @@ def preload_and_high() -> dict[str, Any]:
                              preloadScripts=[{"name": "import-numpy", "script": "python -c 'import numpy'"}]))
 
 
+POOL_ENV = [{"name": "MODE", "value": "analysis"}, {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-keys", "key": "openai"}}}]
+
+
+def environment() -> dict[str, Any]:
+    """A pool declaring env: its warm pods carry it, its offer only a digest of it; of two waiting
+    sandboxes only the one declaring the same env is served."""
+    p = pool(minSize=1, env=POOL_ENV, status={"lastScaleTime": ago(3600)})
+    same = waiting_sandbox("same", created=ago(20), spec={"env": POOL_ENV})
+    bare = waiting_sandbox("bare", created=ago(30))
+    return pool_request(p, [warm_pod(p, 0, spec_overrides={"env": POOL_ENV})], related=[RTE, same, bare])
+
+
 def finalize_waiting() -> dict[str, Any]:
     p = pool(minSize=1, deleting=True, status={"lastScaleTime": ago(3600)})
     return pool_request(p, [warm_pod(p, 0), warm_pod(p, 1, phase="Assigned", assigned_to=running_warm("user", pod="python-1"))],
@@ -213,7 +225,7 @@ POOL_SYNC = [
     empty, refill, steady, autoscale_up, at_max, scale_down_waiting, scale_down_due, over_max, ttl_expired,
     assign_oldest_first, incompatible_sandbox, sandbox_deleted, sandbox_deleting_and_terminating, cold_fallback,
     running_keeps_pod, duplicate_assignment, outdated_spec, invalid_with_children, runtime_missing,
-    runtime_not_validated, custom_level, long_name, preload_and_high,
+    runtime_not_validated, custom_level, long_name, preload_and_high, environment,
 ]
 POOL_FINALIZE = [finalize_waiting, finalize_done]
 
@@ -323,7 +335,11 @@ def wpod_finalize_done() -> dict[str, Any]:
     return warmpod_request(warmpod_parent(deleting=True), [], finalizing=True)
 
 
-WARMPOD_SYNC = [wpod_new, wpod_starting, wpod_ready, wpod_relabel, wpod_assigned, wpod_label_conflict, wpod_pod_failed,
+def wpod_environment() -> dict[str, Any]:
+    return warmpod_request(warmpod_parent(spec_overrides={"env": POOL_ENV, "envFrom": [{"secretRef": {"name": "agent-config"}}]}))
+
+
+WARMPOD_SYNC = [wpod_environment, wpod_new, wpod_starting, wpod_ready, wpod_relabel, wpod_assigned, wpod_label_conflict, wpod_pod_failed,
                 wpod_preload_high, wpod_long_name, wpod_invalid_spec]
 WARMPOD_FINALIZE = [wpod_finalize_pod, wpod_finalize_policy, wpod_finalize_done]
 WARMPOD_CASES: dict[str, Case] = {

@@ -1,7 +1,8 @@
 """The sandbox Pod. The only place that decides pod security, for cold sandboxes and warm pods
 alike: non-root, read-only root filesystem, every capability dropped, no privilege escalation,
 seccomp always set, no service-account token, no service links, writable paths as size-limited
-emptyDirs, gVisor (or the configured runtime class) for securityLevel high."""
+emptyDirs, gVisor (or the configured runtime class) for securityLevel high, and a user namespace of
+its own (hostUsers: false) where the runtime supports one (LLMSS_USER_NAMESPACES)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,9 +30,15 @@ class PodShape:
     service_account: Optional[str] = None
     # (name, script) pairs run in order as init containers before the pod becomes Ready.
     preload_scripts: tuple[tuple[str, str], ...] = ()
-    # (name, value) environment of the sandbox container: the egress proxy's variables with the
-    # proxy backend (hooks/egress_proxy.py), nothing otherwise.
-    env: tuple[tuple[str, str], ...] = ()
+    # The sandbox container's env and envFrom, as the API wants them (validated, wire form): the
+    # spec's, then the egress proxy's variables with the proxy backend (hooks/egress_proxy.py).
+    env: tuple[dict[str, Any], ...] = ()
+    env_from: tuple[dict[str, Any], ...] = ()
+
+
+def plain_env(pairs: tuple[tuple[str, str], ...]) -> tuple[dict[str, Any], ...]:
+    """(name, value) pairs as container env entries."""
+    return tuple({"name": k, "value": v} for k, v in pairs)
 
 
 def seccomp_profile(shape: PodShape) -> dict[str, Any]:
@@ -52,6 +59,15 @@ def container_security_context(shape: PodShape) -> dict[str, Any]:
         "runAsUser": shape.run_as_user,
         "seccompProfile": seccomp_profile(shape),
     }
+
+
+def user_namespaces(security_level: str, config: Config) -> bool:
+    """Whether pods of this level run in their own user namespace (hostUsers: false): "auto" for
+    every level without a runtime class (gVisor's runsc refuses hostUsers: false), "on" for every
+    level (a high-security runtime class that supports them, e.g. not gVisor), "off" for none."""
+    if config.user_namespaces == C.USER_NAMESPACES_ON:
+        return True
+    return config.user_namespaces == C.USER_NAMESPACES_AUTO and security_level != "high"
 
 
 def _volumes(shape: PodShape) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -100,8 +116,12 @@ def build_pod(
         },
         "volumeMounts": mounts,
     }
+    # Only the sandbox container gets the environment, not the preload init containers: they run
+    # before the pod serves anyone and need no credentials. Secrets appear only as references.
     if shape.env:
-        container["env"] = [{"name": k, "value": v} for k, v in shape.env]
+        container["env"] = [dict(e) for e in shape.env]
+    if shape.env_from:
+        container["envFrom"] = [dict(e) for e in shape.env_from]
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "containers": [container],
@@ -140,6 +160,10 @@ def build_pod(
         ]
     if shape.security_level == "high":
         spec["runtimeClassName"] = config.high_security_runtime_class
+    if user_namespaces(shape.security_level, config):
+        # The pod's root, and its uid 1000, are unprivileged ids on the node (docs/install.md,
+        # "User namespaces"). hostUsers is a pointer: the API server keeps false as written.
+        spec["hostUsers"] = False
     annotations = dict(annotations)
     if shape.cpu_pinning:
         spec["nodeSelector"] = {C.NODE_SELECTOR_CPU_PINNING: "true"}

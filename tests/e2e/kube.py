@@ -19,7 +19,7 @@ from tests.e2e.controlplane import ControlPlane
 
 GROUP, VERSION = "llmsafespace.dev", "v1"
 PLURALS = {"Sandbox": "sandboxes", "SandboxProfile": "sandboxprofiles", "RuntimeEnvironment": "runtimeenvironments",
-           "WarmPool": "warmpools", "WarmPod": "warmpods"}
+           "WarmPool": "warmpools", "WarmPod": "warmpods", "WarmPoolOffer": "warmpooloffers"}
 
 
 class Timeout(AssertionError):
