@@ -123,3 +123,31 @@ def test_probes_are_not_logged() -> None:
     client.get("/healthz")
     client.get("/readyz")
     assert stream.getvalue() == ""
+
+
+def test_long_fields_are_truncated_with_a_marker() -> None:
+    """A 1 MB name (refused: over 253 characters) used to be logged in full."""
+    from hooks import logging_setup
+
+    client, stream = app_and_log()
+    request = minimal()
+    request["parent"]["metadata"]["name"] = "n" * 1_000_000
+    request["parent"]["metadata"]["namespace"] = "ns" * 40
+    assert post(client, "/sandbox/sync", request).status_code == 400
+    raw = stream.getvalue()
+    assert len(raw) < 2 * logging_setup.MAX_FIELD_CHARS + 1000
+    (line,) = lines(stream)
+    assert line["name"].startswith("n" * 100) and line["name"].endswith("...[truncated 1000000 characters]")
+    assert line["namespace"] == "ns" * 40  # short fields are untouched
+    assert line["outcome"] == "bad_request"
+
+
+def test_long_messages_of_other_loggers_are_truncated_too() -> None:
+    import logging
+
+    from hooks import logging_setup
+
+    _, stream = app_and_log()
+    logging.getLogger("llmsafespace.hooks").warning("x" * 100_000)
+    (line,) = lines(stream)
+    assert len(line["msg"]) < logging_setup.MAX_FIELD_CHARS + 50 and "[truncated 100000 characters]" in line["msg"]
