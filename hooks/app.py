@@ -23,12 +23,11 @@ from werkzeug.exceptions import HTTPException
 
 from . import auth, jsonio, logging_setup, wire
 from . import metrics as hook_metrics
-from .config import Config
+from .config import Config, ServerSettings
 from .routes import ROUTES, Route
 from .response import BadRequest
 
 log = logging.getLogger(logging_setup.HOOK_LOGGER)
-DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 BENCH_ECHO_PATH = "/bench/echo"
 
 
@@ -54,11 +53,12 @@ def create_app(
     token_clock: Callable[[], float] = auth.monotonic,
 ) -> Flask:
     env = dict(os.environ if env is None else env)
+    ServerSettings.from_env(env)  # config.ConfigError naming the variable (gunicorn checked it already)
     config = config or Config.from_env(env)
     token = auth.from_env(env, token_clock)  # raises, naming the variable, when it yields no token
     logging_setup.configure(env, log_stream)
     app = Flask("llmsafespace-hooks", static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = int(env.get("LLMSS_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     metrics = hook_metrics.create(app, env.get("METRICS_PATH", hook_metrics.DEFAULT_PATH).strip())
     app.extensions["llmsafespace"] = {"config": config, "clock": clock, "metrics": metrics}
 

@@ -21,16 +21,12 @@ label and annotation key and label value are checked in full, since they are wha
 An object that passed the API server's validation never breaks them."""
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
 from . import constants as C
+from .meta import DNS_LABEL, DNS_SUBDOMAIN, label_value_problem, qualified_name_problem
 
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 # Kinds whose names are DNS-1123 labels (63) rather than subdomains (253); Metacontroller names
 # the kinds of children groups `Kind.version` or `Kind.group/version`.
 _LABEL_NAMED_KINDS = frozenset({"Service", "Namespace"})
@@ -146,34 +142,13 @@ def _names(meta: Mapping[str, Any], where: str, kind: Any, copied: bool) -> Opti
     rule = "DNS-1123 label" if label_named else "DNS-1123 subdomain"
     if len(name) > limit:
         return f"{where}.metadata.name is {len(name)} characters, over the {limit} of a {rule}"
-    if copied and not (_DNS_LABEL if label_named else _DNS_SUBDOMAIN).fullmatch(name):
+    if copied and not (DNS_LABEL if label_named else DNS_SUBDOMAIN).fullmatch(name):
         return f"{where}.metadata.name {_short(name)!r} is not a {rule} (lower-case letters, digits, '-'{'' if label_named else ', .'})"
     ns = meta.get("namespace", "")
     if len(ns) > C.MAX_DNS_LABEL:
         return f"{where}.metadata.namespace is {len(ns)} characters, over the {C.MAX_DNS_LABEL} of a DNS-1123 label"
-    if copied and ns and not _DNS_LABEL.fullmatch(ns):
+    if copied and ns and not DNS_LABEL.fullmatch(ns):
         return f"{where}.metadata.namespace {_short(ns)!r} is not a DNS-1123 label"
-    return None
-
-
-def qualified_name_problem(key: str) -> Optional[str]:
-    """Why `key` is not a Kubernetes qualified name ([prefix/]name, the form of label and annotation
-    keys), or None."""
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > C.MAX_DNS_SUBDOMAIN or not _DNS_SUBDOMAIN.fullmatch(prefix)):
-        return f"its prefix must be a DNS-1123 subdomain of at most {C.MAX_DNS_SUBDOMAIN} characters"
-    if not name or len(name) > C.MAX_QUALIFIED_NAME:
-        return f"its name part must be 1 to {C.MAX_QUALIFIED_NAME} characters"
-    if not _QUALIFIED_NAME.fullmatch(name):
-        return "its name part must be alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
-    return None
-
-
-def label_value_problem(value: str) -> Optional[str]:
-    if len(value) > C.MAX_LABEL_VALUE:
-        return f"at most {C.MAX_LABEL_VALUE} characters"
-    if not _LABEL_VALUE.fullmatch(value):
-        return "alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
     return None
 
 
