@@ -59,7 +59,15 @@ def create_app(
     logging_setup.configure(env, log_stream)
     app = Flask("llmsafespace-hooks", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
-    metrics = hook_metrics.create(app, env.get("METRICS_PATH", hook_metrics.DEFAULT_PATH).strip())
+    metrics_path = env.get("METRICS_PATH", hook_metrics.DEFAULT_PATH).strip()
+    metrics = hook_metrics.create(app, metrics_path)
+    if token is not None and metrics_path:
+        # Metrics on the hook port are for whoever holds the hook token (docs/observability.md).
+        @app.before_request
+        def metrics_need_the_token() -> Optional[Response]:
+            if request.path == metrics_path and not token.accepts(request.headers.get("Authorization", "")):
+                return _error(401, "missing or wrong bearer token")
+            return None
     app.extensions["llmsafespace"] = {"config": config, "clock": clock, "metrics": metrics}
 
     @app.errorhandler(HTTPException)
@@ -108,7 +116,7 @@ def create_app(
                 level = logging.INFO
             else:
                 (bound.error if code >= 500 else bound.bad_request).inc()
-                metrics.errors.labels(route.controller, route.hook, done.error_type).inc()
+                metrics.error(route.controller, route.hook, done.error_type)
                 level = logging.ERROR if code >= 500 else logging.WARNING
             if log.isEnabledFor(level):
                 log.log(level, "hook call", exc_info=done.exc_info, extra={"fields": _log_fields(route, code, elapsed, done)})

@@ -500,6 +500,21 @@ def test_network_policy_admits_prometheus_to_the_metrics_port_with_the_service_m
     assert env_of(docs)["METRICS_PORT"] == str(ports["metrics"]) == "9090"
 
 
+def test_service_monitor_sends_the_hook_token_when_it_scrapes_the_hook_port() -> None:
+    """/metrics on the hook port needs the hook token (hooks/app.py); the master's metrics port
+    needs none and is reachable only as the NetworkPolicy admits (docs/observability.md)."""
+    docs = render(None, "--set", "serviceMonitor.enabled=true")
+    secret, key, _ = _auth_objects(docs)
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": secret["metadata"]["name"], "key": key}}
+    separate = render(next(p for p in CI_VALUES if p.name == "production-values.yaml"))
+    (endpoint,) = one(separate, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and "authorization" not in endpoint
+    unauthenticated = render(None, "--set", "serviceMonitor.enabled=true", "--set", "hookAuth.enabled=false")
+    assert "authorization" not in one(unauthenticated, "ServiceMonitor")["spec"]["endpoints"][0]
+
+
 def test_metacontroller_in_the_release_namespace() -> None:
     docs = render(None, "--set", "networkPolicy.metacontroller.namespace=")
     (rule,) = one(docs, "NetworkPolicy")["spec"]["ingress"]
