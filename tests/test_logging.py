@@ -80,9 +80,12 @@ def test_bad_requests_are_warnings_with_the_reason(body: bytes, error_type: str)
 
 
 def test_unauthorized_and_oversized_calls_are_logged(tmp_path: Any) -> None:
-    client, stream = app_and_log({"LLMSS_HOOK_TOKEN": "s3cret", "LLMSS_MAX_REQUEST_BYTES": "100"})
+    stream = io.StringIO()
+    limit = 1024 * 1024  # the smallest LLMSS_MAX_REQUEST_BYTES allowed
+    client = app_module.create_app(clock=lambda: NOW, env={"LLMSS_HOOK_TOKEN": "s3cret", "LLMSS_MAX_REQUEST_BYTES": str(limit)},
+                                   log_stream=stream).test_client()
     assert post(client, "/sandbox/sync", minimal()).status_code == 401
-    response = client.post("/sandbox/sync", data=b"x" * 200, content_type="application/json",
+    response = client.post("/sandbox/sync", data=b"x" * (limit + 1), content_type="application/json",
                            headers={"Authorization": "Bearer s3cret"})
     assert response.status_code == 413
     unauthorized, too_large = lines(stream)
