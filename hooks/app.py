@@ -25,12 +25,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, jsonio, logging_setup, wire
 from . import metrics as hook_metrics
-from .config import Config
+from .config import Config, ServerSettings
 from .routes import ROUTES, Route
 from .response import BadRequest
 
 log = logging.getLogger(logging_setup.HOOK_LOGGER)
-DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 BENCH_ECHO_PATH = "/bench/echo"
 JSON_TYPE = "application/json"
 
@@ -74,12 +73,21 @@ def create_app(
     token_clock: Callable[[], float] = auth.monotonic,
 ) -> Flask:
     env = dict(os.environ if env is None else env)
+    ServerSettings.from_env(env)  # config.ConfigError naming the variable (gunicorn checked it already)
     config = config or Config.from_env(env)
     token = auth.from_env(env, token_clock)  # raises, naming the variable, when it yields no token
     logging_setup.configure(env, log_stream)
     app = Flask("llmsafespace-hooks", static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = int(env.get("LLMSS_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
-    metrics = hook_metrics.create(app, env.get("METRICS_PATH", hook_metrics.DEFAULT_PATH).strip())
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    metrics_path = env.get("METRICS_PATH", hook_metrics.DEFAULT_PATH).strip()
+    metrics = hook_metrics.create(app, metrics_path)
+    if token is not None and metrics_path:
+        # Metrics on the hook port are for whoever holds the hook token (docs/observability.md).
+        @app.before_request
+        def metrics_need_the_token() -> Optional[Response]:
+            if request.path == metrics_path and not token.accepts(request.headers.get("Authorization", "")):
+                return _error(401, "missing or wrong bearer token")
+            return None
     app.extensions["llmsafespace"] = {"config": config, "clock": clock, "metrics": metrics}
 
     @app.errorhandler(HTTPException)
@@ -131,7 +139,7 @@ def create_app(
                 level = logging.INFO
             else:
                 (bound.error if code >= 500 else bound.bad_request).inc()
-                metrics.errors.labels(route.controller, route.hook, done.error_type).inc()
+                metrics.error(route.controller, route.hook, done.error_type)
                 level = logging.ERROR if code >= 500 else logging.WARNING
             if log.isEnabledFor(level):
                 log.log(level, "hook call", exc_info=done.exc_info, extra={"fields": _log_fields(route, code, elapsed, done)})

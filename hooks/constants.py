@@ -221,6 +221,12 @@ CNP_PRIORITY: Final = 500
 MAX_DNS_LABEL: Final = 63
 MAX_DNS_SUBDOMAIN: Final = 253
 MAX_LABEL_VALUE: Final = 63
+MAX_QUALIFIED_NAME: Final = 63  # the name part of a label or annotation key (after an optional prefix/)
+# apimachinery's TotalAnnotationSizeLimitB: the sum of every annotation's key and value length.
+MAX_ANNOTATIONS_TOTAL_BYTES: Final = 256 * 1024
+# Kubernetes bounds labels only through the object's size (etcd's 1.5 MiB); the hooks copy a
+# parent's labels into up to eight children, so they are held to the annotations' bound too.
+MAX_LABELS_TOTAL_BYTES: Final = 256 * 1024
 
 # ---------------------------------------------------------------------------------------------
 # RuntimeEnvironment and SandboxProfile validation (status-only hooks).

@@ -25,13 +25,21 @@ import os
 import shutil
 import tempfile
 
+
+def _number(name, default):
+    """A bad value is refused in on_starting, one line naming it (hooks/config.py), not here with
+    a traceback; until then the default stands in."""
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw.isdigit() else default
+
+
 worker_class = "hooks.gunicorn_worker.HookWorker"
-workers = int(os.environ.get("WORKERS", "2"))
+workers = _number("WORKERS", 2)
 # Enough that 60 slow clients on one worker still leave threads for Metacontroller's calls.
-threads = int(os.environ.get("GUNICORN_THREADS", "64"))
+threads = _number("GUNICORN_THREADS", 64)
 # Seconds a worker's main loop may go without a heartbeat before the master restarts it (threads
 # answer the calls: one long call does not stop the heartbeat).
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = _number("GUNICORN_TIMEOUT", 30)
 graceful_timeout = 20
 keepalive = 0
 # gunicorn 27 opens a control socket under $HOME by default; the image's root filesystem is
@@ -46,12 +54,11 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 METRICS_PORT = os.environ.get("METRICS_PORT", "").strip()
 METRICS_HOST = os.environ.get("METRICS_HOST", "").strip() or "0.0.0.0"
-if METRICS_PORT and not METRICS_PORT.isdigit():
-    raise ValueError(f"METRICS_PORT must be a port number, got {METRICS_PORT!r}")
 
 
 def on_starting(server):  # noqa: ARG001 - gunicorn's signature
     """Values left by a previous server in the same directory would be added to ours."""
+    _check_settings(server)
     _check_token_source(server)
     os.makedirs(METRICS_DIR, exist_ok=True)
     for stale in glob.glob(os.path.join(METRICS_DIR, "*.db")):
@@ -68,6 +75,18 @@ def _check_token_source(server):
     except auth.TokenConfigError as exc:
         on_exit(server)  # the private metrics directory made above
         raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
+
+
+def _check_settings(server):
+    """Every setting (hooks/config.py) is valid, or the server stops here with one line naming
+    the variable and the rule."""
+    from hooks import config
+
+    try:
+        config.check_env(os.environ)
+    except config.ConfigError as exc:
+        on_exit(server)
+        raise RuntimeError(str(exc)) from None
 
 
 def when_ready(server):

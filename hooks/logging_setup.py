@@ -17,6 +17,10 @@ ROOT_LOGGER = "llmsafespace"
 HOOK_LOGGER = "llmsafespace.hooks"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HANDLER_MARK = "_llmsafespace_json"
+# A log line's string fields are cut at this many characters (a 1 MB object name in a refused
+# request must not become a 1 MB line), tracebacks at MAX_TRACEBACK_CHARS keeping their end.
+MAX_FIELD_CHARS = 1024
+MAX_TRACEBACK_CHARS = 16 * 1024
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,12 +36,20 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
-            line.update(fields)
+            line.update((key, truncate(value) if isinstance(value, str) else value) for key, value in fields.items())
         else:
-            line["msg"] = record.getMessage()
+            line["msg"] = truncate(record.getMessage())
         if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
+            trace = self.formatException(record.exc_info)
+            if len(trace) > MAX_TRACEBACK_CHARS:  # the end names the failing line and the error
+                trace = f"[truncated {len(trace)} characters]..." + trace[-MAX_TRACEBACK_CHARS:]
+            line["traceback"] = trace
         return orjson.dumps(line, default=str).decode()
+
+
+def truncate(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """`text`, or its first `limit` characters and a marker giving the original length."""
+    return text if len(text) <= limit else f"{text[:limit]}...[truncated {len(text)} characters]"
 
 
 def level_from_env(env: Mapping[str, str]) -> int:

@@ -37,6 +37,40 @@ def dns_label(*parts: str, max_len: int = C.MAX_DNS_LABEL) -> str:
 
 
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+# Kubernetes' name rules (apimachinery validation): object names, label and annotation keys.
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+
+def is_dns_subdomain(text: str) -> bool:
+    return len(text) <= C.MAX_DNS_SUBDOMAIN and DNS_SUBDOMAIN.fullmatch(text) is not None
+
+
+def is_dns_label(text: str) -> bool:
+    return len(text) <= C.MAX_DNS_LABEL and DNS_LABEL.fullmatch(text) is not None
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why `key` is not a Kubernetes qualified name ([prefix/]name, the form of label and annotation
+    keys), or None."""
+    prefix, slash, rest = key.rpartition("/")
+    if slash and (not prefix or not is_dns_subdomain(prefix)):
+        return f"its prefix must be a DNS-1123 subdomain of at most {C.MAX_DNS_SUBDOMAIN} characters"
+    if not rest or len(rest) > C.MAX_QUALIFIED_NAME:
+        return f"its name part must be 1 to {C.MAX_QUALIFIED_NAME} characters"
+    if not _QUALIFIED_NAME.fullmatch(rest):
+        return "its name part must be alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why `value` is not a Kubernetes label value, or None."""
+    if len(value) > C.MAX_LABEL_VALUE:
+        return f"at most {C.MAX_LABEL_VALUE} characters"
+    if not _LABEL_VALUE.fullmatch(value):
+        return "alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+    return None
 
 
 def label_value(value: str) -> str:

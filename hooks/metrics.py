@@ -12,17 +12,20 @@ counts and what it cannot; the short version:
   lastScaleTime), so they can be summed across workers without double counting the steady state.
   Metacontroller may call a hook again before its cache shows the last status it wrote; such a
   change is then counted twice. Use them for rates and ratios, not as an inventory;
-* the WarmPool gauges are the most recent response's values (multiprocess mode `mostrecent`).
+* no label takes one value per object (Kubernetes' instrumentation guidance: no unbounded
+  per-object labels). Series are never removed in multiprocess mode, so a label per pool or
+  namespace grew /metrics without bound (1.4 MB after 3,000 pools); per-object state is in each
+  object's status (kube-state-metrics can export it). Free-text labels (a condition's reason, an
+  exception's class) keep at most MAX_LABEL_VALUES values per process, later ones count as OTHER.
 """
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from . import constants as C
 from .conditions import find_condition
@@ -44,7 +47,9 @@ _PHASES = frozenset(C.SANDBOX_PHASES)
 # Tenant namespaces (DecoratorController): the annotation the hook writes on the Namespace.
 _HARDENING_STATUS = getattr(C, "ANNOTATION_HARDENING_STATUS", f"{C.GROUP}/hardening-status")
 _HARDENING_WITH_ERRORS = getattr(C, "HARDENING_APPLIED_WITH_ERRORS", "AppliedWithErrors")
-_POOL_STATES = (("available", "availablePods"), ("assigned", "assignedPods"), ("pending", "pendingPods"))
+# Distinct values a free-text label keeps per process; any further value is counted as OTHER.
+MAX_LABEL_VALUES = 20
+OTHER = "Other"
 
 log = logging.getLogger("llmsafespace.hooks")
 
@@ -91,27 +96,31 @@ class HookMetrics:
             f"{PREFIX}_warmpool_sandbox_starts_total",
             "Sandboxes that asked for a warm pod, counted once, when status.warmPodUsed is first set: result warm (a warm pod served it) "
             "or cold (fallback; reason from the WarmPod condition). Hit ratio: warm / (warm + cold).",
-            ["namespace", "pool", "result", "reason"], registry=r)
-        self.pool_pods = Gauge(
-            f"{PREFIX}_warmpool_pods", "Warm pods of a pool by state, from the most recent WarmPool sync response's status.",
-            ["namespace", "pool", "state"], multiprocess_mode="mostrecent", registry=r)
-        self.pool_utilization = Gauge(
-            f"{PREFIX}_warmpool_utilization_ratio", "assigned / (available + assigned + pending) warm pods, from the most recent WarmPool sync.",
-            ["namespace", "pool"], multiprocess_mode="mostrecent", registry=r)
-        self.pool_last_sync = Gauge(
-            f"{PREFIX}_warmpool_last_sync_timestamp_seconds",
-            "Unix time of the most recent WarmPool sync answered for the pool (a deleted pool's gauges stop moving; filter on this).",
-            ["namespace", "pool"], multiprocess_mode="mostrecent", registry=r)
+            ["result", "reason"], registry=r)
         self.scale_operations = Counter(
             f"{PREFIX}_warmpool_scale_operations_total",
             "WarmPool responses with a new status.lastScaleTime; direction compares desired and observed WarmPod children.",
-            ["namespace", "pool", "direction"], registry=r)
+            ["direction"], registry=r)
         self.validation_failures = Counter(
             f"{PREFIX}_validation_failures_total",
             "Objects that newly failed validation: a response whose validation condition (Validated; Available for "
             "RuntimeEnvironments) is False with a status or reason different from the parent's observed one; "
             "for tenant namespaces, hardening newly AppliedWithErrors.",
             ["controller", "condition", "reason"], registry=r)
+        self._seen: dict[str, set[str]] = {}
+
+    def capped(self, label: str, value: str) -> str:
+        """`value`, or OTHER once MAX_LABEL_VALUES others were seen for this label."""
+        seen = self._seen.setdefault(label, set())
+        if value in seen:
+            return value
+        if len(seen) >= MAX_LABEL_VALUES:
+            return OTHER
+        seen.add(value)
+        return value
+
+    def error(self, controller: str, hook: str, error_type: str) -> None:
+        self.errors.labels(controller, hook, self.capped("error_type", error_type)).inc()
 
     def for_route(self, controller: str, hook: str) -> RouteMetrics:
         return RouteMetrics(
@@ -146,15 +155,14 @@ class HookMetrics:
             previous = {}
         kind = parent.get("kind")
         if kind == C.KIND_SANDBOX:
-            self._sandbox(parent, previous, status, result)
+            self._sandbox(previous, status, result)
         elif kind == C.KIND_WARMPOOL:
-            self._warm_pool(parent, previous, status, payload, result)
+            self._warm_pool(previous, status, payload, result)
         condition = VALIDATION_CONDITION.get(kind)  # type: ignore[arg-type]
         if condition:
             self._validation(controller, condition, previous, status)
 
-    def _sandbox(self, parent: Mapping[str, Any], previous: Mapping[str, Any], status: Mapping[str, Any],
-                 result: Mapping[str, Any]) -> None:
+    def _sandbox(self, previous: Mapping[str, Any], status: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         to_phase = status.get("phase")
         from_phase = previous.get("phase")
         if isinstance(to_phase, str) and to_phase != from_phase:
@@ -165,26 +173,11 @@ class HookMetrics:
         # Each start once: when the first decision is written. A warm-served sandbox whose warm pod
         # failed goes on cold (True -> False): a replacement, counted in status.restarts, not a start.
         if isinstance(used, bool) and not isinstance(previous.get("warmPodUsed"), bool):
-            pool = status.get("warmPool")
             reason = _condition(status, "WarmPod").get("reason")
-            self.warm_starts.labels(
-                _ns(parent), pool if isinstance(pool, str) else "", "warm" if used else "cold",
-                reason if isinstance(reason, str) else "",
-            ).inc()
+            self.warm_starts.labels("warm" if used else "cold", self.capped("reason", reason if isinstance(reason, str) else "")).inc()
 
-    def _warm_pool(self, parent: Mapping[str, Any], previous: Mapping[str, Any], status: Mapping[str, Any],
-                   payload: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-        ns, pool = _ns(parent), _name(parent)
-        counts = {}
-        for state, key in _POOL_STATES:
-            value = status.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                counts[state] = value
-                self.pool_pods.labels(ns, pool, state).set(value)
-        if counts:
-            total = sum(counts.values())
-            self.pool_utilization.labels(ns, pool).set(counts.get("assigned", 0) / total if total else 0.0)
-        self.pool_last_sync.labels(ns, pool).set(time.time())
+    def _warm_pool(self, previous: Mapping[str, Any], status: Mapping[str, Any], payload: Mapping[str, Any],
+                   result: Mapping[str, Any]) -> None:
         scaled = status.get("lastScaleTime")
         if isinstance(scaled, str) and scaled and scaled != previous.get("lastScaleTime"):
             observed = payload.get("children")
@@ -192,7 +185,7 @@ class HookMetrics:
             have = len(observed_pods) if isinstance(observed_pods, Mapping) else 0
             children = result.get("children")
             want = sum(1 for c in children if isinstance(c, Mapping) and c.get("kind") == C.KIND_WARMPOD) if isinstance(children, list) else have
-            self.scale_operations.labels(ns, pool, "up" if want > have else "down" if want < have else "unchanged").inc()
+            self.scale_operations.labels("up" if want > have else "down" if want < have else "unchanged").inc()
 
     def _validation(self, controller: str, condition: str, previous: Mapping[str, Any], status: Mapping[str, Any]) -> None:
         now = _condition(status, condition)
@@ -202,7 +195,7 @@ class HookMetrics:
         if before.get("status") == "False" and before.get("reason") == now.get("reason"):
             return
         reason = now.get("reason")
-        self.validation_failures.labels(controller, condition, reason if isinstance(reason, str) else "").inc()
+        self.validation_failures.labels(controller, condition, self.capped("reason", reason if isinstance(reason, str) else "")).inc()
 
     def _decorated(self, controller: str, obj: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         """Tenant namespaces: hardening applied with errors (bad quota/limit annotations)."""
@@ -224,15 +217,7 @@ def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
 def _phase(value: Any) -> str:
     if value is None or value == "":
         return "None"
-    return value if value in _PHASES else "Other"
-
-
-def _ns(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("namespace") or "")
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
+    return value if value in _PHASES else OTHER
 
 
 # ---------------------------------------------------------------------------------------------

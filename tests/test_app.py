@@ -77,10 +77,11 @@ def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
 
 
 def test_oversized_body_is_refused_with_413() -> None:
-    client = app_module.create_app(Config(), clock=lambda: NOW, env={"LLMSS_MAX_REQUEST_BYTES": "1000"}).test_client()
-    response = post(client, "/sandbox/sync", {"parent": {"metadata": {}}, "padding": "x" * 2000})
+    limit = 1024 * 1024  # the smallest the settings allow
+    client = app_module.create_app(clock=lambda: NOW, env={"LLMSS_MAX_REQUEST_BYTES": str(limit)}).test_client()
+    response = post(client, "/sandbox/sync", {"parent": {"metadata": {}}, "padding": "x" * limit})
     assert response.status_code == 413
-    assert "exceeds 1000 bytes" in response.get_json()["error"]
+    assert f"exceeds {limit} bytes" in response.get_json()["error"]
 
 
 def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hooks.config import Config
+from hooks.config import ENV_PREFIX, Config, ConfigError, check_env
 from hooks.routes import ROUTES
 from tests.golden import GOLDEN_DIR, UPDATE
 from tests.tooling import tool
@@ -369,8 +369,7 @@ def test_gunicorn_settings_match_the_ports(values: Path | None) -> None:
 
 def _hook_env_names() -> set[str]:
     """Every LLMSS_* variable the hook server reads (hooks/config.py and the HTTP layer)."""
-    config_src = (ROOT / "hooks" / "config.py").read_text(encoding="utf-8")
-    names = {"LLMSS_" + n for n in re.findall(r'\b(?:get|integer|pairs)\(\s*"([A-Z0-9_]+)"', config_src)}
+    names = {ENV_PREFIX + field.upper() for field in Config.model_fields}  # Config.from_env's mapping
     for path in (ROOT / "hooks").rglob("*.py"):
         names |= set(re.findall(r'["\'](LLMSS_[A-Z0-9_]+)["\']', path.read_text(encoding="utf-8")))
     return names
@@ -507,6 +506,21 @@ def test_network_policy_admits_prometheus_to_the_metrics_port_with_the_service_m
     assert env_of(docs)["METRICS_PORT"] == str(ports["metrics"]) == "9090"
 
 
+def test_service_monitor_sends_the_hook_token_when_it_scrapes_the_hook_port() -> None:
+    """/metrics on the hook port needs the hook token (hooks/app.py); the master's metrics port
+    needs none and is reachable only as the NetworkPolicy admits (docs/observability.md)."""
+    docs = render(None, "--set", "serviceMonitor.enabled=true")
+    secret, key, _ = _auth_objects(docs)
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": secret["metadata"]["name"], "key": key}}
+    separate = render(next(p for p in CI_VALUES if p.name == "production-values.yaml"))
+    (endpoint,) = one(separate, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and "authorization" not in endpoint
+    unauthenticated = render(None, "--set", "serviceMonitor.enabled=true", "--set", "hookAuth.enabled=false")
+    assert "authorization" not in one(unauthenticated, "ServiceMonitor")["spec"]["endpoints"][0]
+
+
 def test_metacontroller_in_the_release_namespace() -> None:
     docs = render(None, "--set", "networkPolicy.metacontroller.namespace=")
     (rule,) = one(docs, "NetworkPolicy")["spec"]["ingress"]
@@ -612,6 +626,34 @@ def test_bad_values_are_rejected_with_a_clear_message(args: list[str], message: 
     proc = helm("template", RELEASE, str(CHART), *args)
     assert proc.returncode != 0, f"helm accepted {args}"
     assert message in proc.stderr, proc.stderr
+
+
+# (chart value, the variable the chart sets from it, a bad value): the schema and the server agree
+SETTINGS = [
+    ("config.maxRequestBytes", "LLMSS_MAX_REQUEST_BYTES", "0"),
+    ("config.maxRequestBytes", "LLMSS_MAX_REQUEST_BYTES", "4096"),
+    ("config.apiNamespace", "LLMSS_API_NAMESPACE", ""),
+    ("config.apiNamespace", "LLMSS_API_NAMESPACE", "Sandbox_API"),
+    ("config.dnsNamespace", "LLMSS_DNS_NAMESPACE", "kube system"),
+    ("config.highSecurityRuntimeClass", "LLMSS_HIGH_SECURITY_RUNTIME_CLASS", ""),
+    ("config.retainStorageClass", "LLMSS_RETAIN_STORAGE_CLASS", "Fast SSD"),
+    ("config.warmPodWaitSeconds", "LLMSS_WARM_POD_WAIT_SECONDS", "-1"),
+    ("config.nodeLocalDnsPort", "LLMSS_NODE_LOCAL_DNS_PORT", "70000"),
+    ("gunicorn.workers", "WORKERS", "0"),
+    ("gunicorn.timeoutSeconds", "GUNICORN_TIMEOUT", "0"),
+    ("metrics.port", "METRICS_PORT", "70000"),
+]
+
+
+@pytest.mark.parametrize("value, variable, bad", SETTINGS, ids=[f"{v}={b!r}" for v, _, b in SETTINGS])
+def test_chart_refuses_what_the_server_refuses(value: str, variable: str, bad: str) -> None:
+    """hooks/config.py would stop the server on `variable=bad`; helm must not render it either."""
+    with pytest.raises(ConfigError, match=f"^{variable}: "):
+        check_env({variable: bad})
+    setter = "--set-string" if not bad.lstrip("-").isdigit() else "--set"
+    proc = helm("template", RELEASE, str(CHART), setter, f"{value}={bad}")
+    assert proc.returncode != 0, f"helm accepted {value}={bad!r}"
+    assert f"at '/{value.replace('.', '/')}'" in proc.stderr, proc.stderr
 
 
 # --- the optional bundle with Metacontroller as a dependency --------------------------------------

@@ -198,7 +198,7 @@ def test_missing_related_objects_are_errors() -> None:
 def test_bad_options_exit_2() -> None:
     assert run("render", "-f", MINIMAL, "--now", "yesterday")[0] == 2
     code, _, err = run("render", "-f", MINIMAL, "-f", RTE, "--set", "LLMSS_WARM_POD_WAIT_SECONDS=soon")
-    assert code == 2 and "LLMSS_WARM_POD_WAIT_SECONDS must be an integer" in err
+    assert code == 2 and "LLMSS_WARM_POD_WAIT_SECONDS: Input should be a valid integer" in err
     code, _, err = run("render", "-f", MINIMAL, "-f", RTE, "--parent", "Sandbox/demo/nope")
     assert code == 1 and "Sandbox demo/nope: no such parent" in err
 

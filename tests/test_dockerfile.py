@@ -273,7 +273,9 @@ def test_image_entrypoint_serves(server: dict[str, Any]) -> None:
     if server["values"] is None:  # production-values sets a 1 h default lifetime: the sample is expired
         assert result["children"] and result["status"]["phase"] == "Creating"
     if server["metrics_port"] is None:
-        status, metrics = http("GET", base + "/metrics")
+        if token is not None:  # metrics on the hook port need the hook token (docs/observability.md)
+            assert http("GET", base + "/metrics")[0] == 401
+        status, metrics = http("GET", base + "/metrics", None, headers)
     else:
         assert http("GET", base + "/metrics")[0] == 404, "metrics belong on their own port only"
         status, metrics = http("GET", f"http://127.0.0.1:{server['metrics_port']}/metrics")

@@ -46,7 +46,7 @@ def test_backends_are_one_list_and_the_default_is_networkpolicy() -> None:
 
 @pytest.mark.parametrize("value", ["squid", "Cilium", "calico", ""])
 def test_unknown_backend_is_refused_at_start_up(value: str) -> None:
-    with pytest.raises(ValueError, match="LLMSS_EGRESS_BACKEND must be one of networkpolicy, cilium, clusternetworkpolicy, proxy"):
+    with pytest.raises(ValueError, match="LLMSS_EGRESS_BACKEND: must be one of networkpolicy, cilium, clusternetworkpolicy, proxy"):
         Config.from_env({"LLMSS_EGRESS_BACKEND": value})
 
 

@@ -80,9 +80,12 @@ def test_bad_requests_are_warnings_with_the_reason(body: bytes, error_type: str)
 
 
 def test_unauthorized_and_oversized_calls_are_logged(tmp_path: Any) -> None:
-    client, stream = app_and_log({"LLMSS_HOOK_TOKEN": "s3cret", "LLMSS_MAX_REQUEST_BYTES": "100"})
+    stream = io.StringIO()
+    limit = 1024 * 1024  # the smallest LLMSS_MAX_REQUEST_BYTES allowed
+    client = app_module.create_app(clock=lambda: NOW, env={"LLMSS_HOOK_TOKEN": "s3cret", "LLMSS_MAX_REQUEST_BYTES": str(limit)},
+                                   log_stream=stream).test_client()
     assert post(client, "/sandbox/sync", minimal()).status_code == 401
-    response = client.post("/sandbox/sync", data=b"x" * 200, content_type="application/json",
+    response = client.post("/sandbox/sync", data=b"x" * (limit + 1), content_type="application/json",
                            headers={"Authorization": "Bearer s3cret"})
     assert response.status_code == 413
     unauthorized, too_large = lines(stream)
@@ -123,3 +126,31 @@ def test_probes_are_not_logged() -> None:
     client.get("/healthz")
     client.get("/readyz")
     assert stream.getvalue() == ""
+
+
+def test_long_fields_are_truncated_with_a_marker() -> None:
+    """A 1 MB name (refused: over 253 characters) used to be logged in full."""
+    from hooks import logging_setup
+
+    client, stream = app_and_log()
+    request = minimal()
+    request["parent"]["metadata"]["name"] = "n" * 1_000_000
+    request["parent"]["metadata"]["namespace"] = "ns" * 40
+    assert post(client, "/sandbox/sync", request).status_code == 400
+    raw = stream.getvalue()
+    assert len(raw) < 2 * logging_setup.MAX_FIELD_CHARS + 1000
+    (line,) = lines(stream)
+    assert line["name"].startswith("n" * 100) and line["name"].endswith("...[truncated 1000000 characters]")
+    assert line["namespace"] == "ns" * 40  # short fields are untouched
+    assert line["outcome"] == "bad_request"
+
+
+def test_long_messages_of_other_loggers_are_truncated_too() -> None:
+    import logging
+
+    from hooks import logging_setup
+
+    _, stream = app_and_log()
+    logging.getLogger("llmsafespace.hooks").warning("x" * 100_000)
+    (line,) = lines(stream)
+    assert len(line["msg"]) < logging_setup.MAX_FIELD_CHARS + 50 and "[truncated 100000 characters]" in line["msg"]

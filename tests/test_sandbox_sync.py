@@ -492,7 +492,7 @@ def test_node_local_dns_is_read_from_the_environment() -> None:
     config = Config.from_env({"LLMSS_NODE_LOCAL_DNS_ADDRESSES": "169.254.20.10, 10.96.0.10", "LLMSS_NODE_LOCAL_DNS_PORT": "5353"})
     assert (config.node_local_dns_addresses, config.node_local_dns_port) == (("10.96.0.10", "169.254.20.10"), 5353)
     assert (Config.from_env({}).node_local_dns_addresses, Config.from_env({}).node_local_dns_port) == ((), 53)
-    with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_ADDRESSES entries must be IP addresses"):
+    with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_ADDRESSES: entries must be IP addresses"):
         Config.from_env({"LLMSS_NODE_LOCAL_DNS_ADDRESSES": "169.254.20.0/24"})
     with pytest.raises(ValueError, match="LLMSS_NODE_LOCAL_DNS_PORT"):
         Config.from_env({"LLMSS_NODE_LOCAL_DNS_PORT": "70000"})

@@ -129,7 +129,7 @@ def test_good_calls_are_answered_within_the_webhook_timeout_under_60_slow_connec
 # ---------------------------------------------------------------------------------------------
 # Every error the server writes is JSON: gunicorn's own, the body limit, the Content-Type
 
-LIMIT = 4000  # LLMSS_MAX_REQUEST_BYTES of the server below: a minimal request fits, 2 x LIMIT not
+LIMIT = 1024 * 1024  # LLMSS_MAX_REQUEST_BYTES of the server below (the smallest the settings allow): a minimal request fits, 2 x LIMIT not
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def post_raw(body: bytes, content_type: Optional[str] = "application/json", extr
     return (head + extra + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def chunked(body: bytes, size: int = 1000) -> bytes:
+def chunked(body: bytes, size: int = 64 * 1024) -> bytes:
     parts = [body[i:i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
 

@@ -57,7 +57,7 @@ def test_on_by_default_for_levels_without_gvisor() -> None:
 
 @pytest.mark.parametrize("raw", ["yes", "true", "1", "gvisor"])
 def test_an_unknown_mode_is_refused(raw: str) -> None:
-    with pytest.raises(ValueError, match="LLMSS_USER_NAMESPACES must be one of auto, on, off"):
+    with pytest.raises(ValueError, match="LLMSS_USER_NAMESPACES: must be one of auto, on, off"):
         Config.from_env({"LLMSS_USER_NAMESPACES": raw})
 
 
@@ -75,7 +75,6 @@ def test_switching_the_mode_never_asks_to_change_a_running_pod() -> None:
     refused, and its relabelling for a sandbox with it), and still serves a sandbox; new pods get
     the new setting. Sandbox pods are OnDelete: never updated."""
     import copy
-    import dataclasses
 
     from tests.factory import runtime
     from tests.harness import Harness, load_controllers
@@ -90,7 +89,7 @@ def test_switching_the_mode_never_asks_to_change_a_running_pod() -> None:
     h.run_until_quiet()
     before = {k: copy.deepcopy(o) for k, o in h.objects.items() if k[0] == "Pod"}
     assert before and all("hostUsers" not in o["spec"] for o in before.values())
-    h.config = dataclasses.replace(h.config, user_namespaces="auto")
+    h.config = h.config.model_copy(update={"user_namespaces": "auto"})
     h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX,
               "metadata": {"name": "warm", "namespace": "demo", "annotations": {C.ANNOTATION_USE_WARM_POD: "true"}},
               "spec": {"runtime": "python-3.10"}})

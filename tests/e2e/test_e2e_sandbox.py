@@ -159,3 +159,20 @@ def test_lifetime_ends_a_sandbox_and_keeps_the_object(kube: Kube, namespace: str
     kube.wait("its children gone", lambda: not any(children(kube, namespace, ended["metadata"]["uid"]).values()), 30,
               show=lambda: children(kube, namespace, ended["metadata"]["uid"]))
     assert kube.custom("Sandbox", namespace, "brief") is not None, "the object stays for inspection"
+
+
+def test_metadata_at_kubernetes_limits_is_served(kube: Kube, namespace: str, rte: str) -> None:
+    """The hook server's metadata limits (hooks/wire.py) are Kubernetes' own: a Sandbox the API
+    server accepts with a 253-character name, label keys and values at their maximum and 200 KB
+    of annotations is served like any other, its labels copied to the pod (never a 400)."""
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    key = ".".join(["p" * 63, "q" * 63, "r" * 63, "s" * 61]) + "/" + "n" * 63
+    obj = sandbox(name, namespace, rte)
+    obj["metadata"]["labels"] = {key: "v" * 63, "team": "data"}
+    obj["metadata"]["annotations"] = {"example.com/notes": "x" * 200_000}
+    kube.create(obj)  # POST: no last-applied annotation doubling the annotations
+    sb = kube.wait_sandbox(namespace, name, "Running", ready=True, timeout=30)
+    pod = _pod(kube, namespace, sb)
+    assert pod["metadata"]["labels"][key] == "v" * 63 and pod["metadata"]["labels"]["team"] == "data"
+    log = (kube.cp.logs / "hooks.log").read_text(errors="replace")
+    assert "MalformedRequest" not in log, [line for line in log.splitlines() if "MalformedRequest" in line][:3]
