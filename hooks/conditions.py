@@ -44,15 +44,18 @@ def render(
             if isinstance(cond, Mapping) and isinstance(cond.get("type"), str):
                 previous[cond["type"]] = cond
     out: dict[str, dict[str, Any]] = {}
+    now_text = ""  # fmt_time(now), formatted once, when a condition changes
     for cond in wanted:
         old = previous.get(cond.type)
         stamp = old.get("lastTransitionTime") if old and old.get("status") == cond.status else None
+        if not isinstance(stamp, str):
+            stamp = now_text = now_text or fmt_time(now)
         entry: dict[str, Any] = {
             "type": cond.type,
             "status": cond.status,
             "reason": cond.reason,
             "message": cond.message,
-            "lastTransitionTime": stamp if isinstance(stamp, str) else fmt_time(now),
+            "lastTransitionTime": stamp,
         }
         if generation is not None:
             entry["observedGeneration"] = generation

@@ -105,7 +105,11 @@ def find(items: Iterable[Mapping[str, Any]], obj_name: str) -> dict[str, Any] | 
 # Time: all time values are RFC 3339 UTC with second precision, like the API server writes them.
 
 def fmt_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
+    if utc.year < 1000:  # strftime writes such a year unpadded ("1-01-01T..."): kept as it was
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The same text as strftime("%Y-%m-%dT%H:%M:%SZ"), several times faster (every sync stamps times).
+    return utc.isoformat() + "Z"
 
 
 def add_seconds(moment: datetime, seconds: float) -> datetime:

@@ -1,18 +1,22 @@
 """The performance shortcuts give exactly the answers of the code they shortcut (bench/,
-docs/benchmark.md): WarmPool's template check and its per-spec cache of sandbox verdicts."""
+docs/benchmark.md): WarmPool's template check and its per-spec cache of sandbox verdicts, the
+cached spec validation, the faster time format."""
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from hooks import warm
 from hooks import warmpool_sync as W
 from hooks.config import Config
-from hooks.validators import WarmPoolSpec, parse_spec
+from hooks.meta import fmt_time
+from hooks.validators import SandboxSpec, SpecError, WarmPoolSpec, describe, parse_spec
 from tests.factory import sandbox
 from tests.warm_factory import RTE, pool
 
@@ -105,3 +109,81 @@ def test_observed_claims_on_the_realistic_request() -> None:
     for request in (sandbox_running(), persistent_storage(), lifetime_expired()):
         assert _claims_now(request["children"]) == _claims_as_before(request["children"])
     assert C.GVK_PVC in S.CHILD_KINDS
+
+
+# ---------------------------------------------------------------------------------------------
+# meta.fmt_time: isoformat instead of strftime (issue 13, item 10)
+
+_TZS = st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+
+
+def _fmt_time_as_before(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(timezones=_TZS) | st.sampled_from([
+    datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc),
+    datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), datetime(1000, 1, 1, tzinfo=timezone.utc)]))
+def test_fmt_time_writes_what_strftime_wrote(moment: datetime) -> None:
+    try:
+        before: Any = _fmt_time_as_before(moment)
+    except (OverflowError, ValueError) as exc:  # astimezone past the calendar's ends
+        before = type(exc)
+    try:
+        now: Any = fmt_time(moment)
+    except (OverflowError, ValueError) as exc:
+        now = type(exc)
+    assert now == before
+
+
+# ---------------------------------------------------------------------------------------------
+# validators.parse_spec: each (model, spec JSON) validated once per worker
+
+
+def _parse_fresh(model: Any, obj: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(obj["spec"])
+    except ValidationError as exc:
+        return SpecError(describe(exc))
+
+
+def _parse_now(model: Any, obj: dict[str, Any]) -> Any:
+    try:
+        return parse_spec(model, obj)
+    except SpecError as exc:
+        return exc
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, SpecError) or isinstance(b, SpecError):
+        return type(a) is type(b) and str(a) == str(b)
+    return type(a) is type(b) and a == b
+
+
+_sandbox_specs = st.fixed_dictionaries({}, optional={
+    "runtime": st.sampled_from(["python:3.10", "", "x" * 300]) | json_values,
+    "securityLevel": st.sampled_from(["standard", "high", "custom", "low"]) | json_values,
+    "lifetimeSeconds": st.integers(-5, 10**6) | json_values,
+    "resources": st.fixed_dictionaries({}, optional={"cpu": st.sampled_from(["1", "0", "bad", "500m"]), "memory": st.sampled_from(["1Gi", "x"])}),
+    "networkAccess": st.fixed_dictionaries({}, optional={"egress": st.lists(st.fixed_dictionaries({}, optional={
+        "domain": st.sampled_from(["pypi.org", "Bad_Domain", "*.x.io"]), "cidr": st.sampled_from(["8.8.8.0/24", "10.0.0.0/8", "nope"]),
+        "ports": st.lists(st.fixed_dictionaries({"port": st.integers(0, 70000)}), max_size=2)}), max_size=3)}),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_sandbox_specs, st.integers(1, 3))
+def test_cached_parse_spec_equals_fresh_validation(spec: dict[str, Any], repeats: int) -> None:
+    obj = {"spec": spec}
+    fresh = _parse_fresh(SandboxSpec, obj)
+    for _ in range(repeats):  # the first call fills the cache, the next ones read it
+        assert _same(_parse_now(SandboxSpec, obj), fresh)
+
+
+def test_parse_spec_outside_json_is_validated_uncached() -> None:
+    """A spec orjson cannot write (an int beyond 64 bits) is still validated, with the same answer."""
+    obj = {"spec": {"runtime": "python:3.10", "lifetimeSeconds": 2**70}}
+    assert _same(_parse_now(SandboxSpec, obj), _parse_fresh(SandboxSpec, obj))
+    big = {"spec": {"runtime": "python:3.10", "tags": ["x" * 100] * 300}}  # over SPEC_CACHE_MAX_BYTES
+    assert _same(_parse_now(SandboxSpec, big), _parse_fresh(SandboxSpec, big))
