@@ -9,11 +9,14 @@ a path writable that the profile lists as read-only. The runtime's minimum resou
 an explicit request below it is an error, a defaulted one is raised to it."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Iterable, Optional
+
+import orjson
 
 from . import constants as C
 from .meta import name
@@ -359,3 +362,83 @@ def merge(
         profile_name=profile[0] if profile else None,
     )
 
+
+
+# ---------------------------------------------------------------------------------------------
+# A sandbox's whole resolution, once per distinct input
+
+# Inputs up to this size (as JSON) are resolved once per worker; larger ones are resolved every time.
+RESOLUTION_CACHE_MAX_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: SandboxSpec
+    eff: Effective
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A SpecError (reason None) or a ResolutionError, as data: the cache keeps no exception (nor
+    its traceback), and each caller raises a fresh one."""
+
+    reason: Optional[str]
+    message: str
+    waiting: bool = False
+
+    def error(self) -> Exception:
+        if self.reason is None:
+            return SpecError(self.message)
+        return ResolutionError(self.reason, self.message, waiting=self.waiting)
+
+
+def resolve_sandbox(parent: Mapping[str, Any], namespace: str, runtimes: list[dict[str, Any]], profiles: list[dict[str, Any]],
+                    retain_storage_class: str) -> Resolved:
+    """The sandbox's spec validated, its runtime and profile resolved and merged; raises SpecError
+    or ResolutionError. Every sync of a sandbox repeats this on the same inputs (about a third of
+    a sync): it is a pure function of the parts of them it reads, so those parts, as JSON, key a
+    cache of its answers. Values JSON cannot carry are resolved uncached (validators.parse_spec)."""
+    key_parts = [parent.get("spec"), namespace, retain_storage_class,
+                 [_read_part(r, ("name",)) for r in runtimes], [_read_part(p, ("name", "namespace")) for p in profiles]]
+    try:
+        key = orjson.dumps(key_parts)
+    except TypeError:
+        key = b""
+    if 0 < len(key) <= RESOLUTION_CACHE_MAX_BYTES:
+        answer = _resolved(key)
+    else:
+        answer = _resolve(parent, namespace, runtimes, profiles, retain_storage_class)
+    if isinstance(answer, _Refused):
+        raise answer.error()
+    return answer
+
+
+def _read_part(obj: Mapping[str, Any], meta_keys: tuple[str, ...]) -> dict[str, Any]:
+    """What resolve_runtime and find_profile read of a related object: metadata's name (and
+    namespace), spec and status, each only when present (they read absent ones as defaults)."""
+    meta = obj["metadata"]
+    part: dict[str, Any] = {"metadata": {k: meta[k] for k in meta_keys if k in meta}}
+    for key in ("spec", "status"):
+        if key in obj:
+            part[key] = obj[key]
+    return part
+
+
+@functools.lru_cache(maxsize=512)
+def _resolved(key: bytes) -> Resolved | _Refused:
+    spec, namespace, retain, runtimes, profiles = orjson.loads(key)
+    return _resolve({"spec": spec}, namespace, runtimes, profiles, retain)
+
+
+def _resolve(parent: Mapping[str, Any], namespace: str, runtimes: list[dict[str, Any]], profiles: list[dict[str, Any]],
+             retain_storage_class: str) -> Resolved | _Refused:
+    try:
+        spec = parse_spec(SandboxSpec, dict(parent))
+    except SpecError as exc:
+        return _Refused(None, str(exc))
+    try:
+        runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
+        profile = find_profile(spec, namespace, profiles)
+        return Resolved(spec, merge(spec, runtime_name, runtime, profile, retain_storage_class))
+    except ResolutionError as exc:
+        return _Refused(exc.reason, exc.message, exc.waiting)

@@ -31,8 +31,8 @@ from .meta import (
 )
 from .request import SyncRequest
 from .response import as_desired, composite_response, parent_of
-from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
-from .validators import SandboxSpec, SpecError, parse_spec
+from .resolve import Effective, ResolutionError, resolve_sandbox
+from .validators import SandboxSpec, SpecError
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY)
 FINALIZE_POLL_SECONDS = 10.0
@@ -210,17 +210,14 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
 def _resolve(req: SyncRequest, config: Config, now: datetime) -> _Plan:
     """The spec, with its runtime and profile resolved; raises _Unusable when it cannot be used."""
     try:
-        spec = parse_spec(SandboxSpec, dict(req.parent))
+        resolved = resolve_sandbox(req.parent, req.namespace, req.related_of(C.GVK_RUNTIME), req.related_of(C.GVK_PROFILE),
+                                   config.retain_storage_class)
     except SpecError as exc:
         raise _Unusable("InvalidSpec", str(exc), False) from exc
-    try:
-        runtime_name, runtime = resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
-        profile = find_profile(spec, req.namespace, req.related_of(C.GVK_PROFILE))
-        eff = merge(spec, runtime_name, runtime, profile, config.retain_storage_class)
     except ResolutionError as exc:
         raise _Unusable(exc.reason, exc.message, exc.waiting) from exc
     token = replace_token(req.parent)
-    return _Plan(req, spec, eff, Names.of(req.parent), child_labels(req.parent), selector(req.parent), config, now,
+    return _Plan(req, resolved.spec, resolved.eff, Names.of(req.parent), child_labels(req.parent), selector(req.parent), config, now,
                  token, _warm_token(req.previous_status, token))
 
 

@@ -1,6 +1,6 @@
 """The performance shortcuts give exactly the answers of the code they shortcut (bench/,
 docs/benchmark.md): WarmPool's template check and its per-spec cache of sandbox verdicts, the
-cached spec validation, the faster time format."""
+cached spec validation and sandbox resolution, the faster time format."""
 from __future__ import annotations
 
 import copy
@@ -12,12 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from hooks import constants as C
+from hooks import resolve as R
 from hooks import warm
 from hooks import warmpool_sync as W
 from hooks.config import Config
 from hooks.meta import fmt_time
+from hooks.request import SyncRequest
 from hooks.validators import SandboxSpec, SpecError, WarmPoolSpec, describe, parse_spec
-from tests.factory import sandbox
+from tests.factory import profile, sandbox, sync_request
+from tests.sandbox_cases import SYNC_CASES
 from tests.warm_factory import RTE, pool
 
 POOL = pool(resources={"cpu": "500m", "memory": "512Mi"}, preloadScripts=[{"name": "warm", "script": "python -c 1"}])
@@ -187,3 +191,58 @@ def test_parse_spec_outside_json_is_validated_uncached() -> None:
     assert _same(_parse_now(SandboxSpec, obj), _parse_fresh(SandboxSpec, obj))
     big = {"spec": {"runtime": "python:3.10", "tags": ["x" * 100] * 300}}  # over SPEC_CACHE_MAX_BYTES
     assert _same(_parse_now(SandboxSpec, big), _parse_fresh(SandboxSpec, big))
+
+
+# ---------------------------------------------------------------------------------------------
+# resolve.resolve_sandbox: a sandbox's resolution, once per distinct input
+
+
+def _resolution_as_before(request: dict[str, Any], retain: str) -> Any:
+    """sandbox_sync._resolve's steps before the cache: validate, resolve the runtime and the profile, merge."""
+    req = SyncRequest.of(request)
+    try:
+        spec = parse_spec(SandboxSpec, dict(req.parent))
+        runtime_name, runtime = R.resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
+        profile = R.find_profile(spec, req.namespace, req.related_of(C.GVK_PROFILE))
+        return spec, R.merge(spec, runtime_name, runtime, profile, retain)
+    except (SpecError, R.ResolutionError) as exc:
+        return type(exc), str(exc), getattr(exc, "reason", None), getattr(exc, "waiting", None)
+
+
+def _resolution_now(request: dict[str, Any], retain: str) -> Any:
+    req = SyncRequest.of(request)
+    try:
+        got = R.resolve_sandbox(req.parent, req.namespace, req.related_of(C.GVK_RUNTIME), req.related_of(C.GVK_PROFILE), retain)
+        return got.spec, got.eff
+    except (SpecError, R.ResolutionError) as exc:
+        return type(exc), str(exc), getattr(exc, "reason", None), getattr(exc, "waiting", None)
+
+
+@pytest.mark.parametrize("case", sorted(SYNC_CASES))
+@pytest.mark.parametrize("retain", ["", "retained"])
+def test_cached_resolution_equals_fresh_one(case: str, retain: str) -> None:
+    request = SYNC_CASES[case]()
+    before = _resolution_as_before(request, retain)
+    for _ in range(2):  # the first call fills the cache, the second reads it
+        assert _resolution_now(request, retain) == before
+
+
+@settings(max_examples=200, deadline=None)
+@given(_sandbox_specs, st.sampled_from(["python:3.10", "python", "cobol:85"]), st.sampled_from([True, False, None, "x"]),
+       st.booleans())
+def test_cached_resolution_follows_runtimes_and_profiles(spec: dict[str, Any], runtime_ref: str, available: Any, with_profile: bool) -> None:
+    """The key holds what resolution reads of the related objects: a runtime's availability, a profile's verdict."""
+    rte = copy.deepcopy(RTE)
+    if available is None:
+        rte.pop("status", None)
+    else:
+        rte["status"] = {**rte.get("status", {}), "available": available}
+    spec = {**spec, "runtime": runtime_ref}
+    related = [rte]
+    if with_profile:
+        spec["profileRef"] = {"name": "strict"}
+        related.append(profile("strict", validated=available if isinstance(available, bool) else None))
+    request = sync_request(sandbox("s", spec=spec), related=related)
+    before = _resolution_as_before(request, "")
+    assert _resolution_now(request, "") == before
+    assert _resolution_now(request, "") == before
