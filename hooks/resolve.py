@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional
 import orjson
 
 from . import constants as C
-from .meta import name
+from .meta import MAPPING, name
 from .quantity import parse_quantity, whole_cpus
 from .validators import (
     NetworkRule,
@@ -93,7 +93,7 @@ def _version_key(version: str) -> tuple[Any, ...]:
 
 def runtime_available(rte: Mapping[str, Any]) -> Optional[bool]:
     status = rte.get("status")
-    if not isinstance(status, Mapping) or not isinstance(status.get("available"), bool):
+    if not isinstance(status, MAPPING) or not isinstance(status.get("available"), bool):
         return None
     return bool(status["available"])
 
@@ -142,7 +142,7 @@ def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tu
 
 def _status_message(obj: Mapping[str, Any]) -> str:
     for cond in (obj.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("status") == "False" and cond.get("message"):
+        if isinstance(cond, MAPPING) and cond.get("status") == "False" and cond.get("message"):
             return str(cond["message"])
     return "see its status"
 
@@ -162,7 +162,7 @@ def find_profile(spec: SandboxSpec, sandbox_ns: str, profiles: Iterable[Mapping[
                 profile = parse_spec(SandboxProfileSpec, dict(obj))
             except SpecError as exc:
                 raise ResolutionError("ProfileInvalid", f"SandboxProfile {ns}/{spec.profile_ref.name} is invalid: {exc}") from None
-            validated = (obj.get("status") or {}).get("validated") if isinstance(obj.get("status"), Mapping) else None
+            validated = (obj.get("status") or {}).get("validated") if isinstance(obj.get("status"), MAPPING) else None
             if validated is False:
                 raise ResolutionError("ProfileInvalid", f"SandboxProfile {ns}/{spec.profile_ref.name} failed validation: {_status_message(obj)}")
             if validated is None:
