@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from hooks import constants as C
+from hooks import quantity as Q
 from hooks import resolve as R
 from hooks import warm
 from hooks import warmpool_sync as W
@@ -246,3 +247,19 @@ def test_cached_resolution_follows_runtimes_and_profiles(spec: dict[str, Any], r
     before = _resolution_as_before(request, "")
     assert _resolution_now(request, "") == before
     assert _resolution_now(request, "") == before
+
+
+# ---------------------------------------------------------------------------------------------
+# quantity.parse_quantity: each short text parsed once per worker
+
+
+@pytest.mark.parametrize("text", ["500m", "1", "1.5", "512Mi", "1Gi", "1e3", "1E", "1Ei", " 2 ", "0", "-1", "", "bad", "1e1000000", "x" * 65])
+def test_cached_quantity_equals_fresh_parse(text: str) -> None:
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            return str(exc)
+    fresh = outcome(Q._parse)
+    for _ in range(2):
+        assert outcome(Q.parse_quantity) == fresh
