@@ -99,6 +99,34 @@ def runtime_available(rte: Mapping[str, Any]) -> Optional[bool]:
 
 
 def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec]:
+    """_resolve_runtime, once per distinct input: a WarmPool sync resolves its own runtime and
+    that of each distinct sandbox spec, every sync, on the same few RuntimeEnvironments. Keyed by
+    the JSON of what it reads (see resolve_sandbox)."""
+    runtimes = list(runtimes)
+    try:
+        key = orjson.dumps([reference, [_read_part(r, ("name",)) for r in runtimes]])
+    except TypeError:
+        key = b""
+    answer = _runtime_resolved(key) if 0 < len(key) <= RESOLUTION_CACHE_MAX_BYTES else _runtime_answer(reference, runtimes)
+    if isinstance(answer, _Refused):
+        raise answer.error()
+    return answer
+
+
+@functools.lru_cache(maxsize=256)
+def _runtime_resolved(key: bytes) -> tuple[str, RuntimeEnvironmentSpec] | _Refused:
+    reference, runtimes = orjson.loads(key)
+    return _runtime_answer(reference, runtimes)
+
+
+def _runtime_answer(reference: str, runtimes: list[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec] | _Refused:
+    try:
+        return _resolve_runtime(reference, runtimes)
+    except ResolutionError as exc:
+        return _Refused(exc.reason, exc.message, exc.waiting)
+
+
+def _resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec]:
     """Resolve `spec.runtime` to one RuntimeEnvironment.
 
     1. A RuntimeEnvironment whose name equals the reference wins.
@@ -437,7 +465,7 @@ def _resolve(parent: Mapping[str, Any], namespace: str, runtimes: list[dict[str,
     except SpecError as exc:
         return _Refused(None, str(exc))
     try:
-        runtime_name, runtime = resolve_runtime(spec.runtime, runtimes)
+        runtime_name, runtime = _resolve_runtime(spec.runtime, runtimes)  # cached as a whole here
         profile = find_profile(spec, namespace, profiles)
         return Resolved(spec, merge(spec, runtime_name, runtime, profile, retain_storage_class))
     except ResolutionError as exc:

@@ -21,7 +21,7 @@ from hooks.config import Config
 from hooks.meta import fmt_time
 from hooks.request import SyncRequest
 from hooks.validators import SandboxSpec, SpecError, WarmPoolSpec, describe, parse_spec
-from tests.factory import profile, sandbox, sync_request
+from tests.factory import profile, runtime, sandbox, sync_request
 from tests.sandbox_cases import SYNC_CASES
 from tests.warm_factory import RTE, pool
 
@@ -203,7 +203,7 @@ def _resolution_as_before(request: dict[str, Any], retain: str) -> Any:
     req = SyncRequest.of(request)
     try:
         spec = parse_spec(SandboxSpec, dict(req.parent))
-        runtime_name, runtime = R.resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
+        runtime_name, runtime = R._resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
         profile = R.find_profile(spec, req.namespace, req.related_of(C.GVK_PROFILE))
         return spec, R.merge(spec, runtime_name, runtime, profile, retain)
     except (SpecError, R.ResolutionError) as exc:
@@ -263,3 +263,27 @@ def test_cached_quantity_equals_fresh_parse(text: str) -> None:
     fresh = outcome(Q._parse)
     for _ in range(2):
         assert outcome(Q.parse_quantity) == fresh
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["python:3.10", "python", "python-3.10", "cobol:85", "data-science", ""]),
+       st.lists(st.tuples(st.sampled_from(["python-3.10", "python-3.11", "rt"]), st.sampled_from(["3.10", "3.11", "3.9"]),
+                          st.sampled_from([True, False, None]), st.sampled_from([[], ["data-science"]])), max_size=4))
+def test_cached_runtime_resolution_equals_fresh_one(reference: str, specs: list[Any]) -> None:
+    runtimes = []
+    for rte_name, version, available, tags in specs:
+        rte = runtime(rte_name, version=version, tags=tags)
+        if available is None:
+            rte.pop("status", None)
+        else:
+            rte["status"] = {**rte.get("status", {}), "available": available}
+        runtimes.append(rte)
+
+    def outcome(resolve: Any) -> Any:
+        try:
+            return resolve(reference, runtimes)
+        except R.ResolutionError as exc:
+            return exc.reason, exc.message, exc.waiting
+    fresh = outcome(R._resolve_runtime)
+    for _ in range(2):
+        assert outcome(R.resolve_runtime) == fresh
