@@ -2,7 +2,9 @@
 
 1. In-process latency of sandbox_sync.sync (realistic and minimal requests) and of
    warmpool_sync.sync at 10 / 100 / 1,000 / 5,000 warm pods and sandboxes.
-2. The floor: stdlib json.loads of the request + json.dumps of the response, same run.
+2. The floors: what parsing the request and serialising the response cost with orjson through
+   hooks/jsonio.py (the server's own JSON library and options: the honest floor, the targets'
+   base) and with the stdlib json module (for comparison), interleaved with the hook's calls.
 3. HTTP through gunicorn on loopback (wrk, else a bounded http.client load generator):
    /sandbox/sync against /bench/echo with the same body.
 4. Peak RSS after the 5,000-object WarmPool run.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
 import resource
@@ -21,14 +24,16 @@ import time
 from typing import Any, Callable
 
 from bench import loadgen, payloads
-from hooks import sandbox_sync, warmpool_sync
+from hooks import jsonio, sandbox_sync, warmpool_sync
 from tests.factory import NOW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TARGET_SANDBOX_P99_MS = 1.0
 TARGET_WARMPOOL_5000_MS = 100.0
+# hook / orjson floor, medians: every case, and the running Sandbox (the most frequent call)
 TARGET_FLOOR_RATIO = 3.0
+TARGET_RUNNING_FLOOR_RATIO = 2.0
 TARGET_HTTP_SHARE = 0.70
 REALISTIC = "running (all children observed)"
 
@@ -41,35 +46,50 @@ def percentile(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[index] / 1e6
 
 
-def measure(fn: Callable[[], Any], min_iters: int, max_iters: int, budget_s: float) -> dict[str, Any]:
-    """Time fn() one call at a time: at least min_iters calls, at most max_iters, stopping once
-    budget_s is spent (after min_iters). A few warm-up calls first."""
+def measure(fns: dict[str, Callable[[], Any]], min_iters: int, max_iters: int, budget_s: float) -> dict[str, dict[str, Any]]:
+    """Time each of fns one call at a time, interleaved (one call of each per iteration, so a
+    change in the shared machine's load falls on all of them alike): at least min_iters
+    iterations, at most max_iters, stopping once budget_s is spent (after min_iters). A few
+    warm-up calls first."""
     for _ in range(min(5, max(1, min_iters // 10))):
-        fn()
-    samples: list[int] = []
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[int]] = {key: [] for key in fns}
     clock = time.perf_counter_ns
     deadline = clock() + int(budget_s * 1e9)
-    while len(samples) < max_iters:
-        t0 = clock()
-        fn()
-        t1 = clock()
-        samples.append(t1 - t0)
-        if len(samples) >= min_iters and t1 >= deadline:
+    iters = 0
+    while iters < max_iters:
+        for key, fn in fns.items():
+            t0 = clock()
+            fn()
+            samples[key].append(clock() - t0)
+        iters += 1
+        if iters >= min_iters and clock() >= deadline:
             break
-    samples.sort()
-    return {"iters": len(samples), "median_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99),
-            "max_ms": samples[-1] / 1e6}
+    out = {}
+    for key, times in samples.items():
+        times.sort()
+        out[key] = {"iters": len(times), "median_ms": percentile(times, 50), "p99_ms": percentile(times, 99),
+                    "max_ms": times[-1] / 1e6}
+    return out
 
 
-def floor_fn(request: dict[str, Any], response: dict[str, Any]) -> Callable[[], Any]:
-    """What any JSON hook server must do at least: parse the request, serialise the response."""
-    text = json.dumps(request, separators=(",", ":"))
+def floor_fns(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """What any JSON hook server must do at least: parse the request, serialise the response.
+    `orjson`: the server's own functions (hooks/jsonio.py: orjson, sorted keys), the floor the
+    targets are set against; `stdlib`: json.loads + json.dumps, for comparison."""
+    raw = jsonio.dumps(request)
+    text = raw.decode()
     loads, dumps = json.loads, json.dumps
 
-    def floor() -> Any:
+    def orjson_floor() -> Any:
+        jsonio.loads(raw)
+        return jsonio.dumps(response)
+
+    def stdlib_floor() -> Any:
         loads(text)
         return dumps(response)
-    return floor
+    return {"orjson": orjson_floor, "stdlib": stdlib_floor}
 
 
 def hook_case(label: str, hook: Callable[..., dict[str, Any]], request: dict[str, Any], iters: tuple[int, int],
@@ -78,8 +98,8 @@ def hook_case(label: str, hook: Callable[..., dict[str, Any]], request: dict[str
     response = hook(request, NOW)
     if request != before:
         raise SystemExit(f"bench: the hook changed its request ({label}): not a pure function")
-    timing = measure(lambda: hook(request, NOW), iters[0], iters[1], budget_s)
-    floor = measure(floor_fn(request, response), iters[0], iters[1], budget_s / 2)
+    timings = measure({"hook": lambda: hook(request, NOW), **floor_fns(request, response)}, iters[0], iters[1], budget_s)
+    timing, orjson_floor, stdlib_floor = timings["hook"], timings["orjson"], timings["stdlib"]
     return {
         "case": label,
         "request_bytes": len(json.dumps(request, separators=(",", ":"))),
@@ -87,9 +107,12 @@ def hook_case(label: str, hook: Callable[..., dict[str, Any]], request: dict[str
         "children_in": sum(len(v) for v in request.get("children", {}).values()),
         "children_out": len(response.get("children", [])),
         **timing,
-        "floor_median_ms": floor["median_ms"],
-        "floor_p99_ms": floor["p99_ms"],
-        "floor_ratio": timing["median_ms"] / floor["median_ms"],
+        "orjson_floor_median_ms": orjson_floor["median_ms"],
+        "orjson_floor_p99_ms": orjson_floor["p99_ms"],
+        "orjson_floor_ratio": timing["median_ms"] / orjson_floor["median_ms"],
+        "floor_median_ms": stdlib_floor["median_ms"],
+        "floor_p99_ms": stdlib_floor["p99_ms"],
+        "floor_ratio": timing["median_ms"] / stdlib_floor["median_ms"],
     }
 
 
@@ -126,7 +149,6 @@ def run(quick: bool, http_seconds: float) -> dict[str, Any]:
 
 
 def _log10(x: float) -> float:
-    import math
     return math.log10(x)
 
 
@@ -143,8 +165,11 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": f"{big['median_ms']:.1f} ms (p99 {big['p99_ms']:.1f})", "met": big["median_ms"] < TARGET_WARMPOOL_5000_MS})
     else:
         out.append({"target": f"WarmPool sync at 5,000 < {TARGET_WARMPOOL_5000_MS:g} ms", "value": f"not run (--quick, N={big['n']})", "met": None})
-    out.append({"target": f"hook / floor ratio < {TARGET_FLOOR_RATIO:g} (realistic Sandbox request, medians)",
-                "value": f"{realistic['floor_ratio']:.2f}", "met": realistic["floor_ratio"] < TARGET_FLOOR_RATIO})
+    out.append({"target": f"hook / orjson floor <= {TARGET_RUNNING_FLOOR_RATIO:g} for the running Sandbox (medians)",
+                "value": f"{realistic['orjson_floor_ratio']:.2f}", "met": realistic["orjson_floor_ratio"] <= TARGET_RUNNING_FLOOR_RATIO})
+    worst = max(r["sandbox"] + r["warmpool"], key=lambda row: row["orjson_floor_ratio"])
+    out.append({"target": f"hook / orjson floor <= {TARGET_FLOOR_RATIO:g} for every case (medians; worst: {_label(worst)})",
+                "value": f"{worst['orjson_floor_ratio']:.2f}", "met": worst["orjson_floor_ratio"] <= TARGET_FLOOR_RATIO})
     h = r.get("http")
     if h and h.get("sync") and h.get("echo"):
         share = h["sync"]["rps"] / h["echo"]["rps"] if h["echo"]["rps"] else 0.0
@@ -173,21 +198,29 @@ def machine() -> dict[str, Any]:
             "implementation": platform.python_implementation()}
 
 
+def _label(row: dict[str, Any]) -> str:
+    return row["case"] if row["case"].startswith("WarmPool") else f"Sandbox {row['case']}"
+
+
 def table(r: dict[str, Any]) -> str:
     lines: list[str] = []
     m = r["machine"]
     lines.append(f"LLMSafeSpace hook benchmark{' (--quick)' if r['quick'] else ''}: {m['cpus']} CPUs, {m['cpu_model'] or 'unknown CPU'}, "
                  f"{m['implementation']} {m['python']}, tree {m['revision'] or 'unknown'}")
     lines.append("")
-    lines.append("## 1+2. In-process latency (ms) and the JSON floor (stdlib json.loads(request) + json.dumps(response))")
-    head = f"| {'case':<40} | {'req KB':>6} | {'children in/out':>15} | {'iters':>5} | {'median':>8} | {'p99':>8} | {'floor med':>9} | {'hook/floor':>10} | {'growth/10x':>10} |"
+    lines.append("## 1+2. In-process latency (ms) and the JSON floors: parse(request) + serialise(response) with orjson "
+                 "(hooks/jsonio.py, the server's) and with stdlib json")
+    head = (f"| {'case':<40} | {'req KB':>6} | {'children in/out':>15} | {'iters':>5} | {'median':>8} | {'p99':>8} "
+            f"| {'orjson floor':>12} | {'hook/orjson':>11} | {'json floor':>10} | {'hook/json':>9} | {'growth/10x':>10} |")
     lines.append(head)
     lines.append("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for row in r["sandbox"] + r["warmpool"]:
-        label = row["case"] if row["case"].startswith("WarmPool") else f"Sandbox {row['case']}"
         growth = f"{row['growth_per_10x']:.1f}x" if "growth_per_10x" in row else ""
-        lines.append(f"| {label:<40} | {row['request_bytes'] / 1024:>6.1f} | {row['children_in']:>7}/{row['children_out']:<7} | {row['iters']:>5} "
-                     f"| {row['median_ms']:>8.3f} | {row['p99_ms']:>8.3f} | {row['floor_median_ms']:>9.3f} | {row['floor_ratio']:>10.2f} | {growth:>10} |")
+        lines.append(f"| {_label(row):<40} | {row['request_bytes'] / 1024:>6.1f} | {row['children_in']:>7}/{row['children_out']:<7} | {row['iters']:>5} "
+                     f"| {row['median_ms']:>8.3f} | {row['p99_ms']:>8.3f} | {row['orjson_floor_median_ms']:>12.3f} | {row['orjson_floor_ratio']:>11.2f} "
+                     f"| {row['floor_median_ms']:>10.3f} | {row['floor_ratio']:>9.2f} | {growth:>10} |")
+    lines.append(f"hook/orjson: hook median / orjson floor median (targets: <= {TARGET_RUNNING_FLOOR_RATIO:g} running Sandbox, "
+                 f"<= {TARGET_FLOOR_RATIO:g} every case); hook/json: the same against stdlib json")
     lines.append("growth/10x: the median's growth per tenfold objects (10x = linear; 5,000 vs 1,000 normalised to a tenfold step)")
     lines.append("")
     lines.append("## 3. HTTP (gunicorn -w 2 sync workers, loopback, same realistic Sandbox body)")

@@ -8,15 +8,15 @@ from datetime import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from .meta import fmt_time
+from .meta import MAPPING, fmt_time
 
 
 def find_condition(status: Any, type_: str, status_value: str | None = None) -> Mapping[str, Any] | None:
     """The first condition of `type_` (and, when given, of that status) in an object's status, as
     it was observed: one reading for parents' and pods' conditions alike."""
-    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    conditions = status.get("conditions") if isinstance(status, MAPPING) else None
     for cond in conditions if isinstance(conditions, list) else []:
-        if isinstance(cond, Mapping) and cond.get("type") == type_ and (status_value is None or cond.get("status") == status_value):
+        if isinstance(cond, MAPPING) and cond.get("type") == type_ and (status_value is None or cond.get("status") == status_value):
             return cond
     return None
 
@@ -39,20 +39,23 @@ def render(
     when its status did not change. Conditions the hook does not manage (e.g. Metacontroller's
     `Updated`) are kept as they were."""
     previous: dict[str, Mapping[str, Any]] = {}
-    if isinstance(previous_status, Mapping):
+    if isinstance(previous_status, MAPPING):
         for cond in previous_status.get("conditions") or []:
-            if isinstance(cond, Mapping) and isinstance(cond.get("type"), str):
+            if isinstance(cond, MAPPING) and isinstance(cond.get("type"), str):
                 previous[cond["type"]] = cond
     out: dict[str, dict[str, Any]] = {}
+    now_text = ""  # fmt_time(now), formatted once, when a condition changes
     for cond in wanted:
         old = previous.get(cond.type)
         stamp = old.get("lastTransitionTime") if old and old.get("status") == cond.status else None
+        if not isinstance(stamp, str):
+            stamp = now_text = now_text or fmt_time(now)
         entry: dict[str, Any] = {
             "type": cond.type,
             "status": cond.status,
             "reason": cond.reason,
             "message": cond.message,
-            "lastTransitionTime": stamp if isinstance(stamp, str) else fmt_time(now),
+            "lastTransitionTime": stamp,
         }
         if generation is not None:
             entry["observedGeneration"] = generation

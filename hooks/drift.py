@@ -18,7 +18,7 @@ import orjson
 
 from . import constants as C
 from .conditions import Condition
-from .meta import name, namespace
+from .meta import MAPPING, name, namespace
 from .quantity import parse_quantity
 from .resolve import Effective
 
@@ -48,7 +48,7 @@ class PodSettings:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, MAPPING) else {}
 
 
 def _list(value: Any) -> list[Any]:
@@ -59,7 +59,7 @@ def read_pod(pod: Mapping[str, Any]) -> PodSettings:
     """A pod's settings, from its spec alone. Tolerant of what the API server adds (defaults,
     canonical quantities): only fields our builder writes are read."""
     spec = _mapping(pod.get("spec"))
-    containers = [c for c in _list(spec.get("containers")) if isinstance(c, Mapping)]
+    containers = [c for c in _list(spec.get("containers")) if isinstance(c, MAPPING)]
     container = next((c for c in containers if c.get("name") == C.SANDBOX_CONTAINER), containers[0] if containers else {})
     limits = _mapping(_mapping(container.get("resources")).get("limits"))
     security = _mapping(spec.get("securityContext"))
@@ -67,9 +67,9 @@ def read_pod(pod: Mapping[str, Any]) -> PodSettings:
     seccomp_text = str(seccomp.get("type") or "")
     if seccomp.get("type") == C.SECCOMP_LOCALHOST:
         seccomp_text += f" {seccomp.get('localhostProfile') or ''}".rstrip()
-    scratch = {v.get("name") for v in _list(spec.get("volumes")) if isinstance(v, Mapping) and "emptyDir" in v}
+    scratch = {v.get("name") for v in _list(spec.get("volumes")) if isinstance(v, MAPPING) and "emptyDir" in v}
     paths = tuple(sorted(str(m.get("mountPath")) for m in _list(container.get("volumeMounts"))
-                         if isinstance(m, Mapping) and m.get("name") in scratch))
+                         if isinstance(m, MAPPING) and m.get("name") in scratch))
     if spec.get("runtimeClassName"):
         level = "high"
     elif seccomp.get("type") == C.SECCOMP_LOCALHOST:
@@ -152,7 +152,7 @@ def running_runtime(image: str, eff: Effective, runtimes: Iterable[Mapping[str, 
     for rte in sorted(runtimes, key=name):
         if _mapping(rte.get("spec")).get("image") == image:
             return name(rte)
-    before = previous.get("runtimeEnvironment") if isinstance(previous, Mapping) else None
+    before = previous.get("runtimeEnvironment") if isinstance(previous, MAPPING) else None
     return before if isinstance(before, str) and before else eff.runtime_name
 
 

@@ -9,6 +9,10 @@ from typing import Any, Iterable
 
 from . import constants as C
 
+# isinstance(x, MAPPING) is isinstance(x, Mapping) with dict tried first: JSON objects are dicts,
+# and the ABC's own check costs ~4x a type check (a hook makes dozens per sync).
+MAPPING = (dict, Mapping)
+
 _INVALID_LABEL_CHARS = re.compile(r"[^a-z0-9-]")
 # The tail dns_label gives hashed names; a name already ending like this is hashed too, so no
 # name can be chosen to equal another name's hashed form (tests/test_fuzz.py).
@@ -94,12 +98,12 @@ def uid(obj: Mapping[str, Any]) -> str:
 
 def labels(obj: Mapping[str, Any]) -> dict[str, str]:
     value = obj.get("metadata", {}).get("labels") or {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, MAPPING) else {}
 
 
 def annotations(obj: Mapping[str, Any]) -> dict[str, str]:
     value = obj.get("metadata", {}).get("annotations") or {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, MAPPING) else {}
 
 
 def is_deleting(obj: Mapping[str, Any]) -> bool:
@@ -120,12 +124,14 @@ def objects(section: Any, gvk: str) -> list[dict[str, Any]]:
     """Objects of one kind from a `children` or `related` map, sorted by namespace/name.
 
     Metacontroller hook v2 keys maps by `namespace/name` or `name`; never rely on the key."""
-    if not isinstance(section, Mapping):
+    if not isinstance(section, MAPPING):
         return []
-    group = section.get(gvk) or {}
-    if not isinstance(group, Mapping):
+    group = section.get(gvk)
+    if not group:  # absent or empty, the usual case for most kinds: nothing to check or sort
         return []
-    items = [o for o in group.values() if isinstance(o, Mapping) and isinstance(o.get("metadata"), Mapping)]
+    if not isinstance(group, MAPPING):
+        return []
+    items = [o for o in group.values() if isinstance(o, MAPPING) and isinstance(o.get("metadata"), MAPPING)]
     return sorted(items, key=lambda o: (namespace(o), name(o)))  # type: ignore[arg-type, return-value]
 
 
@@ -139,7 +145,11 @@ def find(items: Iterable[Mapping[str, Any]], obj_name: str) -> dict[str, Any] | 
 # Time: all time values are RFC 3339 UTC with second precision, like the API server writes them.
 
 def fmt_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
+    if utc.year < 1000:  # strftime writes such a year unpadded ("1-01-01T..."): kept as it was
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The same text as strftime("%Y-%m-%dT%H:%M:%SZ"), several times faster (every sync stamps times).
+    return utc.isoformat() + "Z"
 
 
 def add_seconds(moment: datetime, seconds: float) -> datetime:

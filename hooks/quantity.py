@@ -5,6 +5,7 @@ about a second and 100 MB, too much for the hook server. tests/test_quantity.py 
 against kubernetes.utils.parse_quantity."""
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, DecimalException
 
@@ -18,8 +19,24 @@ _SUFFIXES = {
 _QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
 
 
+# Quantity texts up to this length are parsed once per worker: the same few ("500m", "1Gi") are
+# compared for every warm pod of every pool sync.
+_CACHED_TEXT_MAX = 64
+
+
 def parse_quantity(value: str | int | float) -> Decimal:
     """Parse a quantity; raise ValueError with a readable message when it is not one."""
+    if isinstance(value, str) and len(value) <= _CACHED_TEXT_MAX:
+        return _parse_text(value)  # Decimals are immutable: one parse serves every caller
+    return _parse(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(value: str) -> Decimal:
+    return _parse(value)
+
+
+def _parse(value: str | int | float) -> Decimal:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a quantity")
     if isinstance(value, (int, float)):

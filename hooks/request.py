@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .meta import is_deleting, name, namespace, objects, uid
+from .meta import MAPPING, is_deleting, name, namespace, objects, uid
 from .response import parent_of
 
 
 def _section(request: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     # Anything but a map (absent, null, a list) means no objects: meta.objects reads it so too.
     value = request.get(key)
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, MAPPING) else {}
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SyncRequest:
         status = parent.get("status")
         return SyncRequest(
             parent=parent,
-            previous_status=status if isinstance(status, Mapping) else {},
+            previous_status=status if isinstance(status, MAPPING) else {},
             children=_section(request, "children"),
             related=_section(request, "related"),
             finalizing=bool(request.get("finalizing")) or is_deleting(parent),

@@ -9,14 +9,17 @@ a path writable that the profile lists as read-only. The runtime's minimum resou
 an explicit request below it is an error, a defaulted one is raised to it."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Iterable, Optional
 
+import orjson
+
 from . import constants as C
-from .meta import name
+from .meta import MAPPING, name
 from .quantity import parse_quantity, whole_cpus
 from .validators import (
     EnvFromSource,
@@ -95,12 +98,40 @@ def _version_key(version: str) -> tuple[Any, ...]:
 
 def runtime_available(rte: Mapping[str, Any]) -> Optional[bool]:
     status = rte.get("status")
-    if not isinstance(status, Mapping) or not isinstance(status.get("available"), bool):
+    if not isinstance(status, MAPPING) or not isinstance(status.get("available"), bool):
         return None
     return bool(status["available"])
 
 
 def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec]:
+    """_resolve_runtime, once per distinct input: a WarmPool sync resolves its own runtime and
+    that of each distinct sandbox spec, every sync, on the same few RuntimeEnvironments. Keyed by
+    the JSON of what it reads (see resolve_sandbox)."""
+    runtimes = list(runtimes)
+    try:
+        key = orjson.dumps([reference, [_read_part(r, ("name",)) for r in runtimes]])
+    except TypeError:
+        key = b""
+    answer = _runtime_resolved(key) if 0 < len(key) <= RESOLUTION_CACHE_MAX_BYTES else _runtime_answer(reference, runtimes)
+    if isinstance(answer, _Refused):
+        raise answer.error()
+    return answer
+
+
+@functools.lru_cache(maxsize=256)
+def _runtime_resolved(key: bytes) -> tuple[str, RuntimeEnvironmentSpec] | _Refused:
+    reference, runtimes = orjson.loads(key)
+    return _runtime_answer(reference, runtimes)
+
+
+def _runtime_answer(reference: str, runtimes: list[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec] | _Refused:
+    try:
+        return _resolve_runtime(reference, runtimes)
+    except ResolutionError as exc:
+        return _Refused(exc.reason, exc.message, exc.waiting)
+
+
+def _resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec]:
     """Resolve `spec.runtime` to one RuntimeEnvironment.
 
     1. A RuntimeEnvironment whose name equals the reference wins.
@@ -144,7 +175,7 @@ def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tu
 
 def _status_message(obj: Mapping[str, Any]) -> str:
     for cond in (obj.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("status") == "False" and cond.get("message"):
+        if isinstance(cond, MAPPING) and cond.get("status") == "False" and cond.get("message"):
             return str(cond["message"])
     return "see its status"
 
@@ -164,7 +195,7 @@ def find_profile(spec: SandboxSpec, sandbox_ns: str, profiles: Iterable[Mapping[
                 profile = parse_spec(SandboxProfileSpec, dict(obj))
             except SpecError as exc:
                 raise ResolutionError("ProfileInvalid", f"SandboxProfile {ns}/{spec.profile_ref.name} is invalid: {exc}") from None
-            validated = (obj.get("status") or {}).get("validated") if isinstance(obj.get("status"), Mapping) else None
+            validated = (obj.get("status") or {}).get("validated") if isinstance(obj.get("status"), MAPPING) else None
             if validated is False:
                 raise ResolutionError("ProfileInvalid", f"SandboxProfile {ns}/{spec.profile_ref.name} failed validation: {_status_message(obj)}")
             if validated is None:
@@ -371,3 +402,83 @@ def merge(
         env_from=tuple(spec.env_from or ()),
     )
 
+
+
+# ---------------------------------------------------------------------------------------------
+# A sandbox's whole resolution, once per distinct input
+
+# Inputs up to this size (as JSON) are resolved once per worker; larger ones are resolved every time.
+RESOLUTION_CACHE_MAX_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: SandboxSpec
+    eff: Effective
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A SpecError (reason None) or a ResolutionError, as data: the cache keeps no exception (nor
+    its traceback), and each caller raises a fresh one."""
+
+    reason: Optional[str]
+    message: str
+    waiting: bool = False
+
+    def error(self) -> Exception:
+        if self.reason is None:
+            return SpecError(self.message)
+        return ResolutionError(self.reason, self.message, waiting=self.waiting)
+
+
+def resolve_sandbox(parent: Mapping[str, Any], namespace: str, runtimes: list[dict[str, Any]], profiles: list[dict[str, Any]],
+                    retain_storage_class: str) -> Resolved:
+    """The sandbox's spec validated, its runtime and profile resolved and merged; raises SpecError
+    or ResolutionError. Every sync of a sandbox repeats this on the same inputs (about a third of
+    a sync): it is a pure function of the parts of them it reads, so those parts, as JSON, key a
+    cache of its answers. Values JSON cannot carry are resolved uncached (validators.parse_spec)."""
+    key_parts = [parent.get("spec"), namespace, retain_storage_class,
+                 [_read_part(r, ("name",)) for r in runtimes], [_read_part(p, ("name", "namespace")) for p in profiles]]
+    try:
+        key = orjson.dumps(key_parts)
+    except TypeError:
+        key = b""
+    if 0 < len(key) <= RESOLUTION_CACHE_MAX_BYTES:
+        answer = _resolved(key)
+    else:
+        answer = _resolve(parent, namespace, runtimes, profiles, retain_storage_class)
+    if isinstance(answer, _Refused):
+        raise answer.error()
+    return answer
+
+
+def _read_part(obj: Mapping[str, Any], meta_keys: tuple[str, ...]) -> dict[str, Any]:
+    """What resolve_runtime and find_profile read of a related object: metadata's name (and
+    namespace), spec and status, each only when present (they read absent ones as defaults)."""
+    meta = obj["metadata"]
+    part: dict[str, Any] = {"metadata": {k: meta[k] for k in meta_keys if k in meta}}
+    for key in ("spec", "status"):
+        if key in obj:
+            part[key] = obj[key]
+    return part
+
+
+@functools.lru_cache(maxsize=512)
+def _resolved(key: bytes) -> Resolved | _Refused:
+    spec, namespace, retain, runtimes, profiles = orjson.loads(key)
+    return _resolve({"spec": spec}, namespace, runtimes, profiles, retain)
+
+
+def _resolve(parent: Mapping[str, Any], namespace: str, runtimes: list[dict[str, Any]], profiles: list[dict[str, Any]],
+             retain_storage_class: str) -> Resolved | _Refused:
+    try:
+        spec = parse_spec(SandboxSpec, dict(parent))
+    except SpecError as exc:
+        return _Refused(None, str(exc))
+    try:
+        runtime_name, runtime = _resolve_runtime(spec.runtime, runtimes)  # cached as a whole here
+        profile = find_profile(spec, namespace, profiles)
+        return Resolved(spec, merge(spec, runtime_name, runtime, profile, retain_storage_class))
+    except ResolutionError as exc:
+        return _Refused(exc.reason, exc.message, exc.waiting)

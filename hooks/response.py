@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from .conditions import Condition, generation, render
+from .meta import MAPPING
 
 # Server-managed metadata that must not be echoed back when a child is kept as observed.
 SYSTEM_METADATA = frozenset({
@@ -22,7 +23,7 @@ class BadRequest(ValueError):
 
 def parent_of(request: Mapping[str, Any], key: str = "parent") -> Mapping[str, Any]:
     parent = request.get(key)
-    if not isinstance(parent, Mapping) or not isinstance(parent.get("metadata"), Mapping):
+    if not isinstance(parent, MAPPING) or not isinstance(parent.get("metadata"), MAPPING):
         raise BadRequest(f"request.{key} must be an object with metadata")
     return parent
 
@@ -32,7 +33,7 @@ def as_desired(obj: Mapping[str, Any]) -> dict[str, Any]:
     Metacontroller changes nothing."""
     copy = {k: v for k, v in obj.items() if k != "status"}
     meta = {k: v for k, v in obj["metadata"].items() if k not in SYSTEM_METADATA}
-    if isinstance(meta.get("annotations"), Mapping):
+    if isinstance(meta.get("annotations"), MAPPING):
         meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
         if not meta["annotations"]:
             del meta["annotations"]

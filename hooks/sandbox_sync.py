@@ -30,13 +30,13 @@ from .builders.storage import build_pvc
 from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import (
-    add_seconds, annotations, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects, parse_time,
-    uid, user_labels,
+    MAPPING, add_seconds, annotations, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, objects,
+    parse_time, uid, user_labels,
 )
 from .request import SyncRequest
 from .response import as_desired, composite_response, parent_of
-from .resolve import Effective, ResolutionError, find_profile, merge, resolve_runtime
-from .validators import SandboxSpec, SpecError, parse_spec
+from .resolve import Effective, ResolutionError, resolve_sandbox
+from .validators import SandboxSpec, SpecError
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY, C.GVK_CILIUM_NETWORK_POLICY)
 FINALIZE_POLL_SECONDS = 10.0
@@ -114,9 +114,9 @@ def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config
             "labelSelector": {"matchLabels": {C.LABEL_SANDBOX_UID: uid(parent)}},
         },
     ]
-    spec = parent.get("spec") if isinstance(parent.get("spec"), Mapping) else {}
-    ref = spec.get("profileRef") if isinstance(spec, Mapping) else None
-    if isinstance(ref, Mapping) and isinstance(ref.get("name"), str) and ref["name"]:
+    spec = parent.get("spec") if isinstance(parent.get("spec"), MAPPING) else {}
+    ref = spec.get("profileRef") if isinstance(spec, MAPPING) else None
+    if isinstance(ref, MAPPING) and isinstance(ref.get("name"), str) and ref["name"]:
         rules.append({
             "apiVersion": C.API_VERSION, "resource": "sandboxprofiles",
             "namespace": ref.get("namespace") or ns, "names": [ref["name"]],
@@ -218,18 +218,15 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
 def _resolve(req: SyncRequest, config: Config, now: datetime) -> _Plan:
     """The spec, with its runtime and profile resolved; raises _Unusable when it cannot be used."""
     try:
-        spec = parse_spec(SandboxSpec, dict(req.parent))
+        resolved = resolve_sandbox(req.parent, req.namespace, req.related_of(C.GVK_RUNTIME), req.related_of(C.GVK_PROFILE),
+                                   config.retain_storage_class)
     except SpecError as exc:
         raise _Unusable("InvalidSpec", str(exc), False) from exc
-    try:
-        runtime_name, runtime = resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
-        profile = find_profile(spec, req.namespace, req.related_of(C.GVK_PROFILE))
-        eff = merge(spec, runtime_name, runtime, profile, config.retain_storage_class)
     except ResolutionError as exc:
         raise _Unusable(exc.reason, exc.message, exc.waiting) from exc
     _check_egress_backend(eff, config)
     token = replace_token(req.parent)
-    return _Plan(req, spec, eff, Names.of(req.parent), child_labels(req.parent), selector(req.parent), config, now,
+    return _Plan(req, resolved.spec, resolved.eff, Names.of(req.parent), child_labels(req.parent), selector(req.parent), config, now,
                  token, _warm_token(req.previous_status, token))
 
 
@@ -370,7 +367,7 @@ def _serve_warm(plan: _Plan, decision: warm.WarmDecision) -> _Serving:
     }
     # The start of the sandbox on this warm pod: kept from status while it is the same warm pod.
     ref = previous.get("warmPodRef")
-    start = previous.get("startTime") if isinstance(ref, Mapping) and ref.get("name") == name(wp) else None
+    start = previous.get("startTime") if isinstance(ref, MAPPING) and ref.get("name") == name(wp) else None
     status["startTime"] = start if isinstance(start, str) else fmt_time(plan.now)
     applied = _warm_applied(plan.req.parent, wp, plan.eff, plan.req.related_of(C.GVK_RUNTIME), previous, plan.warm_token, status)
     if wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED:
@@ -564,7 +561,7 @@ def _warm_token(previous: Any, token: str) -> str:
     status does not say so yet (this sync binds it, or the status is stale), the current token, so
     a stale status can delay a request, never make one: a sandbox created with the annotation keeps
     the warm pod it is given."""
-    if isinstance(previous, Mapping) and previous.get("warmPodUsed") is True:
+    if isinstance(previous, MAPPING) and previous.get("warmPodUsed") is True:
         recorded = previous.get("replacePodToken")
         return recorded if isinstance(recorded, str) else ""
     return token
@@ -596,7 +593,7 @@ def _cold_applied(parent: Mapping[str, Any], observed_pod: Optional[Mapping[str,
 def _warm_applied(parent: Mapping[str, Any], wp: Mapping[str, Any], eff: Effective, runtimes: list[dict[str, Any]],
                   previous: Any, warm_token: str, status: dict[str, Any]) -> Condition:
     """SpecApplied of a warm-served sandbox, and the status fields that describe its warm pod."""
-    wp_spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
+    wp_spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
     level, image = wp_spec.get("securityLevel"), wp_spec.get("image")
     status["securityLevel"] = level if isinstance(level, str) and level else C.DEFAULT_SECURITY_LEVEL
     runtime_name = drift.running_runtime(image if isinstance(image, str) else "", eff, runtimes, previous)
@@ -621,7 +618,7 @@ def _warm_condition(decision: warm.WarmDecision) -> Condition:
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
     for cond in (pod.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+        if isinstance(cond, MAPPING) and cond.get("type") == "Ready":
             return cond.get("status") == "True"
     return False
 
@@ -629,22 +626,22 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 def pod_trouble(pod: Mapping[str, Any]) -> Optional[tuple[str, str]]:
     """Why a pod does not run or is not ready, in the scheduler's or kubelet's words: (reason,
     message), or None when nothing is reported. Init containers first: they run first."""
-    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+    status = pod.get("status") if isinstance(pod.get("status"), MAPPING) else {}
     unscheduled = find_condition(status, "PodScheduled", "False")
     if unscheduled is not None:
         reason = str(unscheduled.get("reason") or "Unschedulable")
         return reason, str(unscheduled.get("message") or "the pod cannot be scheduled")
     for key in ("initContainerStatuses", "containerStatuses"):
         for cs in status.get(key) or []:
-            if not isinstance(cs, Mapping):
+            if not isinstance(cs, MAPPING):
                 continue
-            waiting = (cs.get("state") or {}).get("waiting") if isinstance(cs.get("state"), Mapping) else None
-            if not isinstance(waiting, Mapping) or str(waiting.get("reason") or "") in STARTING_REASONS:
+            waiting = (cs.get("state") or {}).get("waiting") if isinstance(cs.get("state"), MAPPING) else None
+            if not isinstance(waiting, MAPPING) or str(waiting.get("reason") or "") in STARTING_REASONS:
                 continue
             reason = str(waiting["reason"])
             text = f"container {cs.get('name')}: {reason}" + (f": {waiting['message']}" if waiting.get("message") else "")
-            last = (cs.get("lastState") or {}).get("terminated") if isinstance(cs.get("lastState"), Mapping) else None
-            if isinstance(last, Mapping) and last.get("reason"):
+            last = (cs.get("lastState") or {}).get("terminated") if isinstance(cs.get("lastState"), MAPPING) else None
+            if isinstance(last, MAPPING) and last.get("reason"):
                 text += f" (last exit: {last['reason']}, code {last.get('exitCode')})"
             return reason, text
     return None
@@ -673,7 +670,7 @@ def _pod_phase(pod: Mapping[str, Any], startup_timeout: Optional[int], now: date
 
 
 def _failure(pod: Mapping[str, Any]) -> str:
-    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+    status = pod.get("status") if isinstance(pod.get("status"), MAPPING) else {}
     reason, message = status.get("reason"), status.get("message")
     text = ": ".join(str(p) for p in (reason, message) if p)
     return text or f"the pod is {status.get('phase')}"
@@ -715,7 +712,7 @@ def _int(value: Any) -> int:
 
 
 def _stored_restarts(previous: Any) -> int:
-    return _int(previous.get("restarts")) if isinstance(previous, Mapping) else 0
+    return _int(previous.get("restarts")) if isinstance(previous, MAPPING) else 0
 
 
 def _cold_pod(pod: Optional[Mapping[str, Any]], previous: Any, floor: int, startup_timeout: int, now: datetime,
@@ -794,12 +791,16 @@ def keep_observed(children: Any) -> list[dict[str, Any]]:
 def _observed_claims(children: Any) -> list[dict[str, Any]]:
     """`[c for c in keep_observed(children) if c["kind"] == "PersistentVolumeClaim"]` without
     converting every other child first (it ran on every sync of a sandbox without storage)."""
+    if not isinstance(children, MAPPING):
+        return []  # objects() reads no object from it either
     kept = []
     seen: set[tuple[str, str, str]] = set()
     for gvk in CHILD_KINDS:
-        group = children.get(gvk) if isinstance(children, Mapping) else None
-        if isinstance(group, Mapping) and all(
-            not isinstance(o, Mapping) or not isinstance(o.get("metadata"), Mapping)  # objects() skips these
+        group = children.get(gvk)
+        if not group:
+            continue  # absent or empty: objects() returns nothing
+        if isinstance(group, MAPPING) and all(
+            not isinstance(o, MAPPING) or not isinstance(o.get("metadata"), MAPPING)  # objects() skips these
             or o.get("kind") != "PersistentVolumeClaim" for o in group.values()
         ):
             continue  # no claim in this group (the usual case): nothing to sort or convert
@@ -845,7 +846,7 @@ def _unusable(req: SyncRequest, reason: str, message: str, waiting: bool, now: d
         why = "waiting for its inputs" if waiting else "its spec cannot be used"
         ready = Condition("Ready", "False", reason, f"the sandbox cannot start: {why} (see the Validated condition)")
     # Carry over what the previous, valid spec established (for a sandbox that keeps running).
-    if isinstance(previous, Mapping) and (kept or held is not None):
+    if isinstance(previous, MAPPING) and (kept or held is not None):
         for key in ("runtimeEnvironment", "securityLevel", "profile", "serviceName", "endpoint", "warmPool", "warmPodRef", "warmPodUsed",
                     "startTime", "expiresAt", "restarts", "replacePodToken", "egress"):
             if key in previous:
@@ -873,7 +874,7 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
     pods = req.children_of(C.GVK_POD)
     warm_pods = [
         wp for wp in req.related_of(C.GVK_WARMPOD)
-        if isinstance((wp.get("spec") or {}).get("assignment"), Mapping)
+        if isinstance((wp.get("spec") or {}).get("assignment"), MAPPING)
         and wp["spec"]["assignment"].get("sandboxUid") == req.uid
     ]
     keep = [c for c in keep_observed(req.children) if c.get("kind") != "Pod"]

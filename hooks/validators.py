@@ -5,11 +5,13 @@ tests/test_crd_model_agreement.py proves that the models and the CRDs agree on f
 defaults and enums, so a default lives in two places only under test."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import posixpath
 import re
 from typing import Any, Literal, Optional
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -533,14 +535,44 @@ class SpecError(ValueError):
     """A spec that cannot be used; the message is meant for a status condition."""
 
 
+# Specs up to this size (as JSON) are validated once per worker; a larger one is rare and would
+# make the cache's memory depend on what clients send.
+SPEC_CACHE_MAX_BYTES = 16 * 1024
+
+
 def parse_spec(model: type[Model], obj: dict[str, Any]) -> Any:
+    """obj["spec"] validated with `model`; raises SpecError with the problems, one per line.
+
+    Every hook validates the same few specs on every sync (the sandbox's, its runtimes', its
+    pool's offers): pydantic was the largest single cost of a Sandbox sync. Validation is a pure
+    function of the spec's JSON text and the models are frozen, so each (model, JSON) is validated
+    once: the same model or the same message comes back. Values JSON cannot carry (NaN, tuples, a
+    non-string key, an int beyond 64 bits) never come from the API server; orjson refuses most of
+    them, and such specs are validated uncached."""
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise SpecError("spec: must be an object")
     try:
+        key = orjson.dumps(spec)
+    except TypeError:
+        key = b""
+    result = _validated(model, key) if 0 < len(key) <= SPEC_CACHE_MAX_BYTES else _validate(model, spec)
+    if isinstance(result, str):
+        raise SpecError(result)
+    return result
+
+
+def _validate(model: type[Model], spec: dict[str, Any]) -> Model | str:
+    """The validated model, or the message of every problem."""
+    try:
         return model.model_validate(spec)
     except ValidationError as exc:
-        raise SpecError(describe(exc)) from None
+        return describe(exc)
+
+
+@functools.lru_cache(maxsize=2048)
+def _validated(model: type[Model], key: bytes) -> Model | str:
+    return _validate(model, orjson.loads(key))
 
 
 def check_package(name: str) -> bool:

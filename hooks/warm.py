@@ -15,7 +15,7 @@ import orjson
 
 from . import constants as C
 from .config import Config
-from .meta import add_seconds, annotations, created, is_deleting, name, namespace, objects, uid
+from .meta import MAPPING, add_seconds, annotations, created, is_deleting, name, namespace, objects, uid
 from .quantity import parse_quantity
 from .resolve import Effective
 from .validators import EnvFromSource, EnvVar, SandboxSpec, SpecError, WarmPoolOfferSpec, WarmPoolSpec, parse_spec
@@ -181,7 +181,7 @@ def no_pool_reason(why_not: str) -> str:
 
 def owned_by_pool(warm_pod: Mapping[str, Any], pool: str) -> bool:
     for ref in warm_pod.get("metadata", {}).get("ownerReferences") or []:
-        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("kind") == C.KIND_WARMPOOL and ref.get("name") == pool:
+        if isinstance(ref, MAPPING) and ref.get("controller") and ref.get("kind") == C.KIND_WARMPOOL and ref.get("name") == pool:
             return True
     return False
 
@@ -191,10 +191,10 @@ def bound_warm_pod(parent: Mapping[str, Any], related: Any, pool: str) -> Option
     protocol, there were several)."""
     my_uid = uid(parent)
     for wp in objects(related, C.GVK_WARMPOD):
-        spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
-        assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
+        spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
+        assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
         if (
-            isinstance(assignment, Mapping)
+            isinstance(assignment, MAPPING)
             and my_uid
             and assignment.get("sandboxUid") == my_uid
             and namespace(wp) in ("", namespace(parent))
@@ -213,16 +213,16 @@ def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str
     of the pod must never make the sandbox start cold (the pool would then delete the pod it runs
     on). Status only ever makes this stickier, so a stale status cannot do harm."""
     my_uid = uid(parent)
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    ref = previous.get("warmPodRef") if isinstance(previous, Mapping) else None
-    serving = ref.get("name") if isinstance(ref, Mapping) and previous.get("warmPodUsed") is True else None
+    previous = parent.get("status") if isinstance(parent.get("status"), MAPPING) else {}
+    ref = previous.get("warmPodRef") if isinstance(previous, MAPPING) else None
+    serving = ref.get("name") if isinstance(ref, MAPPING) and previous.get("warmPodUsed") is True else None
     for wp in objects(related, C.GVK_WARMPOD):
-        spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
-        assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
-        status = wp.get("status") if isinstance(wp.get("status"), Mapping) else {}
+        spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
+        assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
+        status = wp.get("status") if isinstance(wp.get("status"), MAPPING) else {}
         pools = [r.get("name") for r in wp.get("metadata", {}).get("ownerReferences") or []
-                 if isinstance(r, Mapping) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL and isinstance(r.get("name"), str)]
-        if not (isinstance(assignment, Mapping) and my_uid and assignment.get("sandboxUid") == my_uid and pools
+                 if isinstance(r, MAPPING) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL and isinstance(r.get("name"), str)]
+        if not (isinstance(assignment, MAPPING) and my_uid and assignment.get("sandboxUid") == my_uid and pools
                 and namespace(wp) in ("", namespace(parent)) and not is_deleting(wp) and status.get("podName")):
             continue
         if status.get("phase") == WARM_PHASE_ASSIGNED or (name(wp) == serving and status.get("phase") not in ("Failed", "Terminating")):
@@ -263,20 +263,20 @@ def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool) -
     Called once held_warm_pod found nothing. After a cold start began, only the pod the status
     says it ran on counts: the pool also deletes a warm pod it bound too late to a sandbox that
     started cold, which is no failure."""
-    previous = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    ref = previous.get("warmPodRef") if isinstance(previous, Mapping) and previous.get("warmPodUsed") is True else None
-    serving = ref.get("name") if isinstance(ref, Mapping) and isinstance(ref.get("name"), str) else None
+    previous = parent.get("status") if isinstance(parent.get("status"), MAPPING) else {}
+    ref = previous.get("warmPodRef") if isinstance(previous, MAPPING) and previous.get("warmPodUsed") is True else None
+    serving = ref.get("name") if isinstance(ref, MAPPING) and isinstance(ref.get("name"), str) else None
     mine = []
     for wp in objects(related, C.GVK_WARMPOD):
-        spec = wp.get("spec") if isinstance(wp.get("spec"), Mapping) else {}
-        assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
-        if isinstance(assignment, Mapping) and uid(parent) and assignment.get("sandboxUid") == uid(parent) and namespace(wp) in ("", namespace(parent)):
+        spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
+        assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
+        if isinstance(assignment, MAPPING) and uid(parent) and assignment.get("sandboxUid") == uid(parent) and namespace(wp) in ("", namespace(parent)):
             mine.append(wp)
     for wp in mine:
-        phase = (wp.get("status") or {}).get("phase") if isinstance(wp.get("status"), Mapping) else None
+        phase = (wp.get("status") or {}).get("phase") if isinstance(wp.get("status"), MAPPING) else None
         if (is_deleting(wp) or phase in ("Failed", "Terminating")) and (not started_cold or name(wp) == serving):
             pools = [r.get("name") for r in wp.get("metadata", {}).get("ownerReferences") or []
-                     if isinstance(r, Mapping) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL]
+                     if isinstance(r, MAPPING) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL]
             return (str(pools[0]) if pools else None), name(wp), "is being deleted" if is_deleting(wp) else f"is {phase}"
     if serving and serving not in {name(wp) for wp in mine}:
         pool = previous.get("warmPool")
@@ -286,9 +286,9 @@ def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool) -
 
 def _cold_reason(parent: Mapping[str, Any]) -> Optional[tuple[str, str]]:
     """(reason, message) of the WarmPod condition an earlier sync wrote when it chose a cold start."""
-    status = parent.get("status") if isinstance(parent.get("status"), Mapping) else {}
-    for cond in status.get("conditions") or [] if isinstance(status, Mapping) else []:
-        if (isinstance(cond, Mapping) and cond.get("type") == "WarmPod" and cond.get("status") == "False"
+    status = parent.get("status") if isinstance(parent.get("status"), MAPPING) else {}
+    for cond in status.get("conditions") or [] if isinstance(status, MAPPING) else []:
+        if (isinstance(cond, MAPPING) and cond.get("type") == "WarmPod" and cond.get("status") == "False"
                 and cond.get("reason") in COLD_REASONS and isinstance(cond.get("message"), str)):
             return cond["reason"], cond["message"]
     return None
@@ -338,7 +338,7 @@ def decide(
     if pool is None:
         return WarmDecision("cold", None, reason=no_pool_reason(why_not), message=why_not)
     wp = bound_warm_pod(parent, related, pool)
-    status = wp.get("status") if wp is not None and isinstance(wp.get("status"), Mapping) else {}
+    status = wp.get("status") if wp is not None and isinstance(wp.get("status"), MAPPING) else {}
     if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
         return _bound(pool, wp)
     if now < deadline:

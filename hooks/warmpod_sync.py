@@ -44,7 +44,7 @@ from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod, plain_env
 from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
-from .meta import dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
+from .meta import MAPPING, dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
 from .request import SyncRequest
 from .response import as_desired, composite_response
 from .validators import SpecError, WarmPodSpec, parse_spec
@@ -89,9 +89,9 @@ def _policy(parent: Mapping[str, Any], pool: str) -> dict[str, Any]:
 
 
 def _pool_of(parent: Mapping[str, Any]) -> str:
-    spec = parent.get("spec") if isinstance(parent.get("spec"), Mapping) else {}
-    ref = spec.get("poolRef") if isinstance(spec, Mapping) else None
-    pool = ref.get("name") if isinstance(ref, Mapping) else None
+    spec = parent.get("spec") if isinstance(parent.get("spec"), MAPPING) else {}
+    ref = spec.get("poolRef") if isinstance(spec, MAPPING) else None
+    pool = ref.get("name") if isinstance(ref, MAPPING) else None
     return pool if isinstance(pool, str) else ""
 
 
@@ -204,7 +204,7 @@ def _as_running(desired: dict[str, Any], observed: Optional[Mapping[str, Any]]) 
 
 def _pod_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     status = pod.get("status")
-    return status if isinstance(status, Mapping) else {}
+    return status if isinstance(status, MAPPING) else {}
 
 
 def _ready_condition(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:

@@ -44,7 +44,7 @@ from . import constants as C
 from . import warm
 from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
-from .meta import created, dns_label, fmt_time, is_deleting, label_value, name, namespace, parse_time, uid
+from .meta import MAPPING, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, parse_time, uid
 from .request import SyncRequest
 from .resolve import ResolutionError, check_security_features, merge, resolve_runtime
 from .response import as_desired, composite_response, parent_of
@@ -81,15 +81,15 @@ class Member:
     @property
     def spec(self) -> Mapping[str, Any]:
         spec = self.obj.get("spec")
-        return spec if isinstance(spec, Mapping) else {}
+        return spec if isinstance(spec, MAPPING) else {}
 
 
 def _member(obj: Mapping[str, Any]) -> Member:
-    spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
-    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-    assignment = spec.get("assignment") if isinstance(spec, Mapping) else None
-    sandbox_uid = assignment.get("sandboxUid") if isinstance(assignment, Mapping) else None
-    phase = status.get("phase") if isinstance(status, Mapping) else None
+    spec = obj.get("spec") if isinstance(obj.get("spec"), MAPPING) else {}
+    status = obj.get("status") if isinstance(obj.get("status"), MAPPING) else {}
+    assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
+    sandbox_uid = assignment.get("sandboxUid") if isinstance(assignment, MAPPING) else None
+    phase = status.get("phase") if isinstance(status, MAPPING) else None
     return Member(
         obj=obj,
         name=name(obj),
@@ -442,7 +442,7 @@ def _surge(target: int) -> int:
 
 def _status(sandbox: Mapping[str, Any]) -> Mapping[str, Any]:
     status = sandbox.get("status")
-    return status if isinstance(status, Mapping) else {}
+    return status if isinstance(status, MAPPING) else {}
 
 
 def _still_used(sandbox: Optional[Mapping[str, Any]], pool_name: str) -> bool:
@@ -477,7 +477,7 @@ def _the_adopted(held: list[Member], sandbox: Mapping[str, Any]) -> Member:
     reports, else the one hooks/warm.py would pick (first by name)."""
     ref = _status(sandbox).get("warmPodRef")
     for m in held:
-        if isinstance(ref, Mapping) and ref.get("name") == m.name:
+        if isinstance(ref, MAPPING) and ref.get("name") == m.name:
             return m
     return sorted(held, key=lambda m: m.name)[0]
 
@@ -557,7 +557,7 @@ def _warm_pod(child_name: str, pool_name: str, ns: str, spec: dict[str, Any], as
         C.LABEL_MANAGED_BY: C.MANAGED_BY,
         C.LABEL_WARMPOOL: label_value(pool_name),
     }
-    if isinstance(assignment, Mapping):
+    if isinstance(assignment, MAPPING):
         # The sandbox's customize hook selects WarmPods by this label: without it, no adoption.
         labels[C.LABEL_SANDBOX_UID] = label_value(str(assignment.get("sandboxUid", "")))
         labels[C.LABEL_SANDBOX_ID] = label_value(str(assignment.get("sandboxName", "")))

@@ -19,14 +19,21 @@ def test_bench_quick(tmp_path):
         assert section in table, section
     for case in ("Sandbox running (all children observed)", "Sandbox new (no children)", "WarmPool N=10", "WarmPool N=100"):
         assert case in table, case
-    assert "hook/floor" in table and "growth/10x" in table and "peak RSS" in table
+    assert "growth/10x" in table and "peak RSS" in table
+    # The honest floor: the server's own JSON library (orjson), next to the stdlib one.
+    head = next(line for line in table.splitlines() if line.startswith("| case"))
+    assert "orjson floor" in head and "hook/orjson" in head and "json floor" in head and "hook/json" in head, head
     assert "/sandbox/sync" in table and "/bench/echo" in table or "failed:" in table
     targets = [line for line in table.splitlines() if line.startswith("- ")]
-    for needle in ("Sandbox sync in-process p99 < 1 ms", "WarmPool sync at 5,000 < 100 ms", "hook / floor ratio < 3",
+    for needle in ("Sandbox sync in-process p99 < 1 ms", "WarmPool sync at 5,000 < 100 ms",
+                   "hook / orjson floor <= 2 for the running Sandbox", "hook / orjson floor <= 3 for every case",
                    "HTTP Sandbox sync >= 70% of echo"):
         matching = [line for line in targets if needle in line]
         assert len(matching) == 1, needle
         assert matching[0].split()[1] in ("MET", "NOT", "SKIPPED"), matching[0]
     results = json.loads(out_json.read_text())
     assert {"sandbox", "warmpool", "http", "peak_rss_mib", "targets"} <= set(results)
-    assert len(results["targets"]) == 4
+    assert len(results["targets"]) == 5
+    for row in results["sandbox"] + results["warmpool"]:
+        assert row["orjson_floor_median_ms"] > 0 and row["floor_median_ms"] > 0, row["case"]
+        assert abs(row["orjson_floor_ratio"] - row["median_ms"] / row["orjson_floor_median_ms"]) < 1e-9, row["case"]

@@ -1,19 +1,28 @@
 """The performance shortcuts give exactly the answers of the code they shortcut (bench/,
-docs/benchmark.md): WarmPool's template check and its per-spec cache of sandbox verdicts."""
+docs/benchmark.md): WarmPool's template check and its per-spec cache of sandbox verdicts, the
+cached spec validation and sandbox resolution, the faster time format."""
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from hooks import constants as C
+from hooks import quantity as Q
+from hooks import resolve as R
 from hooks import warm
 from hooks import warmpool_sync as W
 from hooks.config import Config
-from hooks.validators import WarmPoolSpec, parse_spec
-from tests.factory import sandbox
+from hooks.meta import fmt_time
+from hooks.request import SyncRequest
+from hooks.validators import SandboxSpec, SpecError, WarmPoolSpec, describe, parse_spec
+from tests.factory import profile, runtime, sandbox, sync_request
+from tests.sandbox_cases import SYNC_CASES
 from tests.warm_factory import RTE, pool
 
 POOL = pool(resources={"cpu": "500m", "memory": "512Mi"}, preloadScripts=[{"name": "warm", "script": "python -c 1"}])
@@ -105,3 +114,176 @@ def test_observed_claims_on_the_realistic_request() -> None:
     for request in (sandbox_running(), persistent_storage(), lifetime_expired()):
         assert _claims_now(request["children"]) == _claims_as_before(request["children"])
     assert C.GVK_PVC in S.CHILD_KINDS
+
+
+# ---------------------------------------------------------------------------------------------
+# meta.fmt_time: isoformat instead of strftime (issue 13, item 10)
+
+_TZS = st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+
+
+def _fmt_time_as_before(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(timezones=_TZS) | st.sampled_from([
+    datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc),
+    datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), datetime(1000, 1, 1, tzinfo=timezone.utc)]))
+def test_fmt_time_writes_what_strftime_wrote(moment: datetime) -> None:
+    try:
+        before: Any = _fmt_time_as_before(moment)
+    except (OverflowError, ValueError) as exc:  # astimezone past the calendar's ends
+        before = type(exc)
+    try:
+        now: Any = fmt_time(moment)
+    except (OverflowError, ValueError) as exc:
+        now = type(exc)
+    assert now == before
+
+
+# ---------------------------------------------------------------------------------------------
+# validators.parse_spec: each (model, spec JSON) validated once per worker
+
+
+def _parse_fresh(model: Any, obj: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(obj["spec"])
+    except ValidationError as exc:
+        return SpecError(describe(exc))
+
+
+def _parse_now(model: Any, obj: dict[str, Any]) -> Any:
+    try:
+        return parse_spec(model, obj)
+    except SpecError as exc:
+        return exc
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, SpecError) or isinstance(b, SpecError):
+        return type(a) is type(b) and str(a) == str(b)
+    return type(a) is type(b) and a == b
+
+
+_sandbox_specs = st.fixed_dictionaries({}, optional={
+    "runtime": st.sampled_from(["python:3.10", "", "x" * 300]) | json_values,
+    "securityLevel": st.sampled_from(["standard", "high", "custom", "low"]) | json_values,
+    "lifetimeSeconds": st.integers(-5, 10**6) | json_values,
+    "resources": st.fixed_dictionaries({}, optional={"cpu": st.sampled_from(["1", "0", "bad", "500m"]), "memory": st.sampled_from(["1Gi", "x"])}),
+    "networkAccess": st.fixed_dictionaries({}, optional={"egress": st.lists(st.fixed_dictionaries({}, optional={
+        "domain": st.sampled_from(["pypi.org", "Bad_Domain", "*.x.io"]), "cidr": st.sampled_from(["8.8.8.0/24", "10.0.0.0/8", "nope"]),
+        "ports": st.lists(st.fixed_dictionaries({"port": st.integers(0, 70000)}), max_size=2)}), max_size=3)}),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_sandbox_specs, st.integers(1, 3))
+def test_cached_parse_spec_equals_fresh_validation(spec: dict[str, Any], repeats: int) -> None:
+    obj = {"spec": spec}
+    fresh = _parse_fresh(SandboxSpec, obj)
+    for _ in range(repeats):  # the first call fills the cache, the next ones read it
+        assert _same(_parse_now(SandboxSpec, obj), fresh)
+
+
+def test_parse_spec_outside_json_is_validated_uncached() -> None:
+    """A spec orjson cannot write (an int beyond 64 bits) is still validated, with the same answer."""
+    obj = {"spec": {"runtime": "python:3.10", "lifetimeSeconds": 2**70}}
+    assert _same(_parse_now(SandboxSpec, obj), _parse_fresh(SandboxSpec, obj))
+    big = {"spec": {"runtime": "python:3.10", "tags": ["x" * 100] * 300}}  # over SPEC_CACHE_MAX_BYTES
+    assert _same(_parse_now(SandboxSpec, big), _parse_fresh(SandboxSpec, big))
+
+
+# ---------------------------------------------------------------------------------------------
+# resolve.resolve_sandbox: a sandbox's resolution, once per distinct input
+
+
+def _resolution_as_before(request: dict[str, Any], retain: str) -> Any:
+    """sandbox_sync._resolve's steps before the cache: validate, resolve the runtime and the profile, merge."""
+    req = SyncRequest.of(request)
+    try:
+        spec = parse_spec(SandboxSpec, dict(req.parent))
+        runtime_name, runtime = R._resolve_runtime(spec.runtime, req.related_of(C.GVK_RUNTIME))
+        profile = R.find_profile(spec, req.namespace, req.related_of(C.GVK_PROFILE))
+        return spec, R.merge(spec, runtime_name, runtime, profile, retain)
+    except (SpecError, R.ResolutionError) as exc:
+        return type(exc), str(exc), getattr(exc, "reason", None), getattr(exc, "waiting", None)
+
+
+def _resolution_now(request: dict[str, Any], retain: str) -> Any:
+    req = SyncRequest.of(request)
+    try:
+        got = R.resolve_sandbox(req.parent, req.namespace, req.related_of(C.GVK_RUNTIME), req.related_of(C.GVK_PROFILE), retain)
+        return got.spec, got.eff
+    except (SpecError, R.ResolutionError) as exc:
+        return type(exc), str(exc), getattr(exc, "reason", None), getattr(exc, "waiting", None)
+
+
+@pytest.mark.parametrize("case", sorted(SYNC_CASES))
+@pytest.mark.parametrize("retain", ["", "retained"])
+def test_cached_resolution_equals_fresh_one(case: str, retain: str) -> None:
+    request = SYNC_CASES[case]()
+    before = _resolution_as_before(request, retain)
+    for _ in range(2):  # the first call fills the cache, the second reads it
+        assert _resolution_now(request, retain) == before
+
+
+@settings(max_examples=200, deadline=None)
+@given(_sandbox_specs, st.sampled_from(["python:3.10", "python", "cobol:85"]), st.sampled_from([True, False, None, "x"]),
+       st.booleans())
+def test_cached_resolution_follows_runtimes_and_profiles(spec: dict[str, Any], runtime_ref: str, available: Any, with_profile: bool) -> None:
+    """The key holds what resolution reads of the related objects: a runtime's availability, a profile's verdict."""
+    rte = copy.deepcopy(RTE)
+    if available is None:
+        rte.pop("status", None)
+    else:
+        rte["status"] = {**rte.get("status", {}), "available": available}
+    spec = {**spec, "runtime": runtime_ref}
+    related = [rte]
+    if with_profile:
+        spec["profileRef"] = {"name": "strict"}
+        related.append(profile("strict", validated=available if isinstance(available, bool) else None))
+    request = sync_request(sandbox("s", spec=spec), related=related)
+    before = _resolution_as_before(request, "")
+    assert _resolution_now(request, "") == before
+    assert _resolution_now(request, "") == before
+
+
+# ---------------------------------------------------------------------------------------------
+# quantity.parse_quantity: each short text parsed once per worker
+
+
+@pytest.mark.parametrize("text", ["500m", "1", "1.5", "512Mi", "1Gi", "1e3", "1E", "1Ei", " 2 ", "0", "-1", "", "bad", "1e1000000", "x" * 65])
+def test_cached_quantity_equals_fresh_parse(text: str) -> None:
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            return str(exc)
+    fresh = outcome(Q._parse)
+    for _ in range(2):
+        assert outcome(Q.parse_quantity) == fresh
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["python:3.10", "python", "python-3.10", "cobol:85", "data-science", ""]),
+       st.lists(st.tuples(st.sampled_from(["python-3.10", "python-3.11", "rt"]), st.sampled_from(["3.10", "3.11", "3.9"]),
+                          st.sampled_from([True, False, None]), st.sampled_from([[], ["data-science"]])), max_size=4))
+def test_cached_runtime_resolution_equals_fresh_one(reference: str, specs: list[Any]) -> None:
+    runtimes = []
+    for rte_name, version, available, tags in specs:
+        rte = runtime(rte_name, version=version, tags=tags)
+        if available is None:
+            rte.pop("status", None)
+        else:
+            rte["status"] = {**rte.get("status", {}), "available": available}
+        runtimes.append(rte)
+
+    def outcome(resolve: Any) -> Any:
+        try:
+            return resolve(reference, runtimes)
+        except R.ResolutionError as exc:
+            return exc.reason, exc.message, exc.waiting
+    fresh = outcome(R._resolve_runtime)
+    for _ in range(2):
+        assert outcome(R.resolve_runtime) == fresh
