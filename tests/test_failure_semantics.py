@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
@@ -137,19 +136,21 @@ def _worst_case_sandbox_request() -> dict[str, Any]:
     return S._request(parent, children, [RTE, prof] + [runtime(f"rt-{i}", version=f"3.{i}") for i in range(200)])
 
 
-def test_worst_case_requests_finish_far_below_the_webhook_timeout() -> None:
-    """A hook slower than the webhook timeout (10 s) fails every sync: Metacontroller retries with
-    backoff and the sandbox never progresses. The largest valid sandbox (schema maxima everywhere,
-    200 runtimes) must be answered in a small fraction of it, even on a slow CI machine."""
+def test_the_worst_case_request_is_answered_whole() -> None:
+    """The largest valid sandbox (schema maxima everywhere, 200 runtimes) gets a complete answer,
+    not an error: a failing hook fails every sync. How long it takes (it must stay far below the
+    10 s webhook timeout) is a figure of the benchmark (bench/, case "Sandbox worst case"), not a
+    timed assertion here."""
     request = _worst_case_sandbox_request()
-    c = client()
     body = json.dumps(request)
-    started = time.perf_counter()
-    response = c.post("/sandbox/sync", data=body, content_type="application/json")
-    elapsed = time.perf_counter() - started
-    assert response.status_code == 200, response.data[:500]
     assert len(body) > 1_000_000  # the request really is big
-    assert elapsed < 2.0, f"{elapsed:.2f}s for the worst-case sandbox"
+    response = client().post("/sandbox/sync", data=body, content_type="application/json")
+    assert response.status_code == 200, response.data[:500]
+    answer = response.get_json()
+    assert {c["kind"] for c in answer["children"]} >= {"Pod", "Service", "NetworkPolicy", "PersistentVolumeClaim"}
+    assert answer["status"]["phase"] == "Running"
+    # The answer is the sandbox's own children: it does not grow with the 200 related runtimes.
+    assert len(response.data) < len(body) // 4
 
 
 # ---------------------------------------------------------------------------------------------
