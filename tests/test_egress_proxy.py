@@ -54,7 +54,7 @@ def test_backend_setting_is_read_and_checked() -> None:
     assert Config.from_env({}).egress_backend == C.EGRESS_BACKEND_NETWORKPOLICY
     assert Config.from_env({"LLMSS_EGRESS_BACKEND": "proxy"}).egress_backend == "proxy"
     assert Config.from_env({"LLMSS_EGRESS_PROXY_IMAGE": "registry.example.com/squid:6"}).egress_proxy_image == "registry.example.com/squid:6"
-    with pytest.raises(ValueError, match="LLMSS_EGRESS_BACKEND must be one of networkpolicy, cilium, clusternetworkpolicy, proxy"):
+    with pytest.raises(ValueError, match="LLMSS_EGRESS_BACKEND: must be one of networkpolicy, cilium, clusternetworkpolicy, proxy"):
         Config.from_env({"LLMSS_EGRESS_BACKEND": "squid"})
 
 
