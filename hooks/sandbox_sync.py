@@ -224,7 +224,7 @@ def _resolve(req: SyncRequest, config: Config, now: datetime) -> _Plan:
         raise _Unusable("InvalidSpec", str(exc), False) from exc
     except ResolutionError as exc:
         raise _Unusable(exc.reason, exc.message, exc.waiting) from exc
-    _check_egress_backend(eff, config)
+    _check_egress_backend(resolved.eff, config)
     token = replace_token(req.parent)
     return _Plan(req, resolved.spec, resolved.eff, Names.of(req.parent), child_labels(req.parent), selector(req.parent), config, now,
                  token, _warm_token(req.previous_status, token))
