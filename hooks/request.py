@@ -66,6 +66,10 @@ class SyncRequest:
         """The first observed child of this kind and name (the object itself, not a copy), or None."""
         return next((o for o in self._group("children", gvk) if name(o) == child_name), None)
 
+    def observed_names(self, gvks: tuple[str, ...]) -> set[tuple[Any, str]]:
+        """(kind, name) of every observed child of these kinds (no list copied per kind)."""
+        return {(o.get("kind"), name(o)) for gvk in gvks for o in self._group("children", gvk)}
+
     def related_of(self, gvk: str) -> list[dict[str, Any]]:
         """Related objects of one kind, sorted by namespace/name."""
         return list(self._group("related", gvk))

@@ -456,7 +456,7 @@ def _validated(eff: Effective) -> Condition:
 
 def _missing(desired: list[dict[str, Any]], req: SyncRequest) -> list[tuple[str, str]]:
     """(kind, name) of every desired child not observed, in the order desired."""
-    observed = {(o.get("kind"), name(o)) for gvk in CHILD_KINDS for o in req.children_of(gvk)}
+    observed = req.observed_names(CHILD_KINDS)
     return [(c["kind"], c["metadata"]["name"]) for c in desired if (c["kind"], c["metadata"]["name"]) not in observed]
 
 
@@ -704,6 +704,8 @@ class PodOutcome:
 
 
 def _int(value: Any) -> int:
+    if value is None:  # the usual case (no count yet): spares raising and catching a TypeError
+        return 0
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -48,7 +48,7 @@ from .meta import MAPPING, created, dns_label, fmt_time, is_deleting, label_valu
 from .request import SyncRequest
 from .resolve import ResolutionError, check_security_features, merge, resolve_runtime
 from .response import as_desired, composite_response, parent_of
-from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec
+from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec, validate_cached
 
 CHILD_KINDS = (C.GVK_WARMPOD,)
 FINALIZE_POLL_SECONDS = 10.0
@@ -392,7 +392,7 @@ class _TemplateCheck:
         self.template = template
         self.wire: Optional[dict[str, Any]] = None
         try:
-            self.wire = WarmPodSpec.model_validate(dict(template)).wire()
+            self.wire = validate_cached(WarmPodSpec, dict(template)).wire()
         except Exception:  # never with a template built from a valid pool: keep _matches' behaviour
             self.wire = None
 
