@@ -20,7 +20,7 @@ def _section(request: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, MAPPING) else {}
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class SyncRequest:
     """The parent, what its previous sync wrote, and the observed children and related objects,
     both keyed by group/version kind as Metacontroller sends them (`Pod.v1`, `Sandbox.llmsafespace.dev/v1`)."""

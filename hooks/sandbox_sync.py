@@ -138,7 +138,7 @@ class _Unusable(Exception):
         self.reason, self.message, self.waiting = reason, message, waiting
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Plan:
     """What every step after resolution reads: the request, the resolved spec, the sandbox's names
     and labels, and the pod replacement it requests."""
@@ -159,7 +159,7 @@ class _Plan:
         return self.req.namespace
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Serving:
     """What the pod that serves the sandbox (its own, a warm one, or none yet) contributes."""
 
@@ -171,7 +171,7 @@ class _Serving:
     resync: list[float] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Creation:
     """ChildrenCreated, and phase and Ready once a pod the API server refuses is accounted for."""
 
@@ -693,7 +693,7 @@ def _cold_phase(pod: Optional[Mapping[str, Any]], now: datetime) -> tuple[str, C
 # Failed pods: replaced a bounded number of times, counted robustly
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class PodOutcome:
     phase: str
     ready: Condition

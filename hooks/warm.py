@@ -24,7 +24,7 @@ from .validators import EnvFromSource, EnvVar, SandboxSpec, SpecError, WarmPoolO
 WARM_PHASE_ASSIGNED = "Assigned"
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class WarmDecision:
     mode: str  # "none" (warm pod not requested), "waiting", "warm", "cold"
     pool: Optional[str] = None
