@@ -64,7 +64,7 @@ _NEVER = datetime.max.replace(tzinfo=timezone.utc)
 # Observed WarmPods
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class Member:
     obj: Mapping[str, Any]
     name: str
@@ -145,7 +145,7 @@ class _Unusable(Exception):
         self.reason, self.message, self.waiting = reason, message, waiting
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Idle:
     """The pool's working state: its live, unassigned WarmPods of the current template, by state
     (oldest first); assignment and sizing take pods out of it."""
@@ -157,14 +157,14 @@ class _Idle:
     ages: dict[str, float]  # seconds since creation, of the Ready ones
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Assignment:
     new: list[tuple[Member, Mapping[str, Any]]]  # (Ready WarmPod, the waiting sandbox it now serves)
     unserved: list[str]  # waiting sandboxes this pool's pods cannot serve, and why
     demand: int  # compatible sandboxes left waiting: no Ready pod was left for them
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Sizing:
     idle: _Idle  # what stays: removals applied, expired pods cut to the stand-ins still needed
     created: int  # new WarmPods to create
