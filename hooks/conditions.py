@@ -21,7 +21,11 @@ def find_condition(status: Any, type_: str, status_value: str | None = None) -> 
     return None
 
 
-@dataclass(frozen=True)
+# Values a hook builds and reads within one call (Condition, and likewise PodShape, SyncRequest, the
+# sync steps' results) are plain dataclasses, never edited after construction. Not frozen: a frozen
+# dataclass's __init__ sets each field through object.__setattr__, about 3x the cost, and a sync
+# builds dozens (-12 to -15 % of a Sandbox sync's instructions, docs/benchmark.md).
+@dataclass
 class Condition:
     type: str
     status: str  # "True" | "False" | "Unknown"

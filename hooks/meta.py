@@ -132,6 +132,8 @@ def objects(section: Any, gvk: str) -> list[dict[str, Any]]:
     if not isinstance(group, MAPPING):
         return []
     items = [o for o in group.values() if isinstance(o, MAPPING) and isinstance(o.get("metadata"), MAPPING)]
+    if len(items) < 2:  # most groups hold one object: nothing to sort
+        return items  # type: ignore[return-value]
     return sorted(items, key=lambda o: (namespace(o), name(o)))  # type: ignore[arg-type, return-value]
 
 

@@ -20,7 +20,7 @@ def _section(request: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, MAPPING) else {}
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class SyncRequest:
     """The parent, what its previous sync wrote, and the observed children and related objects,
     both keyed by group/version kind as Metacontroller sends them (`Pod.v1`, `Sandbox.llmsafespace.dev/v1`)."""
@@ -65,6 +65,10 @@ class SyncRequest:
     def child(self, gvk: str, child_name: str) -> Optional[dict[str, Any]]:
         """The first observed child of this kind and name (the object itself, not a copy), or None."""
         return next((o for o in self._group("children", gvk) if name(o) == child_name), None)
+
+    def observed_names(self, gvks: tuple[str, ...]) -> set[tuple[Any, str]]:
+        """(kind, name) of every observed child of these kinds (no list copied per kind)."""
+        return {(o.get("kind"), name(o)) for gvk in gvks for o in self._group("children", gvk)}
 
     def related_of(self, gvk: str) -> list[dict[str, Any]]:
         """Related objects of one kind, sorted by namespace/name."""

@@ -138,7 +138,7 @@ class _Unusable(Exception):
         self.reason, self.message, self.waiting = reason, message, waiting
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Plan:
     """What every step after resolution reads: the request, the resolved spec, the sandbox's names
     and labels, and the pod replacement it requests."""
@@ -159,7 +159,7 @@ class _Plan:
         return self.req.namespace
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Serving:
     """What the pod that serves the sandbox (its own, a warm one, or none yet) contributes."""
 
@@ -171,7 +171,7 @@ class _Serving:
     resync: list[float] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Creation:
     """ChildrenCreated, and phase and Ready once a pod the API server refuses is accounted for."""
 
@@ -456,7 +456,7 @@ def _validated(eff: Effective) -> Condition:
 
 def _missing(desired: list[dict[str, Any]], req: SyncRequest) -> list[tuple[str, str]]:
     """(kind, name) of every desired child not observed, in the order desired."""
-    observed = {(o.get("kind"), name(o)) for gvk in CHILD_KINDS for o in req.children_of(gvk)}
+    observed = req.observed_names(CHILD_KINDS)
     return [(c["kind"], c["metadata"]["name"]) for c in desired if (c["kind"], c["metadata"]["name"]) not in observed]
 
 
@@ -693,7 +693,7 @@ def _cold_phase(pod: Optional[Mapping[str, Any]], now: datetime) -> tuple[str, C
 # Failed pods: replaced a bounded number of times, counted robustly
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class PodOutcome:
     phase: str
     ready: Condition
@@ -704,6 +704,8 @@ class PodOutcome:
 
 
 def _int(value: Any) -> int:
+    if value is None:  # the usual case (no count yet): spares raising and catching a TypeError
+        return 0
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -26,7 +26,7 @@ REASON_ACTIVE = "Active"  # not suspended (the condition is written once suspens
 KEPT = "its volume (if it has one), Service, ServiceAccount and network policies are kept"
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class Suspension:
     cause: str  # "" (runs), REASON_OPERATING_MODE or REASON_IDLE
     condition: Optional[Condition]  # None: suspension never concerned this sandbox (no condition, goldens unchanged)

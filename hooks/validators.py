@@ -562,6 +562,16 @@ def parse_spec(model: type[Model], obj: dict[str, Any]) -> Any:
     return result
 
 
+def validate_cached(model: type[Model], value: dict[str, Any]) -> Any:
+    """model.model_validate(value) through parse_spec's cache: hooks validate objects they built
+    themselves (a pool's offer, its warm pods' template) on every sync, from the same inputs. A
+    value that does not validate raises pydantic's own ValidationError, as model_validate does."""
+    try:
+        return parse_spec(model, {"spec": value})
+    except SpecError:
+        return model.model_validate(value)
+
+
 def _validate(model: type[Model], spec: dict[str, Any]) -> Model | str:
     """The validated model, or the message of every problem."""
     try:

@@ -18,13 +18,13 @@ from .config import Config
 from .meta import MAPPING, add_seconds, annotations, created, is_deleting, name, namespace, objects, uid
 from .quantity import parse_quantity
 from .resolve import Effective
-from .validators import EnvFromSource, EnvVar, SandboxSpec, SpecError, WarmPoolOfferSpec, WarmPoolSpec, parse_spec
+from .validators import EnvFromSource, EnvVar, SandboxSpec, SpecError, WarmPoolOfferSpec, WarmPoolSpec, parse_spec, validate_cached
 
 # Sandbox.status.warmPodUsed: True = served by a warm pod, False = cold start; absent = undecided.
 WARM_PHASE_ASSIGNED = "Assigned"
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class WarmDecision:
     mode: str  # "none" (warm pod not requested), "waiting", "warm", "cold"
     pool: Optional[str] = None
@@ -66,7 +66,7 @@ def make_offer(pool: str, runtime_name: str, pool_spec: WarmPoolSpec) -> Offer:
     digest = env_digest(pool_spec.env or (), pool_spec.env_from or ())
     if digest is not None:  # absent otherwise: offers of pools without env are what they were
         offer["envDigest"] = digest
-    return Offer(pool, runtime_name, WarmPoolOfferSpec.model_validate(offer))
+    return Offer(pool, runtime_name, validate_cached(WarmPoolOfferSpec, offer))
 
 
 def read_offer(obj: Mapping[str, Any]) -> Offer:

@@ -48,7 +48,7 @@ from .meta import MAPPING, created, dns_label, fmt_time, is_deleting, label_valu
 from .request import SyncRequest
 from .resolve import ResolutionError, check_security_features, merge, resolve_runtime
 from .response import as_desired, composite_response, parent_of
-from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec
+from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec, validate_cached
 
 CHILD_KINDS = (C.GVK_WARMPOD,)
 FINALIZE_POLL_SECONDS = 10.0
@@ -64,7 +64,7 @@ _NEVER = datetime.max.replace(tzinfo=timezone.utc)
 # Observed WarmPods
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class Member:
     obj: Mapping[str, Any]
     name: str
@@ -145,7 +145,7 @@ class _Unusable(Exception):
         self.reason, self.message, self.waiting = reason, message, waiting
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Idle:
     """The pool's working state: its live, unassigned WarmPods of the current template, by state
     (oldest first); assignment and sizing take pods out of it."""
@@ -157,14 +157,14 @@ class _Idle:
     ages: dict[str, float]  # seconds since creation, of the Ready ones
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Assignment:
     new: list[tuple[Member, Mapping[str, Any]]]  # (Ready WarmPod, the waiting sandbox it now serves)
     unserved: list[str]  # waiting sandboxes this pool's pods cannot serve, and why
     demand: int  # compatible sandboxes left waiting: no Ready pod was left for them
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class _Sizing:
     idle: _Idle  # what stays: removals applied, expired pods cut to the stand-ins still needed
     created: int  # new WarmPods to create
@@ -392,7 +392,7 @@ class _TemplateCheck:
         self.template = template
         self.wire: Optional[dict[str, Any]] = None
         try:
-            self.wire = WarmPodSpec.model_validate(dict(template)).wire()
+            self.wire = validate_cached(WarmPodSpec, dict(template)).wire()
         except Exception:  # never with a template built from a valid pool: keep _matches' behaviour
             self.wire = None
 

@@ -287,3 +287,32 @@ def test_cached_runtime_resolution_equals_fresh_one(reference: str, specs: list[
     fresh = outcome(R._resolve_runtime)
     for _ in range(2):
         assert outcome(R.resolve_runtime) == fresh
+
+
+# ---------------------------------------------------------------------------------------------
+# validators.validate_cached: objects a hook builds itself (offers, warm pod templates), validated once
+
+_offer_values = st.fixed_dictionaries({"poolRef": st.fixed_dictionaries({"name": st.sampled_from(["p", ""])}) | json_values}, optional={
+    "runtime": st.sampled_from(["python", ""]) | json_values,
+    "securityLevel": st.sampled_from(["standard", "high", "bogus"]) | json_values,
+    "resources": st.fixed_dictionaries({}, optional={"cpu": st.sampled_from(["1", "0", "bad"]), "memory": st.sampled_from(["1Gi", "x"])}),
+    "envDigest": st.sampled_from(["sha256:" + "a" * 64, "nope"]) | json_values,
+})
+
+
+@settings(max_examples=200, deadline=None)
+@given(_offer_values, st.integers(1, 3))
+def test_validate_cached_equals_model_validate(value: dict[str, Any], repeats: int) -> None:
+    from hooks.validators import WarmPodSpec, WarmPoolOfferSpec, validate_cached
+    for model, val in ((WarmPoolOfferSpec, value), (WarmPodSpec, {**TEMPLATE, **{k: v for k, v in value.items() if k in TEMPLATE}})):
+        try:
+            fresh: Any = model.model_validate(val)
+        except ValidationError as exc:
+            fresh = exc
+        for _ in range(repeats):  # the first call fills the cache, the next ones read it
+            if isinstance(fresh, ValidationError):
+                with pytest.raises(ValidationError) as raised:
+                    validate_cached(model, val)
+                assert str(raised.value) == str(fresh)
+            else:
+                assert validate_cached(model, val) == fresh

@@ -12,7 +12,7 @@ from .. import constants as C
 from ..config import Config
 
 
-@dataclass(frozen=True)
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
 class PodShape:
     image: str
     security_level: str
