@@ -165,6 +165,12 @@ def sandbox_warm_bound() -> dict[str, Any]:
     return sandbox_cases.warm_bound()
 
 
+def sandbox_worst_case() -> dict[str, Any]:
+    """The largest valid sandbox (tests/sandbox_cases.py): timed on its own, not one of the
+    SANDBOX_CASES whose p99 and floor targets are about the calls Metacontroller makes all day."""
+    return sandbox_cases.worst_case()
+
+
 SANDBOX_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "running (all children observed)": sandbox_running,
     "new (no children)": sandbox_new,

@@ -293,6 +293,19 @@ def warm_environment_mismatch() -> dict[str, Any]:
     return sync_request(parent, related=[RTE, warm_offer()])
 
 
+def worst_case() -> dict[str, Any]:
+    """The largest valid sandbox, running: schema maxima everywhere (128 egress rules of 64 ports,
+    a profile repeating them 8 times, 32 writable paths, a 253-character name) and 200 related
+    runtimes: over 1 MB on the wire (tests/test_failure_semantics.py; bench/ times it)."""
+    from tests import strategies as S  # strategies imports this module
+    rules = [{"domain": f"h{i}.example.com", "ports": [{"port": 1 + i * 64 + j} for j in range(64)]} for i in range(128)]
+    prof = profile(networkPolicies=[{"type": "egress", "rules": rules}] * 8 + [{"type": "ingress", "rules": [{"cidr": "198.51.100.0/24"}]}] * 8)
+    parent = sandbox("x" * 253, spec={"networkAccess": {"egress": rules, "ingress": True}, "profileRef": {"name": "data-science"},
+                                      "storage": {"persistent": True}, "filesystem": {"writablePaths": [f"/w/{i}" for i in range(32)]}})
+    children, _ = settle(sandbox_sync.sync, S._request(parent, [], [RTE, prof]), pod_status=running_pod_status())
+    return S._request(parent, children, [RTE, prof] + [runtime(f"rt-{i}", version=f"3.{i}") for i in range(200)])
+
+
 SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "first-sync": first_sync,
     "minimal": minimal,

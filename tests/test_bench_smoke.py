@@ -27,13 +27,14 @@ def test_bench_quick(tmp_path):
     targets = [line for line in table.splitlines() if line.startswith("- ")]
     for needle in ("Sandbox sync in-process p99 < 1 ms", "WarmPool sync at 5,000 < 100 ms",
                    "hook / orjson floor <= 2 for the running Sandbox", "hook / orjson floor <= 3 for every case",
-                   "HTTP Sandbox sync >= 70% of echo"):
+                   "HTTP Sandbox sync >= 70% of echo", "worst-case Sandbox sync < 1000 ms"):
         matching = [line for line in targets if needle in line]
         assert len(matching) == 1, needle
         assert matching[0].split()[1] in ("MET", "NOT", "SKIPPED"), matching[0]
     results = json.loads(out_json.read_text())
-    assert {"sandbox", "warmpool", "http", "peak_rss_mib", "targets"} <= set(results)
-    assert len(results["targets"]) == 5
-    for row in results["sandbox"] + results["warmpool"]:
+    assert {"sandbox", "warmpool", "worst_case", "http", "peak_rss_mib", "targets"} <= set(results)
+    assert len(results["targets"]) == 6
+    assert "Sandbox worst case (schema maxima)" in table and results["worst_case"]["request_bytes"] > 1_000_000
+    for row in results["sandbox"] + results["warmpool"] + [results["worst_case"]]:
         assert row["orjson_floor_median_ms"] > 0 and row["floor_median_ms"] > 0, row["case"]
         assert abs(row["orjson_floor_ratio"] - row["median_ms"] / row["orjson_floor_median_ms"]) < 1e-9, row["case"]

@@ -126,22 +126,12 @@ def test_every_webhook_has_a_timeout_metacontroller_enforces() -> None:
                 assert timeout and timeout.endswith("s") and 0 < float(timeout[:-1]) <= 30, (file.name, name, timeout)
 
 
-def _worst_case_sandbox_request() -> dict[str, Any]:
-    rules = [{"domain": f"h{i}.example.com", "ports": [{"port": 1 + i * 64 + j} for j in range(64)]} for i in range(128)]
-    prof = profile(networkPolicies=[{"type": "egress", "rules": rules}] * 8 + [{"type": "ingress", "rules": [{"cidr": "198.51.100.0/24"}]}] * 8)
-    parent = sandbox("x" * 253, spec={"networkAccess": {"egress": rules, "ingress": True}, "profileRef": {"name": "data-science"},
-                                      "storage": {"persistent": True}, "filesystem": {"writablePaths": [f"/w/{i}" for i in range(32)]}})
-    from hooks import sandbox_sync
-    children, _ = settle(sandbox_sync.sync, S._request(parent, [], [RTE, prof]), pod_status=running_pod_status())
-    return S._request(parent, children, [RTE, prof] + [runtime(f"rt-{i}", version=f"3.{i}") for i in range(200)])
-
-
 def test_the_worst_case_request_is_answered_whole() -> None:
     """The largest valid sandbox (schema maxima everywhere, 200 runtimes) gets a complete answer,
     not an error: a failing hook fails every sync. How long it takes (it must stay far below the
-    10 s webhook timeout) is a figure of the benchmark (bench/, case "Sandbox worst case"), not a
+    10 s webhook timeout) is a figure and a target of the benchmark (bench/), not a
     timed assertion here."""
-    request = _worst_case_sandbox_request()
+    request = cases.worst_case()
     body = json.dumps(request)
     assert len(body) > 1_000_000  # the request really is big
     response = client().post("/sandbox/sync", data=body, content_type="application/json")
