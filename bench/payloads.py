@@ -7,7 +7,7 @@ Built on tests/factory.py and tests/sandbox_cases.py so the shapes match the tes
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from hooks import constants as C
 from hooks import sandbox_sync

@@ -80,7 +80,6 @@ def test_cached_verdicts_equal_fresh_ones(spec: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # Sandbox: observed claims without converting every child
 
-from hooks import constants as C  # noqa: E402
 from hooks import sandbox_sync as S  # noqa: E402
 
 _kinds = st.sampled_from(["Pod", "Service", "PersistentVolumeClaim", None, 3])
