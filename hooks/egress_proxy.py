@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import constants as C
+from .config import Config
 from .meta import namespace as namespace_of
 from .meta import objects
 from .resolve import ResolutionError, find_profile
@@ -223,10 +224,13 @@ def proxy_url(ns: str) -> str:
     return f"http://{C.EGRESS_PROXY_NAME}.{ns}.svc:{C.EGRESS_PROXY_PORT}"
 
 
-def proxy_env(ns: str) -> tuple[tuple[str, str], ...]:
-    """The proxy variables, upper- and lower-case (curl and Python read the lower-case ones, Go and
-    Java tools the upper-case ones). The same for every pod of the namespace, so warm pods carry
-    them from creation, before any sandbox is assigned."""
+def pod_env(ns: str, config: Config) -> tuple[dict[str, str], ...]:
+    """The proxy variables of a sandbox or warm pod's container, with the egress backend "proxy"
+    (none otherwise), upper- and lower-case (curl and Python read the lower-case ones, Go and Java
+    tools the upper-case ones). The same for every pod of the namespace, so warm pods carry them
+    from creation, before any sandbox is assigned (a running pod's env cannot change)."""
+    if config.egress_backend != C.EGRESS_BACKEND_PROXY:
+        return ()
     url, no_proxy = proxy_url(ns), ",".join(C.EGRESS_PROXY_NO_PROXY)
     pairs = {"HTTPS_PROXY": url, "HTTP_PROXY": url, "NO_PROXY": no_proxy}
-    return tuple(sorted([*pairs.items(), *((k.lower(), v) for k, v in pairs.items())]))
+    return tuple({"name": k, "value": v} for k, v in sorted([*pairs.items(), *((k.lower(), v) for k, v in pairs.items())]))

@@ -23,7 +23,7 @@ from . import warm
 from .builders import cilium_policy
 from .builders import cluster_network_policy as cnp
 from .builders import network_policy as np
-from .builders.pod import PodShape, build_pod, plain_env
+from .builders.pod import PodShape, build_pod
 from .builders.service import build_service
 from .builders.service_account import build_service_account
 from .builders.storage import build_pvc
@@ -301,7 +301,7 @@ def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Map
     # A failed warm pod was this sandbox's first pod: its cold pod is a replacement.
     floor = 1 if decision.reason == warm.REASON_WARM_POD_FAILED else 0
     outcome = _cold_pod(cold_pod, previous, floor, plan.spec.startup_timeout_seconds, plan.now, plan.token)
-    pod = build_pod(names.base, ns, labels, _pod_annotations(plan.req.parent, outcome.pod_number, plan.token), _shape(eff, names, _proxy_env(plan)), plan.config)
+    pod = build_pod(names.base, ns, labels, _pod_annotations(plan.req.parent, outcome.pod_number, plan.token), _shape(eff, names, egress_proxy.pod_env(ns, plan.config)), plan.config)
     # The API server refuses a Pod whose ServiceAccount does not exist yet, and Metacontroller
     # creates the children of one answer in no particular order: the Pod is desired only once its
     # account is observed (the account's creation triggers the next sync). Until the pod is
@@ -510,12 +510,7 @@ def _pod_not_created(created_cond: Condition, since: datetime, startup_timeout: 
     return C.PHASE_CREATING, Condition("Ready", "False", "PodNotCreated", created_cond.message)
 
 
-def _proxy_env(plan: _Plan) -> tuple[tuple[str, str], ...]:
-    """Egress backend "proxy": the namespace's proxy variables (docs/egress-proxy.md)."""
-    return egress_proxy.proxy_env(plan.ns) if plan.config.egress_backend == C.EGRESS_BACKEND_PROXY else ()
-
-
-def _shape(eff: Effective, names: Names, env: tuple[tuple[str, str], ...] = ()) -> PodShape:
+def _shape(eff: Effective, names: Names, proxy_env: tuple[dict[str, str], ...]) -> PodShape:
     return PodShape(
         image=eff.image,
         security_level=eff.security_level,
@@ -531,7 +526,7 @@ def _shape(eff: Effective, names: Names, env: tuple[tuple[str, str], ...] = ()) 
         termination_grace_seconds=eff.timeout,
         persistent_claim=names.pvc if eff.persistent else None,
         service_account=names.base,
-        env=tuple(e.wire() for e in eff.env) + plain_env(env),
+        env=tuple(e.wire() for e in eff.env) + proxy_env,
         env_from=tuple(e.wire() for e in eff.env_from),
     )
 

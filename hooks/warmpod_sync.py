@@ -41,7 +41,7 @@ from typing import Any, Optional
 from . import constants as C
 from . import egress_proxy
 from .builders import network_policy as np
-from .builders.pod import PodShape, build_pod, plain_env
+from .builders.pod import PodShape, build_pod
 from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import MAPPING, dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
@@ -142,7 +142,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         annotations[C.ANNOTATION_SANDBOX] = f"{ns}/{spec.assignment.sandbox_name}"
 
     desired = [
-        _as_running(build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec, _proxy_env(ns, config)), config), pod),
+        _as_running(build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec, egress_proxy.pod_env(ns, config)), config), pod),
         _policy(parent, pool),
     ]
     phase, ready, bound = _phase(pod, spec, conflict, observed_uid, wanted_uid)
@@ -155,13 +155,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     return composite_response(parent, previous, now, status, conditions, desired, None)
 
 
-def _proxy_env(ns: str, config: Config) -> tuple[tuple[str, str], ...]:
-    """Egress backend "proxy": the namespace's proxy variables, from creation, since a running
-    pod's env cannot change and the proxy's address is known before any sandbox is assigned."""
-    return egress_proxy.proxy_env(ns) if config.egress_backend == C.EGRESS_BACKEND_PROXY else ()
-
-
-def _shape(spec: WarmPodSpec, env: tuple[tuple[str, str], ...] = ()) -> PodShape:
+def _shape(spec: WarmPodSpec, proxy_env: tuple[dict[str, str], ...]) -> PodShape:
     """Pool settings plus the defaults for everything else; warm.pool_shape_fits admits only
     sandboxes that ask for no more than this."""
     return PodShape(
@@ -172,7 +166,7 @@ def _shape(spec: WarmPodSpec, env: tuple[tuple[str, str], ...] = ()) -> PodShape
         ephemeral_storage=spec.resources.ephemeral_storage,
         writable_paths=C.DEFAULT_WRITABLE_PATHS,
         preload_scripts=tuple((p.name, p.script) for p in spec.preload_scripts),
-        env=tuple(e.wire() for e in spec.env or ()) + plain_env(env),
+        env=tuple(e.wire() for e in spec.env or ()) + proxy_env,
         env_from=tuple(e.wire() for e in spec.env_from or ()),
     )
 

@@ -36,11 +36,6 @@ class PodShape:
     env_from: tuple[dict[str, Any], ...] = ()
 
 
-def plain_env(pairs: tuple[tuple[str, str], ...]) -> tuple[dict[str, Any], ...]:
-    """(name, value) pairs as container env entries."""
-    return tuple({"name": k, "value": v} for k, v in pairs)
-
-
 def seccomp_profile(shape: PodShape) -> dict[str, Any]:
     profile: dict[str, Any] = {"type": shape.seccomp_type}
     if shape.seccomp_type == C.SECCOMP_LOCALHOST and shape.seccomp_localhost_profile:
