@@ -289,8 +289,9 @@ def _serve(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Mapping[
     return _Serving(C.PHASE_PENDING, Condition("Ready", "False", "WaitingForWarmPod", decision.message))
 
 
-def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Mapping[str, Any]], started_cold: bool) -> _Serving:
-    eff, names, ns, labels, previous = plan.eff, plan.names, plan.ns, plan.labels, plan.req.previous_status
+def _account_and_volume(plan: _Plan) -> list[dict[str, Any]]:
+    """The sandbox's own ServiceAccount and its volume, for a cold pod and while suspended alike."""
+    eff, names, ns, labels = plan.eff, plan.names, plan.ns, plan.labels
     children = [build_service_account(names.base, ns, labels)]
     if eff.persistent:
         children.append(build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name))
@@ -298,6 +299,12 @@ def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Map
         # The CRD forbids turning persistence off; should it happen anyway (an older CRD, a
         # direct etcd edit), the volume and its data are kept, never deleted by an edit.
         children.extend(_observed_claims(plan.req.children))
+    return children
+
+
+def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Mapping[str, Any]], started_cold: bool) -> _Serving:
+    eff, names, ns, labels, previous = plan.eff, plan.names, plan.ns, plan.labels, plan.req.previous_status
+    children = _account_and_volume(plan)
     # A failed warm pod was this sandbox's first pod: its cold pod is a replacement.
     floor = 1 if decision.reason == warm.REASON_WARM_POD_FAILED else 0
     outcome = _cold_pod(cold_pod, previous, floor, plan.spec.startup_timeout_seconds, plan.now, plan.token)
@@ -328,12 +335,7 @@ def _serve_suspended(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optiona
     false); the volume (the claim, never left out: built, or kept as observed), the account and,
     through _shared_children, the Service and policies stay. The account makes the resume a cold
     start (see sync). Phase Suspended only once no pod with its identity is left."""
-    eff, names, ns, labels, previous = plan.eff, plan.names, plan.ns, plan.labels, plan.req.previous_status
-    children = [build_service_account(names.base, ns, labels)]
-    if eff.persistent:
-        children.append(build_pvc(names.pvc, ns, labels, eff.volume_size, eff.storage_class_name))
-    else:
-        children.extend(_observed_claims(plan.req.children))
+    children, previous = _account_and_volume(plan), plan.req.previous_status
     status: dict[str, Any] = {}
     if decision.mode == "cold":
         status["warmPodUsed"] = False
