@@ -14,6 +14,7 @@ from .. import egress_proxy as ep
 from ..config import Config
 from ..validators import NetworkRule
 from . import network_policy as np
+from .pod import restricted_security_context
 
 CONTAINER = "squid"
 SQUID_BINARY = "/usr/sbin/squid"
@@ -49,19 +50,6 @@ def config_map(ns: str, conf: str) -> dict[str, Any]:
     }
 
 
-def _security_context() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "runAsGroup": C.EGRESS_PROXY_UID,
-        "runAsNonRoot": True,
-        "runAsUser": C.EGRESS_PROXY_UID,
-        "seccompProfile": {"type": C.SECCOMP_RUNTIME_DEFAULT},
-    }
-
-
 def deployment(ns: str, conf: str, config: Config) -> dict[str, Any]:
     probe = {"tcpSocket": {"port": C.EGRESS_PROXY_PORT_NAME}, "periodSeconds": 10}
     mounts = [{"name": "config", "mountPath": C.EGRESS_PROXY_CONFIG_DIR, "readOnly": True}]
@@ -77,7 +65,7 @@ def deployment(ns: str, conf: str, config: Config) -> dict[str, Any]:
         "command": [SQUID_BINARY, "-N", "-f", f"{C.EGRESS_PROXY_CONFIG_DIR}/{C.EGRESS_PROXY_CONFIG_FILE}"],
         "ports": [{"name": C.EGRESS_PROXY_PORT_NAME, "containerPort": C.EGRESS_PROXY_PORT, "protocol": "TCP"}],
         "resources": {k: dict(v) for k, v in C.EGRESS_PROXY_RESOURCES.items()},
-        "securityContext": _security_context(),
+        "securityContext": restricted_security_context(C.EGRESS_PROXY_UID, C.EGRESS_PROXY_UID, {"type": C.SECCOMP_RUNTIME_DEFAULT}),
         "readinessProbe": {**probe, "initialDelaySeconds": 2},
         "livenessProbe": {**probe, "initialDelaySeconds": 10},
         "volumeMounts": mounts,

@@ -43,17 +43,23 @@ def seccomp_profile(shape: PodShape) -> dict[str, Any]:
     return profile
 
 
-def container_security_context(shape: PodShape) -> dict[str, Any]:
+def restricted_security_context(user: int, group: int, seccomp: dict[str, Any]) -> dict[str, Any]:
+    """A container's securityContext under Pod Security "restricted", read-only root included:
+    every pod the hooks build (sandbox, warm and the egress proxy) runs with it."""
     return {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "privileged": False,
         "readOnlyRootFilesystem": True,
-        "runAsGroup": shape.run_as_group,
+        "runAsGroup": group,
         "runAsNonRoot": True,
-        "runAsUser": shape.run_as_user,
-        "seccompProfile": seccomp_profile(shape),
+        "runAsUser": user,
+        "seccompProfile": seccomp,
     }
+
+
+def container_security_context(shape: PodShape) -> dict[str, Any]:
+    return restricted_security_context(shape.run_as_user, shape.run_as_group, seccomp_profile(shape))
 
 
 def user_namespaces(security_level: str, config: Config) -> bool:
