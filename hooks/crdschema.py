@@ -175,16 +175,22 @@ def eval_rule(rule: str, value: Any, old: Any = None) -> bool:
     return result is True or (isinstance(result, celpy.celtypes.BoolType) and bool(result))
 
 
+def nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node with its path (properties by name, list items as [*], map values as .*)."""
+    yield path, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from nodes(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from nodes(schema["items"], f"{path}[*]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from nodes(schema["additionalProperties"], f"{path}.*")
+
+
 def cel_rules(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(path, schema node, rule) for every x-kubernetes-validations rule under `schema`."""
-    for rule in schema.get("x-kubernetes-validations", []):
-        yield path, schema, rule
-    for name, sub in schema.get("properties", {}).items():
-        yield from cel_rules(sub, f"{path}.{name}")
-    if isinstance(schema.get("items"), dict):
-        yield from cel_rules(schema["items"], f"{path}[*]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        yield from cel_rules(schema["additionalProperties"], f"{path}.*")
+    for node_path, node in nodes(schema, path):
+        for rule in node.get("x-kubernetes-validations", []):
+            yield node_path, node, rule
 
 
 _MISSING = object()

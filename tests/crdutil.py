@@ -6,7 +6,7 @@ from typing import Any
 
 from hooks.crdschema import (  # noqa: F401
     CRD_DIR, FORMAT_CHECKER, GROUP, ROOT, CRValidationError, apply_defaults, cel_errors, cel_program, cel_rules, crd,
-    crd_schema, eval_rule, is_transition_rule, kind_of, load_crds, schema_errors, unknown_fields, validate_cr,
+    crd_schema, eval_rule, is_transition_rule, kind_of, load_crds, nodes, schema_errors, unknown_fields, validate_cr,
 )
 
 

@@ -7,7 +7,7 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import celpy
 import kubernetes_validate
@@ -27,6 +27,7 @@ from crdutil import (
     crd_schema,
     eval_rule,
     load_crds,
+    nodes,
     schema_errors,
     unknown_fields,
     validate_cr,
@@ -76,17 +77,6 @@ def our_examples() -> list[Path]:
         if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("llmsafespace.dev/"):
             out.append(path)
     return out
-
-
-def nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every schema node with its path (properties by name, list items as [*])."""
-    yield path, schema
-    for name, sub in schema.get("properties", {}).items():
-        yield from nodes(sub, f"{path}.{name}")
-    if isinstance(schema.get("items"), dict):
-        yield from nodes(schema["items"], f"{path}[*]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        yield from nodes(schema["additionalProperties"], f"{path}.*")
 
 
 def node_at(schema: dict[str, Any], json_path: str) -> Optional[dict[str, Any]]:
