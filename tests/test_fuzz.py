@@ -32,7 +32,7 @@ from hooks import constants as C
 from hooks import sandbox_sync
 from hooks.app import create_app
 from hooks.config import Config
-from hooks.meta import dns_label, label_value
+from hooks.meta import dns_label, is_dns_subdomain, label_value, qualified_name_problem
 from hooks.quantity import parse_quantity
 from hooks.routes import ROUTES
 from tests import strategies as S
@@ -167,6 +167,17 @@ def test_well_formed_requests(path: str, data: Any) -> None:
     second = post(path, copy.deepcopy(request))
     assert first.data == second.data, "same request, different bytes"
     check_response(path, request, orjson.loads(first.data))
+
+
+@S.fuzz_settings(400)
+@given(key=S.label_key(), name=S.dns_subdomain(max_size=60))
+def test_generated_keys_and_names_are_what_the_api_server_accepts(key: str, name: str) -> None:
+    """The well-formed strategies must generate only metadata the API server would accept: the
+    hooks answer anything else 400 (hooks/wire.py), so a strategy slip would show up as a rare,
+    misleading failure of a property test (CI, 2026-12: a 63-character label cut to 60 ended in
+    '-') instead of here."""
+    assert is_dns_subdomain(name), name
+    assert qualified_name_problem(key) is None, key
 
 
 def test_every_route_has_a_request_strategy() -> None:
