@@ -34,6 +34,7 @@ VALUES_ENV: dict[str, str] = {
     "highSecurityRuntimeClass": "HIGH_SECURITY_RUNTIME_CLASS",
     "imageRegistryAllowlist": "IMAGE_REGISTRY_ALLOWLIST",
     "warmPodWaitSeconds": "WARM_POD_WAIT_SECONDS",
+    "childCreateGraceSeconds": "CHILD_CREATE_GRACE_SECONDS",
     "defaultLifetimeSeconds": "DEFAULT_LIFETIME_SECONDS",
     "maxTerminationGraceSeconds": "MAX_TERMINATION_GRACE_SECONDS",
     "userNamespaces": "USER_NAMESPACES",

@@ -47,6 +47,10 @@ class Config(BaseModel):
     image_registry_allowlist: tuple[str, ...] = ()
     # How long a sandbox that asked for a warm pod waits for one before a cold start.
     warm_pod_wait_seconds: int = Field(30, ge=0)
+    # How long a desired child may stay unobserved before the sandbox reports it refused
+    # (ChildNotCreated, with likely causes): Metacontroller says why only in an event and its log.
+    # Shorter reports sooner; too short reports slow admission webhooks as refusals.
+    child_create_grace_seconds: int = Field(C.DEFAULT_CHILD_CREATE_GRACE_SECONDS, ge=1, le=3600)
     # Lifetime given to sandboxes that do not set spec.lifetimeSeconds; 0 means unlimited.
     default_lifetime_seconds: int = Field(0, ge=0)
     # Where the API component runs: sandboxes accept traffic only from its pods.

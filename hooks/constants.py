@@ -114,6 +114,8 @@ MAX_IDLE_TIMEOUT_SECONDS: Final = 31_536_000
 # Upper bound of a pod's termination grace period (operator setting, LLMSS_MAX_TERMINATION_GRACE_SECONDS):
 # the original's grace = spec.timeout kept a deleted sandbox's code running for up to an hour.
 DEFAULT_MAX_TERMINATION_GRACE_SECONDS: Final = 300
+# Seconds a desired child may stay unobserved before a sandbox reports it refused (ChildNotCreated).
+DEFAULT_CHILD_CREATE_GRACE_SECONDS: Final = 30
 DEFAULT_CPU: Final = "500m"
 DEFAULT_MEMORY: Final = "512Mi"
 DEFAULT_EPHEMERAL_STORAGE: Final = "1Gi"

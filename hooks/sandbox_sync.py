@@ -41,9 +41,6 @@ from .validators import SandboxSpec, SpecError
 CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY, C.GVK_CILIUM_NETWORK_POLICY)
 FINALIZE_POLL_SECONDS = 10.0
 CREATE_POLL_SECONDS = 5.0
-# A desired child not observed this long after it went missing was most likely refused by the API
-# server (quota, admission); Metacontroller says why only in an event and its log.
-CHILD_CREATE_GRACE_SECONDS = 30.0
 CONDITION_CHILDREN: str = "ChildrenCreated"
 # Container waiting reasons of a pod that is on its way; any other one is why it does not start.
 STARTING_REASONS = frozenset({"", "ContainerCreating", "PodInitializing"})
@@ -491,10 +488,11 @@ def _children_condition(missing: list[tuple[str, str]], parent: Mapping[str, Any
     if not missing:
         return Condition(CONDITION_CHILDREN, "True", "ChildrenCreated", "every child of the sandbox exists"), None
     since = _false_since(previous, CONDITION_CHILDREN) or now
-    if (now - since).total_seconds() < CHILD_CREATE_GRACE_SECONDS:
+    # Missing this long after it was asked for, a child was most likely refused (quota, admission).
+    if (now - since).total_seconds() < config.child_create_grace_seconds:
         return Condition(CONDITION_CHILDREN, "False", "ChildrenCreating", "the sandbox's children are being created"), since
     named = "; ".join(f"{kind} {child} (likely: {_likely_causes(kind, eff, config)})" for kind, child in missing)
-    message = (f"not created {int(CHILD_CREATE_GRACE_SECONDS)}s after it was asked for: {named}; or its name is held by an "
+    message = (f"not created {config.child_create_grace_seconds}s after it was asked for: {named}; or its name is held by an "
                f"object of another owner. The API server's answer is in the sandbox's events: "
                f"kubectl describe sandbox {name(parent)} -n {namespace(parent)}. Creation is retried every "
                f"{int(CREATE_POLL_SECONDS)}s")

@@ -638,6 +638,7 @@ SETTINGS = [
     ("config.highSecurityRuntimeClass", "LLMSS_HIGH_SECURITY_RUNTIME_CLASS", ""),
     ("config.retainStorageClass", "LLMSS_RETAIN_STORAGE_CLASS", "Fast SSD"),
     ("config.warmPodWaitSeconds", "LLMSS_WARM_POD_WAIT_SECONDS", "-1"),
+    ("config.childCreateGraceSeconds", "LLMSS_CHILD_CREATE_GRACE_SECONDS", "0"),
     ("config.nodeLocalDnsPort", "LLMSS_NODE_LOCAL_DNS_PORT", "70000"),
     ("gunicorn.workers", "WORKERS", "0"),
     ("gunicorn.timeoutSeconds", "GUNICORN_TIMEOUT", "0"),

@@ -37,6 +37,8 @@ BAD = [
     ("LLMSS_WARM_POD_WAIT_SECONDS", "soon", "integer"),
     ("LLMSS_WARM_POD_WAIT_SECONDS", "-5", "greater than or equal to 0"),
     ("LLMSS_DEFAULT_LIFETIME_SECONDS", "1h", "integer"),
+    ("LLMSS_CHILD_CREATE_GRACE_SECONDS", "0", "greater than or equal to 1"),
+    ("LLMSS_CHILD_CREATE_GRACE_SECONDS", "7200", "less than or equal to 3600"),
     ("LLMSS_MAX_TERMINATION_GRACE_SECONDS", "0", "greater than or equal to 1"),
     ("LLMSS_NODE_LOCAL_DNS_PORT", "70000", "less than or equal to 65535"),
     ("LLMSS_NODE_LOCAL_DNS_ADDRESSES", "169.254.20.0/24", "IP address"),

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import pytest
 
 from hooks import constants as C
+from hooks.config import Config
 from hooks import sandbox_sync
 from tests import sandbox_cases as cases
 from tests.factory import NOW, observed, running_pod_status, sandbox, sync_request
@@ -122,7 +123,7 @@ def _since(seconds: int) -> dict[str, Any]:
 def test_a_child_still_missing_after_the_grace_period_is_named_with_likely_causes() -> None:
     early = sandbox_sync.sync(_missing_pod(_since(5)), NOW)
     assert cond(early, "ChildrenCreated")["reason"] == "ChildrenCreating" and cond(early, "Ready")["reason"] == "PodCreating"
-    late = sandbox_sync.sync(_missing_pod(_since(sandbox_sync.CHILD_CREATE_GRACE_SECONDS), securityLevel="high"), NOW)
+    late = sandbox_sync.sync(_missing_pod(_since(C.DEFAULT_CHILD_CREATE_GRACE_SECONDS), securityLevel="high"), NOW)
     children = cond(late, "ChildrenCreated")
     assert (children["status"], children["reason"]) == ("False", "ChildNotCreated"), children
     for words in ("Pod sandbox-refused", "ResourceQuota", 'RuntimeClass "gvisor"', "Pod Security", "kubectl describe sandbox refused"):
@@ -131,7 +132,19 @@ def test_a_child_still_missing_after_the_grace_period_is_named_with_likely_cause
     assert ready["reason"] == "PodNotCreated" and ready["message"] == children["message"]
     assert late["status"]["phase"] == "Creating" and late["resyncAfterSeconds"] == sandbox_sync.CREATE_POLL_SECONDS
     # The transition time is when the children went missing, so the grace period is measured.
-    assert children["lastTransitionTime"] == _since(sandbox_sync.CHILD_CREATE_GRACE_SECONDS)["conditions"][0]["lastTransitionTime"]
+    assert children["lastTransitionTime"] == _since(C.DEFAULT_CHILD_CREATE_GRACE_SECONDS)["conditions"][0]["lastTransitionTime"]
+
+
+@pytest.mark.parametrize("grace", [6, 120])
+def test_the_grace_period_is_the_operators_setting(grace: int) -> None:
+    """LLMSS_CHILD_CREATE_GRACE_SECONDS: reported exactly from `grace` seconds on, and the message
+    says how long it waited."""
+    config = Config(child_create_grace_seconds=grace)
+    before = sandbox_sync.sync(_missing_pod(_since(grace - 1)), NOW, config)
+    assert cond(before, "ChildrenCreated")["reason"] == "ChildrenCreating"
+    after = sandbox_sync.sync(_missing_pod(_since(grace)), NOW, config)
+    assert cond(after, "ChildrenCreated")["reason"] == "ChildNotCreated"
+    assert cond(after, "ChildrenCreated")["message"].startswith(f"not created {grace}s after it was asked for")
 
 
 def test_a_pod_never_created_fails_at_the_startup_deadline() -> None:

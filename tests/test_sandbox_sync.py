@@ -237,7 +237,7 @@ def test_condition_transition_time_moves_only_on_status_change() -> None:
     parent = copy.deepcopy(cases.minimal()["parent"])
     parent["status"] = first["status"]
     # Within the grace period for creating children (a pod missing longer is reported as refused).
-    later = NOW + timedelta(seconds=sandbox_sync.CHILD_CREATE_GRACE_SECONDS - 1)
+    later = NOW + timedelta(seconds=C.DEFAULT_CHILD_CREATE_GRACE_SECONDS - 1)
     again = sandbox_sync.sync(sync_request(parent, children=cases.account(parent), related=[RTE]), later)
     assert again["status"] == first["status"]  # same world, same status: no extra sync
     children = [observed(c, parent, **(running_pod_status() if c["kind"] == "Pod" else {})) for c in first["children"]]

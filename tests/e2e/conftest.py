@@ -22,10 +22,12 @@ import pytest
 from tests.e2e import fakenode
 from tests.e2e.controlplane import ControlPlane, Settings, bin_dir, install_chart, skip_reason
 from tests.e2e.kube import DELETED_NAMESPACES, Kube, delete_namespaces
-from tests.e2e.objects import WARM_POD_WAIT_SECONDS, runtime
+from tests.e2e.objects import CHILD_CREATE_GRACE_SECONDS, WARM_POD_WAIT_SECONDS, runtime
 
 HOOK_ENV = {
     "LLMSS_WARM_POD_WAIT_SECONDS": str(WARM_POD_WAIT_SECONDS),
+    # Refusals reported after 6 s instead of 30: the failure tests wait for them.
+    "LLMSS_CHILD_CREATE_GRACE_SECONDS": str(CHILD_CREATE_GRACE_SECONDS),
     "LLMSS_RETAIN_STORAGE_CLASS": fakenode.RETAIN_STORAGE_CLASS,
     "LOG_LEVEL": "INFO",
 }

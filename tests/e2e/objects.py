@@ -9,6 +9,7 @@ from tests.e2e.kube import Kube, names
 RUNTIME_IMAGE = "ghcr.io/llmsafespace/runtime-python:3.10"
 # The hook server's warm-pod wait in the suite (short, so the cold fallback runs within its budget).
 WARM_POD_WAIT_SECONDS = 6
+CHILD_CREATE_GRACE_SECONDS = 6
 SMALL = {"cpu": "250m", "memory": "256Mi", "ephemeralStorage": "512Mi"}
 CHILD_KINDS = ("Pod", "Service", "ServiceAccount", "PersistentVolumeClaim", "NetworkPolicy")
 
