@@ -228,13 +228,21 @@ def prepare(kube: Kube, tag: str) -> tuple[str, str]:
     return ns, runtime
 
 
-def cleanup(kube: Kube, ns: str, runtime: str) -> None:
-    """Delete and wait, so that one section's leftovers never load the next. (Deleting a namespace
-    races Metacontroller re-creating pods the namespace controller removed before their Sandbox:
-    refused creates it logs, which the e2e suite's checks attribute to the deleted namespace.)"""
+def cleanup(kube: Kube, ns: str, runtime: str, wait: bool = True) -> None:
+    """Delete and wait, so that one section's leftovers never load the next (wait=False: the suite's
+    smoke run, where a namespace's deletion, ~15 s, would be most of its time; wait_deleted then).
+    (Deleting a namespace races Metacontroller re-creating pods the namespace controller removed
+    before their Sandbox: refused creates it logs, which the e2e suite's checks attribute to the
+    deleted namespace.)"""
     DELETED_NAMESPACES.add(ns)
-    kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=600s", check=False, timeout=620)
-    kube.kubectl("delete", "runtimeenvironment", runtime, "--ignore-not-found", check=False)
+    kube.kubectl("delete", "namespace", ns, f"--wait={str(wait).lower()}", "--timeout=600s", check=False, timeout=620)
+    kube.kubectl("delete", "runtimeenvironment", runtime, "--ignore-not-found", f"--wait={str(wait).lower()}", check=False)
+
+
+def wait_deleted(kube: Kube, timeout: float = 120) -> None:
+    """Until every namespace a section deleted is gone."""
+    kube.wait("earlier sections' namespaces deleted",
+              lambda: all(kube.core("Namespace", None, ns) is None for ns in DELETED_NAMESPACES if ns.startswith("bench-")), timeout)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -254,7 +262,7 @@ def _parallel(work: list[Callable[[], Any]], writers: int = WRITERS) -> None:
 # Sections
 
 
-def run_latency(kube: Kube, n: int, warm: bool, timeout: float = 120) -> dict[str, Any]:
+def run_latency(kube: Kube, n: int, warm: bool, timeout: float = 120, wait_cleanup: bool = True) -> dict[str, Any]:
     """N sandboxes created one after another, each once the previous one runs (what one user
     sees; the burst measures load); each one's apply -> Running + Ready."""
     ns, runtime = prepare(kube, "warm" if warm else "cold")
@@ -283,7 +291,7 @@ def run_latency(kube: Kube, n: int, warm: bool, timeout: float = 120) -> dict[st
             result["served_warm"] = used
         return result
     finally:
-        cleanup(kube, ns, runtime)
+        cleanup(kube, ns, runtime, wait_cleanup)
 
 
 FLOOR_CRD = {
@@ -328,7 +336,7 @@ def _pod_template(kube: Kube, ns: str, runtime: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "spec": {k: v for k, v in pod["spec"].items() if k not in ("nodeName",)}}
 
 
-def run_floor(kube: Kube, count: int, timeout: float = 300) -> dict[str, Any]:
+def run_floor(kube: Kube, count: int, timeout: float = 300, wait_cleanup: bool = True) -> dict[str, Any]:
     ns, runtime = prepare(kube, "floor")
     try:
         kube.apply(FLOOR_CRD)
@@ -348,11 +356,11 @@ def run_floor(kube: Kube, count: int, timeout: float = 300) -> dict[str, Any]:
         return {"count": count, "writes_s": written, "seconds": elapsed, "per_s": count / elapsed, "writes_per_unit": 8,
                 "cpu_s": {p: cpu_seconds(kube.cp.processes[p].pid) - cpu_before[p] for p in SERVER_SIDE}}
     finally:
-        cleanup(kube, ns, runtime)
+        cleanup(kube, ns, runtime, wait_cleanup)
         kube.kubectl("delete", "crd", "floorparents.bench.llmsafespace.dev", "--ignore-not-found", check=False)
 
 
-def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float = 0.0) -> dict[str, Any]:
+def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float = 0.0, wait_cleanup: bool = True) -> dict[str, Any]:
     """`count` sandboxes created at once; then, optionally, a quiet period."""
     cp = kube.cp
     ns, runtime = prepare(kube, "burst")
@@ -387,7 +395,7 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
             result["quiet"] = run_quiet(kube, quiet_seconds)
         return result
     finally:
-        cleanup(kube, ns, runtime)
+        cleanup(kube, ns, runtime, wait_cleanup)
 
 
 def run_quiet(kube: Kube, seconds: float) -> dict[str, Any]:

@@ -3,18 +3,23 @@ section runs and reports, and the properties that do not depend on the machine's
 (everything reaches Running, warm sandboxes are served warm, a quiet cluster writes nothing)."""
 from __future__ import annotations
 
+from typing import Any
+
 from bench import e2e
 from tests.e2e.kube import Kube
 
 
 def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> None:
-    results = {
+    # Sections do not wait for their namespace's deletion (~15 s each); the burst's quiet period
+    # must not see the earlier ones' deletions, so it starts once they are done.
+    results: dict[str, Any] = {
         "sizes": {"n": 3, "burst": 6, "quiet": 3.0},
-        "cold": e2e.run_latency(kube, 3, warm=False, timeout=60),
-        "warm": e2e.run_latency(kube, 3, warm=True, timeout=60),
-        "floor": e2e.run_floor(kube, 6, timeout=60),
-        "burst": e2e.run_burst(kube, 6, timeout=60, quiet_seconds=3.0),
+        "cold": e2e.run_latency(kube, 3, warm=False, timeout=60, wait_cleanup=False),
+        "warm": e2e.run_latency(kube, 3, warm=True, timeout=60, wait_cleanup=False),
+        "floor": e2e.run_floor(kube, 6, timeout=60, wait_cleanup=False),
     }
+    e2e.wait_deleted(kube)
+    results["burst"] = e2e.run_burst(kube, 6, timeout=60, quiet_seconds=3.0, wait_cleanup=False)
     assert results["cold"]["complete"] and results["warm"]["complete"] and results["burst"]["complete"]
     assert results["warm"]["served_warm"] == 3
     assert 0 < results["cold"]["p50"] < 30 and 0 < results["warm"]["p50"] < 30
