@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any, Optional
 
+from tests.procs import die_with_parent
+
 SYNC_PATH = "/sandbox/sync"
 ECHO_PATH = "/bench/echo"
 
@@ -47,6 +49,7 @@ def start_server(root: str, port: int, log_path: str) -> subprocess.Popen:
         return subprocess.Popen(
             [gunicorn, "--config", os.path.join(root, "hooks", "gunicorn_conf.py"), "-b", f"127.0.0.1:{port}", "-w", "2", "hooks.app:app"],
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     finally:
         log.close()

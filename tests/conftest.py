@@ -1,10 +1,26 @@
 """Suite-wide: one line at the top of every run saying where the end-to-end suite's real control
-plane comes from, or what is missing and how to get it (tests/e2e then skip, pointing here)."""
+plane comes from, or what is missing and how to get it (tests/e2e then skip, pointing here); and
+SIGTERM (a CI runner's timeout, `kill`) stops the run as Ctrl-C does, so the fixtures still stop
+every process they started (tests/loopback.die_with_parent covers a SIGKILL)."""
 from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Optional
 
 import pytest
 
 from tests.e2e.controlplane import bin_dir, skip_reason
+
+
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping, Optional
 import pytest
 
 from hooks import constants as C
+from tests.procs import die_with_parent
 from tests.sandbox_cases import minimal
 
 ROOT = Path(__file__).parent.parent
@@ -54,7 +55,7 @@ def gunicorn(tmp_path: Path, port: int, env: Mapping[str, str] = {}, workers: in
         return subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
              "--bind", f"127.0.0.1:{port}", "hooks.app:app"],
-            cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=die_with_parent)
 
 
 def wait_loaded(proc: subprocess.Popen[str], log: Path, workers: int = 2, within: float = 30) -> None:

@@ -15,6 +15,7 @@ from hooks import app as app_module
 from hooks import config as config_module
 from hooks.config import Config, ConfigError
 from tests.factory import NOW
+from tests.procs import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +131,7 @@ def test_gunicorn_refuses_to_start_with_one_line_naming_the_variable(
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
              "--bind", "127.0.0.1:0", "hooks.app:app"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=die_with_parent)
     procs.append(proc)
     proc.wait(timeout=30)
     text = log.read_text()

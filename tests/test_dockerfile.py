@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from tests.procs import die_with_parent
 from tests.test_chart import CI_VALUES, env_of, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +232,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str,
     command = [str(VENV_BIN / ENTRYPOINT[0]), *ENTRYPOINT[1:]]
     before = files_under(app_dir)
     proc = subprocess.Popen(command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=die_with_parent)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -28,6 +28,7 @@ import pytest
 
 from hooks import egress_proxy as ep
 from tests.factory import group, profile, sandbox
+from tests.procs import die_with_parent
 
 try:
     from tooling import ROOT, tool
@@ -151,7 +152,7 @@ def start_squid(allowed: tuple[ep.Allowed, ...], hosts: list[str], denied: tuple
         prefix = [shutil.which("setpriv") or "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     with log.open("ab") as out:
         process = subprocess.Popen([*prefix, tool("squid"), "-N", "-f", str(conf)], stdout=out, stderr=out,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -27,6 +27,7 @@ from hooks import metrics as hook_metrics
 from hooks.config import Config
 from hooks.routes import ROUTES, Route
 from tests.factory import NOW, fake_uid
+from tests.procs import die_with_parent
 from tests.sandbox_cases import first_sync, invalid_new, minimal, observed_running, warm_bound, warm_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,7 +289,7 @@ class Gunicorn:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
              "--bind", f"127.0.0.1:{self.port}", "hooks.app:app"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 20
         while len(self.worker_pids()) < 2 or not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from tests.procs import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV_BIN = "LLMSS_K8S_BIN"
 DEFAULT_BIN = Path.home() / ".cache" / "llmss-k8s-bin"
@@ -238,7 +240,7 @@ class Process:
             out.flush()
             # A session of its own: Ctrl-C in a developer's terminal reaches only us, and we stop it.
             self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=self.env, cwd=self.cwd, start_new_session=True)
+                                          env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent)
         return self
 
     @property
