@@ -8,7 +8,11 @@ NetworkPolicies); Metacontroller relates the namespace's Sandboxes to the Namesp
 customize hook, so a new sandbox's domain rules reach squid.conf and leave it with the sandbox."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -33,13 +37,22 @@ def _switch(kube: Kube, backend: str) -> None:
         old.stop()
 
 
+_BACKEND: dict[str, str] = {}
+
+
+def _use(kube: Kube, backend: str) -> None:
+    if _BACKEND.get("now") != backend:
+        _switch(kube, backend)
+        _BACKEND["now"] = backend
+
+
 @pytest.fixture(scope="module")
 def proxy_backend(kube: Kube) -> Iterator[None]:
-    _switch(kube, C.EGRESS_BACKEND_PROXY)
+    _use(kube, C.EGRESS_BACKEND_PROXY)
     try:
         yield
     finally:
-        _switch(kube, C.EGRESS_BACKEND_NETWORKPOLICY)
+        _use(kube, C.EGRESS_BACKEND_NETWORKPOLICY)
 
 
 def _squid_conf(kube: Kube, ns: str) -> str:
@@ -84,3 +97,30 @@ def test_proxy_follows_the_namespaces_sandboxes(proxy_backend: None, kube: Kube,
 
     kube.kubectl("delete", "sandbox", "fetcher", "-n", namespace, "--wait=false")
     kube.wait("squid.conf forgets the deleted sandbox's names", lambda: "pypi.org" not in _squid_conf(kube, namespace), 90)
+
+
+def _documented_cleanup() -> str:
+    """The shell commands docs/egress-proxy.md gives for switching the backend back."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "egress-proxy.md").read_text()
+    found = re.search(r"once `helm upgrade` is done:\n\n\s*```\n(.*?)```", text, re.S)
+    assert found, "docs/egress-proxy.md lost its clean-up commands"
+    return found.group(1)
+
+
+def test_switching_back_leaves_what_the_docs_say_and_their_commands_remove_it(proxy_backend: None, kube: Kube, namespace: str) -> None:
+    """Runs last in this module: back to the default backend, the proxy's NetworkPolicies go (the
+    decorator still manages that kind) and its ConfigMap, Deployment and Service stay until the
+    documented commands, run as written, delete them."""
+    for kind in ("ConfigMap", "Deployment", "Service"):
+        assert kube.core(kind, namespace, C.EGRESS_PROXY_NAME) is not None, kind
+    _use(kube, C.EGRESS_BACKEND_NETWORKPOLICY)
+    kube.wait("the proxy's NetworkPolicies removed",
+              lambda: all(kube.core("NetworkPolicy", namespace, f"{C.EGRESS_PROXY_NAME}-{s}") is None for s in ("ingress", "egress")), 60)
+    for kind in ("ConfigMap", "Deployment", "Service"):
+        assert kube.core(kind, namespace, C.EGRESS_PROXY_NAME) is not None, f"{kind}: the docs say it stays"
+    cp = kube.cp
+    env = {**cp.env(), "PATH": f"{Path(cp.kubectl_binary()).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", _documented_cleanup()], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for kind in ("ConfigMap", "Deployment", "Service"):
+        assert kube.core(kind, namespace, C.EGRESS_PROXY_NAME) is None, kind
