@@ -28,7 +28,7 @@ import tempfile
 
 def _number(name, default):
     """A bad value is refused in on_starting, one line naming it (hooks/config.py), not here with
-    a traceback; until then the default stands in."""
+    a traceback; until then the default stands in (ServerSettings' default: a test checks)."""
     raw = os.environ.get(name, "").strip()
     return int(raw) if raw.isdigit() else default
 

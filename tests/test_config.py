@@ -3,6 +3,7 @@ the variable and the rule (issue 13, item 9: 7 of 15 bad values used to start a 
 from __future__ import annotations
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -138,3 +139,14 @@ def test_gunicorn_refuses_to_start_with_one_line_naming_the_variable(
     assert proc.returncode != 0, text[-2000:]
     assert "Booting worker" not in text and "Traceback" not in text, text[-2000:]
     assert [line for line in text.splitlines() if f"{variable}: " in line], text[-2000:]
+
+
+def test_gunicorn_conf_falls_back_to_the_settings_models_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hooks/gunicorn_conf.py reads WORKERS, GUNICORN_THREADS and GUNICORN_TIMEOUT before the
+    hooks are importable, so it keeps its own fallbacks: they must be ServerSettings' defaults."""
+    for name in ("WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent-llmss-test")  # no temporary directory made
+    conf = runpy.run_path(str(ROOT / "hooks" / "gunicorn_conf.py"))
+    defaults = config_module.ServerSettings()
+    assert (conf["workers"], conf["threads"], conf["timeout"]) == (defaults.workers, defaults.gunicorn_threads, defaults.gunicorn_timeout)
