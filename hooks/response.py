@@ -55,3 +55,12 @@ def composite_response(parent: Mapping[str, Any], previous: Any, now: datetime, 
     if resync is not None and resync > 0:
         response["resyncAfterSeconds"] = round(resync, 3)
     return response
+
+
+def finalize_response(parent: Mapping[str, Any], previous: Any, now: datetime, status: Mapping[str, Any],
+                      condition: Condition, children: list[dict[str, Any]], done: bool, poll: float) -> dict[str, Any]:
+    """A finalize hook's answer: `finalized` once `done`, else asked again in `poll` seconds (child
+    events usually come sooner)."""
+    response = composite_response(parent, previous, now, status, [condition], children, None if done else poll)
+    response["finalized"] = done
+    return response

@@ -34,7 +34,7 @@ from .meta import (
     parse_time, uid, user_labels,
 )
 from .request import SyncRequest
-from .response import as_desired, composite_response, parent_of
+from .response import as_desired, composite_response, finalize_response, parent_of
 from .resolve import Effective, ResolutionError, resolve_sandbox
 from .validators import SandboxSpec, SpecError
 
@@ -880,9 +880,7 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
         waiting_for = [f"pod {name(p)}" for p in pods] + [f"warm pod {name(w)}" for w in warm_pods]
         status["phase"] = C.PHASE_TERMINATING
         cond = Condition("Ready", "False", "Terminating", "waiting for " + ", ".join(waiting_for) + " to terminate")
-        response = composite_response(parent, previous, now, status, [cond], keep, FINALIZE_POLL_SECONDS)
-        response["finalized"] = False
-        return response
+        return finalize_response(parent, previous, now, status, cond, keep, False, FINALIZE_POLL_SECONDS)
     if keep:
         # Finalized only once every child is gone: Metacontroller deletes them while its finalizer
         # holds the sandbox. Released earlier, they would be left to the garbage collector, and a
@@ -890,14 +888,10 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
         # cluster: it stayed Creating).
         status["phase"] = C.PHASE_TERMINATING
         cond = Condition("Ready", "False", "Terminating", f"the sandbox pod is gone; deleting {len(keep)} remaining child(ren)")
-        response = composite_response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
-        response["finalized"] = False
-        return response
+        return finalize_response(parent, previous, now, status, cond, [], False, FINALIZE_POLL_SECONDS)
     status["phase"] = C.PHASE_TERMINATED
     cond = Condition("Ready", "False", "Terminated", "the sandbox pod and every other child are gone")
-    response = composite_response(parent, previous, now, status, [cond], [], None)
-    response["finalized"] = True
-    return response
+    return finalize_response(parent, previous, now, status, cond, [], True, FINALIZE_POLL_SECONDS)
 
 
 # ---------------------------------------------------------------------------------------------

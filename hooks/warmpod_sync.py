@@ -46,7 +46,7 @@ from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import MAPPING, dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
 from .request import SyncRequest
-from .response import as_desired, composite_response
+from .response import as_desired, composite_response, finalize_response
 from .validators import SpecError, WarmPodSpec, parse_spec
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
@@ -260,19 +260,13 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": PHASE_TERMINATING, "podName": pod_name(parent), "podNamespace": namespace(parent)}
     if pods:
         cond = Condition("Ready", "False", "Terminating", "waiting for the pod to terminate")
-        response = composite_response(parent, previous, now, status, [cond], [_policy(parent, _pool_of(parent))], FINALIZE_POLL_SECONDS)
-        response["finalized"] = False
-        return response
+        return finalize_response(parent, previous, now, status, cond, [_policy(parent, _pool_of(parent))], False, FINALIZE_POLL_SECONDS)
     policies = req.children_of(C.GVK_NETWORK_POLICY)
     if policies:  # finalized once nothing is left, so a WarmPod of the same name never meets it
         cond = Condition("Ready", "False", "Terminating", "the pod is gone; deleting its network policy")
-        response = composite_response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
-        response["finalized"] = False
-        return response
+        return finalize_response(parent, previous, now, status, cond, [], False, FINALIZE_POLL_SECONDS)
     cond = Condition("Ready", "False", "Terminated", "the pod and its network policy are gone")
-    response = composite_response(parent, previous, now, status, [cond], [], None)
-    response["finalized"] = True
-    return response
+    return finalize_response(parent, previous, now, status, cond, [], True, FINALIZE_POLL_SECONDS)
 
 
 # ---------------------------------------------------------------------------------------------

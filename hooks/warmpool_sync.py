@@ -47,7 +47,7 @@ from .config import DEFAULT_CONFIG, Config
 from .meta import MAPPING, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, parse_time, uid
 from .request import SyncRequest
 from .resolve import ResolutionError, check_security_features, merge, resolve_runtime
-from .response import as_desired, composite_response, parent_of
+from .response import as_desired, composite_response, finalize_response, parent_of
 from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec, validate_cached
 
 CHILD_KINDS = (C.GVK_WARMPOD,)
@@ -622,13 +622,9 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
         status["lastScaleTime"] = fmt_time(stamp)
     if members:
         cond = Condition("Ready", "False", "Deleting", f"waiting for {len(members)} warm pod(s) to be deleted")
-        response = composite_response(parent, previous, now, status, [cond], [], FINALIZE_POLL_SECONDS)
-        response["finalized"] = False
-        return response
+        return finalize_response(parent, previous, now, status, cond, [], False, FINALIZE_POLL_SECONDS)
     cond = Condition("Ready", "False", "Deleted", "every warm pod is gone")
-    response = composite_response(parent, previous, now, status, [cond], [], None)
-    response["finalized"] = True
-    return response
+    return finalize_response(parent, previous, now, status, cond, [], True, FINALIZE_POLL_SECONDS)
 
 
 # ---------------------------------------------------------------------------------------------
