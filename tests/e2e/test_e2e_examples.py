@@ -92,6 +92,26 @@ def _sandbox(name: str, **expected: Any) -> Callable[[Kube, Path], None]:
     return check
 
 
+def _workspace(kube: Kube, path: Path) -> None:
+    """The agent workspace: its env reaches the pod (the key from the Secret its comment creates),
+    its volume is bound, and its idle deadline is shown."""
+    sb = kube.wait_sandbox(DEMO, "agent-workspace", "Running", ready=True, timeout=60)
+    pod = kube.core("Pod", DEMO, "sandbox-agent-workspace") or {}
+    env = {e["name"]: e for e in pod["spec"]["containers"][0].get("env", [])}
+    assert env["AGENT_MODE"]["value"] == "planner"
+    assert env["AGENT_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "agent-credentials", "key": "api-key"}
+    assert pod["status"]["phase"] == "Running"
+    suspended = condition(sb, "Suspended")
+    assert (suspended["status"], suspended["reason"]) == ("False", "Active") and "suspended for inactivity at" in suspended["message"]
+    claim = kube.core("PersistentVolumeClaim", DEMO, "sandbox-agent-workspace-data") or {}
+    assert claim.get("status", {}).get("phase") == "Bound", claim.get("status")
+
+
+def setup_commands(path: Path) -> list[list[str]]:
+    """The commands an example's comment tells users to run first ('#   kubectl ...' lines)."""
+    return [shlex.split(line.lstrip("# "))[1:] for line in path.read_text().splitlines() if line.startswith("#   kubectl ")]
+
+
 # In the order a user applies them: runtime and namespaces first, the pool before the warm sandbox.
 EXPECTED: dict[str, Callable[[Kube, Path], None]] = {
     "runtimeenvironment-python.yaml": _runtime,
@@ -102,6 +122,7 @@ EXPECTED: dict[str, Callable[[Kube, Path], None]] = {
     "sandbox-with-egress.yaml": _sandbox("with-egress"),
     "sandbox-high-security.yaml": _sandbox("high-security", securityLevel="high"),
     "sandbox-persistent.yaml": _sandbox("persistent"),
+    "sandbox-agent-workspace.yaml": _workspace,
     "warmpool-python.yaml": _pool,
     "sandbox-warm.yaml": _sandbox("warm", warmPodUsed=True, warmPool="python"),
 }
@@ -115,5 +136,7 @@ def test_every_example_reaches_what_the_readme_promises(kube: Kube, demo: str, c
     kube.kubectl("create", "namespace", DEMO, check=False)  # after the walkthrough it exists already
     for name, check in EXPECTED.items():
         path = EXAMPLES / name
+        for command in setup_commands(path):
+            kube.kubectl(*command)
         kube.apply_file(str(path))
         check(kube, path)
