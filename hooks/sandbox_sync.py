@@ -193,23 +193,40 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         if now >= expires:
             return _expired(plan, status)
     suspension = suspend.decide(plan.spec, req.parent, req.previous_status, now)
-    cold_pod = req.child(C.GVK_POD, plan.names.base)
-    # A cold start has begun once its pod or its ServiceAccount (created one sync before the pod,
-    # and only for a cold start or a suspension) is observed: from then on the sandbox stays cold.
-    started_cold = cold_pod is not None or req.child(C.GVK_SERVICE_ACCOUNT, plan.names.base) is not None
-    decision = warm.suspended(plan.spec, req.parent) if suspension.suspended else \
-        warm.decide(plan.spec, req.parent, plan.eff, req.related, started_cold, now, config,
-                    replace=bool(plan.token) and plan.token != plan.warm_token)
-    serving = _serve_suspended(plan, decision, cold_pod) if suspension.suspended else _serve(plan, decision, cold_pod, started_cold)
+    decision, serving = _pod_serving(plan, suspension)
     desired = _shared_children(plan, decision) + serving.children
     created = _check_created(plan, desired, serving)
     status = {**status, **_pool_status(decision), **serving.status, "phase": created.phase}
     conditions = [_validated(plan.eff), *_warm_conditions(decision), *serving.conditions, created.condition, created.ready,
                   *([suspension.condition] if suspension.condition is not None else [])]
+    resync = _next_deadline(expires, decision, serving, created, suspension, now)
+    return composite_response(req.parent, req.previous_status, now, status, conditions, desired, resync)
+
+
+def _pod_serving(plan: _Plan, suspension: suspend.Suspension) -> tuple[warm.WarmDecision, _Serving]:
+    """Which pod serves the sandbox (none while suspended, its own, or a warm one) and what it
+    contributes."""
+    req = plan.req
+    cold_pod = req.child(C.GVK_POD, plan.names.base)
+    if suspension.suspended:
+        decision = warm.suspended(plan.spec, req.parent)
+        return decision, _serve_suspended(plan, decision, cold_pod)
+    # A cold start has begun once its pod or its ServiceAccount (created one sync before the pod,
+    # and only for a cold start or a suspension) is observed: from then on the sandbox stays cold.
+    started_cold = cold_pod is not None or req.child(C.GVK_SERVICE_ACCOUNT, plan.names.base) is not None
+    decision = warm.decide(plan.spec, req.parent, plan.eff, req.related, started_cold, plan.now, plan.config,
+                           replace=bool(plan.token) and plan.token != plan.warm_token)
+    return decision, _serve(plan, decision, cold_pod, started_cold)
+
+
+def _next_deadline(expires: Optional[datetime], decision: warm.WarmDecision, serving: _Serving, created: _Creation,
+                   suspension: suspend.Suspension, now: datetime) -> Optional[float]:
+    """Seconds until the earliest deadline ahead (lifetime, warm-pod wait, pod checks, idle
+    timeout), for resyncAfterSeconds; None without one."""
     resync = ([(expires - now).total_seconds()] if expires is not None else []) \
         + ([decision.resync_after] if decision.resync_after else []) + serving.resync + created.resync \
         + ([suspension.resync] if suspension.resync is not None else [])
-    return composite_response(req.parent, req.previous_status, now, status, conditions, desired, min(resync) if resync else None)
+    return min(resync) if resync else None
 
 
 def _resolve(req: SyncRequest, config: Config, now: datetime) -> _Plan:
