@@ -38,3 +38,18 @@ def test_bench_quick(tmp_path):
     for row in results["sandbox"] + results["warmpool"] + [results["worst_case"]]:
         assert row["orjson_floor_median_ms"] > 0 and row["floor_median_ms"] > 0, row["case"]
         assert abs(row["orjson_floor_ratio"] - row["median_ms"] / row["orjson_floor_median_ms"]) < 1e-9, row["case"]
+
+
+def test_literal_response_and_call_count_of_bench_literal() -> None:
+    """bench/literal.py (docs/benchmark.md, "Third look"): its literal builds a fresh copy of the
+    hook's exact answer, and it counts the hook's Python calls."""
+    from bench import literal
+    from tests.factory import NOW
+
+    label, hook, make = literal.CASES[0]
+    request = make()
+    response = hook(request, NOW)
+    build = literal.literal_of(response)
+    first, second = build(), build()
+    assert first == response and first is not second and first["children"] is not second["children"]
+    assert 100 < literal.calls_per_sync(hook, request, n=5) < 5000
