@@ -59,6 +59,7 @@ EXAMPLES = {
     "sandbox-high-security.yaml": "Sandbox",
     "sandbox-with-egress.yaml": "Sandbox",
     "sandbox-persistent.yaml": "Sandbox",
+    "sandbox-agent-workspace.yaml": "Sandbox",
     "sandbox-with-profile.yaml": "Sandbox",
     "warmpool-python.yaml": "WarmPool",
     "sandbox-warm.yaml": "Sandbox",
