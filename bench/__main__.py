@@ -224,15 +224,11 @@ def table(r: dict[str, Any]) -> str:
             f"| {'orjson floor':>12} | {'hook/orjson':>11} | {'json floor':>10} | {'hook/json':>9} | {'growth/10x':>10} |")
     lines.append(head)
     lines.append("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    for row in r["sandbox"] + r["warmpool"]:
+    for row in r["sandbox"] + r["warmpool"] + [r["worst_case"]]:
         growth = f"{row['growth_per_10x']:.1f}x" if "growth_per_10x" in row else ""
         lines.append(f"| {_label(row):<40} | {row['request_bytes'] / 1024:>6.1f} | {row['children_in']:>7}/{row['children_out']:<7} | {row['iters']:>5} "
                      f"| {row['median_ms']:>8.3f} | {row['p99_ms']:>8.3f} | {row['orjson_floor_median_ms']:>12.3f} | {row['orjson_floor_ratio']:>11.2f} "
                      f"| {row['floor_median_ms']:>10.3f} | {row['floor_ratio']:>9.2f} | {growth:>10} |")
-    w = r["worst_case"]
-    lines.append(f"| {_label(w):<40} | {w['request_bytes'] / 1024:>6.1f} | {w['children_in']:>7}/{w['children_out']:<7} | {w['iters']:>5} "
-                 f"| {w['median_ms']:>8.3f} | {w['p99_ms']:>8.3f} | {w['orjson_floor_median_ms']:>12.3f} | {w['orjson_floor_ratio']:>11.2f} "
-                 f"| {w['floor_median_ms']:>10.3f} | {w['floor_ratio']:>9.2f} | {'':>10} |")
     lines.append(f"hook/orjson: hook median / orjson floor median (targets: <= {TARGET_RUNNING_FLOOR_RATIO:g} running Sandbox, "
                  f"<= {TARGET_FLOOR_RATIO:g} every case); hook/json: the same against stdlib json")
     lines.append("growth/10x: the median's growth per tenfold objects (10x = linear; 5,000 vs 1,000 normalised to a tenfold step)")
