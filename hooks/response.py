@@ -57,10 +57,14 @@ def composite_response(parent: Mapping[str, Any], previous: Any, now: datetime, 
     return response
 
 
+# How soon a finalize hook that is still waiting asks to be called again (child events usually
+# come sooner); a suspending sandbox polls as often.
+FINALIZE_POLL_SECONDS = 10.0
+
+
 def finalize_response(parent: Mapping[str, Any], previous: Any, now: datetime, status: Mapping[str, Any],
-                      condition: Condition, children: list[dict[str, Any]], done: bool, poll: float) -> dict[str, Any]:
-    """A finalize hook's answer: `finalized` once `done`, else asked again in `poll` seconds (child
-    events usually come sooner)."""
-    response = composite_response(parent, previous, now, status, [condition], children, None if done else poll)
+                      condition: Condition, children: list[dict[str, Any]], done: bool) -> dict[str, Any]:
+    """A finalize hook's answer: `finalized` once `done`, else asked again in FINALIZE_POLL_SECONDS."""
+    response = composite_response(parent, previous, now, status, [condition], children, None if done else FINALIZE_POLL_SECONDS)
     response["finalized"] = done
     return response

@@ -34,12 +34,11 @@ from .meta import (
     parse_time, uid, user_labels,
 )
 from .request import SyncRequest
-from .response import as_desired, composite_response, finalize_response, parent_of
+from .response import FINALIZE_POLL_SECONDS, as_desired, composite_response, finalize_response, parent_of
 from .resolve import Effective, ResolutionError, resolve_sandbox
 from .validators import SandboxSpec, SpecError
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_SERVICE, C.GVK_SERVICE_ACCOUNT, C.GVK_PVC, C.GVK_NETWORK_POLICY, C.GVK_CILIUM_NETWORK_POLICY)
-FINALIZE_POLL_SECONDS = 10.0
 CREATE_POLL_SECONDS = 5.0
 CONDITION_CHILDREN: str = "ChildrenCreated"
 # Container waiting reasons of a pod that is on its way; any other one is why it does not start.
@@ -897,7 +896,7 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
         waiting_for = [f"pod {name(p)}" for p in pods] + [f"warm pod {name(w)}" for w in warm_pods]
         status["phase"] = C.PHASE_TERMINATING
         cond = Condition("Ready", "False", "Terminating", "waiting for " + ", ".join(waiting_for) + " to terminate")
-        return finalize_response(parent, previous, now, status, cond, keep, False, FINALIZE_POLL_SECONDS)
+        return finalize_response(parent, previous, now, status, cond, keep, False)
     if keep:
         # Finalized only once every child is gone: Metacontroller deletes them while its finalizer
         # holds the sandbox. Released earlier, they would be left to the garbage collector, and a
@@ -905,10 +904,10 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
         # cluster: it stayed Creating).
         status["phase"] = C.PHASE_TERMINATING
         cond = Condition("Ready", "False", "Terminating", f"the sandbox pod is gone; deleting {len(keep)} remaining child(ren)")
-        return finalize_response(parent, previous, now, status, cond, [], False, FINALIZE_POLL_SECONDS)
+        return finalize_response(parent, previous, now, status, cond, [], False)
     status["phase"] = C.PHASE_TERMINATED
     cond = Condition("Ready", "False", "Terminated", "the sandbox pod and every other child are gone")
-    return finalize_response(parent, previous, now, status, cond, [], True, FINALIZE_POLL_SECONDS)
+    return finalize_response(parent, previous, now, status, cond, [], True)
 
 
 # ---------------------------------------------------------------------------------------------

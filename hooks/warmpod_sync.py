@@ -50,7 +50,6 @@ from .response import as_desired, composite_response, finalize_response
 from .validators import SpecError, WarmPodSpec, parse_spec
 
 CHILD_KINDS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
-FINALIZE_POLL_SECONDS = 10.0
 PHASE_PENDING = "Pending"
 PHASE_READY = "Ready"
 PHASE_ASSIGNED = "Assigned"
@@ -260,13 +259,13 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": PHASE_TERMINATING, "podName": pod_name(parent), "podNamespace": namespace(parent)}
     if pods:
         cond = Condition("Ready", "False", "Terminating", "waiting for the pod to terminate")
-        return finalize_response(parent, previous, now, status, cond, [_policy(parent, _pool_of(parent))], False, FINALIZE_POLL_SECONDS)
+        return finalize_response(parent, previous, now, status, cond, [_policy(parent, _pool_of(parent))], False)
     policies = req.children_of(C.GVK_NETWORK_POLICY)
     if policies:  # finalized once nothing is left, so a WarmPod of the same name never meets it
         cond = Condition("Ready", "False", "Terminating", "the pod is gone; deleting its network policy")
-        return finalize_response(parent, previous, now, status, cond, [], False, FINALIZE_POLL_SECONDS)
+        return finalize_response(parent, previous, now, status, cond, [], False)
     cond = Condition("Ready", "False", "Terminated", "the pod and its network policy are gone")
-    return finalize_response(parent, previous, now, status, cond, [], True, FINALIZE_POLL_SECONDS)
+    return finalize_response(parent, previous, now, status, cond, [], True)
 
 
 # ---------------------------------------------------------------------------------------------

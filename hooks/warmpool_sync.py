@@ -51,7 +51,6 @@ from .response import as_desired, composite_response, finalize_response, parent_
 from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec, validate_cached
 
 CHILD_KINDS = (C.GVK_WARMPOD,)
-FINALIZE_POLL_SECONDS = 10.0
 PHASE_READY = "Ready"  # WarmPod phases, written by hooks/warmpod_sync.py
 PHASE_FAILED = "Failed"
 PHASE_TERMINATING = "Terminating"
@@ -622,9 +621,9 @@ def _finalize(req: SyncRequest, now: datetime) -> dict[str, Any]:
         status["lastScaleTime"] = fmt_time(stamp)
     if members:
         cond = Condition("Ready", "False", "Deleting", f"waiting for {len(members)} warm pod(s) to be deleted")
-        return finalize_response(parent, previous, now, status, cond, [], False, FINALIZE_POLL_SECONDS)
+        return finalize_response(parent, previous, now, status, cond, [], False)
     cond = Condition("Ready", "False", "Deleted", "every warm pod is gone")
-    return finalize_response(parent, previous, now, status, cond, [], True, FINALIZE_POLL_SECONDS)
+    return finalize_response(parent, previous, now, status, cond, [], True)
 
 
 # ---------------------------------------------------------------------------------------------
