@@ -112,6 +112,12 @@ KNOWN_NOISE = (
     r"^FailedToUpdateEndpoint: Endpoints/[^:]+: .*Precondition failed: UID in precondition",
     # The API server's ClusterIP repair loop racing with a Service being created (it repairs).
     r"^ClusterIPNotAllocated: Service/[^:]+: Cluster IP \[IPv4\]: [0-9.]+ is not allocated; repairing$",
+    # Metacontroller stopping (SIGTERM) or restarting a control loop (a chart upgrade changes its
+    # controller) cancels the syncs in flight, and each logs "failed to sync <parent>: context
+    # canceled" on the way out, with the cancelled hook call in between when it was waiting for our
+    # answer (both seen, 1 run in several). Only Metacontroller cancels its own context: a hook that
+    # fails, hangs or refuses shows a status, a timeout or a refused connection instead.
+    r"failed to sync \w+ '[^']*': (.*: )?context canceled\b",
 )
 
 

@@ -90,9 +90,7 @@ def test_hook_token_rotated_while_sandboxes_are_created(kube: Kube, namespace: s
     assert _hook_status(kube, "not-the-token") == 401
 
 
-# Stopping Metacontroller (SIGTERM) cancels the syncs it has in flight; each one logs
-# "failed to sync <parent>: context canceled" on the way out (seen under load, 1 run in several).
-@pytest.mark.allow_errors(r"failed to sync Sandbox '[^']*': context canceled")
+# Stopping Metacontroller cancels the syncs it has in flight: conftest.KNOWN_NOISE allows what it logs.
 def test_metacontroller_restarted_while_users_work(kube: Kube, namespace: str, rte: str) -> None:
     kube.apply(sandbox("stays", namespace, rte, resources=SMALL), sandbox("goes", namespace, rte, resources=SMALL))
     for name in ("stays", "goes"):
