@@ -9,6 +9,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.e2e import fakenode
-from tests.e2e.controlplane import ENV_BIN, REQUIRED, Process, make_pki, missing_binaries, skip_reason
+from tests.e2e.controlplane import ENV_BIN, REQUIRED, ControlPlane, Crash, Process, make_pki, missing_binaries, skip_reason
 
 
 def _fill(directory: Path, names: list[str]) -> None:
@@ -123,3 +124,59 @@ def test_known_noise_forgives_metacontroller_cancelling_itself_but_no_failing_ho
                   "EOF", "response status 500", "http error: 401 Unauthorized"):
         line = call + cause
         assert not any(p.search(line) for p in noise), line
+
+
+def _wait_for(check: Callable[[], object], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_supervised_component_that_crashes_is_started_again_and_one_stopped_on_purpose_is_not(tmp_path: Path) -> None:
+    # Crashes on its first run only (a marker file), like a component hitting a race once.
+    marker = tmp_path / "crashed-once"
+    program = (f"import pathlib, sys, time\nm = pathlib.Path({str(marker)!r})\n"
+               "if not m.exists():\n    m.write_text('x'); print('boom', flush=True); sys.exit(2)\n"
+               "print('up', flush=True); time.sleep(60)")
+    cp = ControlPlane(tmp_path)
+    first = cp.processes["flaky"] = Process("flaky", [sys.executable, "-c", program], tmp_path / "flaky.log").start()
+    other = cp.processes["other"] = Process("other", [sys.executable, "-c", "import sys; sys.exit(5)"], tmp_path / "other.log").start()
+    try:
+        cp.supervise("flaky", interval=0.02)
+        _wait_for(lambda: cp.processes["flaky"] is not first and cp.processes["flaky"].alive(), "the restart")
+        (crash,) = cp.crashes
+        assert (crash.name, crash.code, crash.known) == ("flaky", 2, None)
+        assert "\nboom\n" in crash.output and "\nup\n" not in crash.output, "the crash keeps its own run's output"
+        assert "started again" in (tmp_path / "flaky.log").read_text()
+        _wait_for(lambda: not other.alive(), "the unsupervised process to exit")
+        assert cp.dead() == [other], "an unsupervised component that exited is reported dead"
+        restarted = cp.processes["flaky"]
+        restarted.stop()
+        time.sleep(0.2)
+        assert cp.processes["flaky"] is restarted and not restarted.alive() and len(cp.crashes) == 1, "stopped on purpose: left down"
+    finally:
+        cp.stop()
+    assert cp._supervisor is not None and not cp._supervisor.is_alive()
+    for proc in (first, other, cp.processes["flaky"]):
+        assert proc.popen is not None and proc.popen.returncode is not None
+
+
+# The end of Metacontroller v4.17.2's output when it crashed in the e2e suite (addresses shortened).
+_MC_PANIC = """panic: runtime error: invalid memory address or nil pointer dereference [recovered, repanicked]
+[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x12de832]
+k8s.io/apimachinery/pkg/apis/meta/v1/unstructured.(*Unstructured).GetUID(...)
+\tk8s.io/apimachinery@v0.36.2/pkg/apis/meta/v1/unstructured/unstructured.go:275
+metacontroller/pkg/controller/composite.(*parentController).makeSelector(0x3e4f, 0x0, 0x0)
+\tmetacontroller/pkg/controller/composite/controller.go:758 +0xb2
+metacontroller/pkg/controller/composite.(*parentController).syncParentObject(0x3e4f, {0x2265, 0x3e4f}, 0x3e4f)
+\tmetacontroller/pkg/controller/composite/controller.go:686 +0x73a
+"""
+
+
+def test_only_the_known_upstream_crash_is_forgiven() -> None:
+    assert Crash("metacontroller", 2, _MC_PANIC).known is not None
+    assert Crash("hooks", 2, _MC_PANIC).known is None, "known for Metacontroller only"
+    other_panic = _MC_PANIC.replace("(*parentController).makeSelector", "RelativeObjectMap.Insert")
+    assert Crash("metacontroller", 2, other_panic).known is None
+    assert Crash("metacontroller", 1, "F1201 fatal: out of memory\n").known is None
