@@ -470,6 +470,8 @@ def run(sizes: Sizes, workdir: Path, progress: Callable[[dict[str, Any]], None] 
             progress(results)
     finally:
         cp.stop()
+        # A crash restarts Metacontroller (as its Deployment would) and disturbs the figures: say so.
+        results["crashes"] = [{"component": c.name, "exit": c.code, "known": c.known} for c in cp.crashes]
     results["targets"] = targets(results)
     return results
 
@@ -518,6 +520,9 @@ def table(r: dict[str, Any]) -> str:
     if stack:
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in stack["components"].items())
         lines.append(f"stack ready and chart installed in {stack['ready_s']:.1f} s ({parts})")
+    for crash in r.get("crashes") or []:
+        lines.append(f"WARNING: {crash['component']} crashed (exit {crash['exit']}) and was started again during the run"
+                     f" ({crash['known'] or 'not a known defect'}): the figures around it are disturbed")
     lines += ["", "## 1. apply -> Running + Ready (s), sandboxes created one after another",
               "| path | n | p50 | p90 | p99 | max | all Running | served warm |", "|---|---|---|---|---|---|---|---|"]
     for path in ("cold", "warm"):

@@ -34,3 +34,6 @@ def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> N
     for heading in ("## 1. apply -> Running", "## 2+3. Burst and its floor", "## 4. Quiet period", "## Targets"):
         assert heading in table, heading
     assert len(results["targets"]) == 4
+    assert "crashed" not in table
+    results["crashes"] = [{"component": "metacontroller", "exit": 2, "known": None}]
+    assert "WARNING: metacontroller crashed (exit 2) and was started again during the run (not a known defect)" in e2e.table(results)
