@@ -143,11 +143,6 @@ def check_clean(request: pytest.FixtureRequest, kube: Kube, watch: LogWatch, ns:
     """No Metacontroller error mentions the test's namespace (or, without one, none at all) and
     no Warning event was recorded there (SyncError, a refused child, a failed create), except
     what the test provokes on purpose (@pytest.mark.allow_errors)."""
-    crashes = watch.crashes()
-    unknown = [c.describe() for c in crashes if not c.known]
-    assert not unknown, "a component crashed (and was started again):\n" + "\n\n".join(unknown)
-    for crash in crashes:
-        warnings.warn(f"{crash.name} crashed and was started again: known upstream defect: {crash.known} (KNOWN_CRASHES)")
     allowed = _allowed(request)
     errors = [e for e in watch.errors(*([f'"{ns}"', f"{ns}/"] if ns else [])) if not any(p.search(e) for p in allowed)]
     if not ns:  # what the deletion of earlier tests' namespaces logs belongs to those tests
@@ -158,6 +153,21 @@ def check_clean(request: pytest.FixtureRequest, kube: Kube, watch: LogWatch, ns:
                   f"{e.get('message')}" for e in kube.events(ns) if e.get("type") == "Warning"]
         events = [w for w in events if not any(p.search(w) for p in allowed)]
         assert not events, "Warning events:\n" + "\n".join(events[:10])
+
+
+@pytest.fixture(autouse=True)
+def _crashes_reported() -> Iterator[None]:
+    """Every test while the stack runs: a supervised component that crashed meanwhile (and was
+    started again) fails the test with the crashed run's output, unless the crash is a known
+    upstream defect (controlplane.KNOWN_CRASHES), which is reported as a warning."""
+    cp = _STACK.get("cp")  # session fixtures are set up before this one: up if the test uses it
+    before = len(cp.crashes) if cp else 0
+    yield
+    crashes = cp.crashes[before:] if cp else []
+    unknown = [c.describe() for c in crashes if not c.known]
+    assert not unknown, "a component crashed (and was started again):\n" + "\n\n".join(unknown)
+    for crash in crashes:
+        warnings.warn(f"{crash.name} crashed and was started again: known upstream defect: {crash.known} (KNOWN_CRASHES)")
 
 
 @pytest.fixture()

@@ -311,8 +311,9 @@ class Crash:
         return next((why for name, patterns, why in KNOWN_CRASHES
                      if name == self.name and all(re.search(p, self.output) for p in patterns)), None)
 
-    def describe(self, lines: int = 40) -> str:
-        return f"{self.name} exited (code {self.code}) without being stopped; its last output:\n" + "\n".join(self.output.splitlines()[-lines:])
+    def describe(self, lines: int = 30, width: int = 400) -> str:
+        last = (line if len(line) <= width else line[:width] + "..." for line in self.output.splitlines()[-lines:])
+        return f"{self.name} exited (code {self.code}) without being stopped; its last output:\n" + "\n".join(last)
 
 
 # Metacontroller v4.17.2 panics when one of its control loops stops (its CompositeController's
