@@ -265,6 +265,10 @@ class Process:
             handle.seek(self.log_offset)
             return handle.read().decode(errors="replace")
 
+    def again(self) -> "Process":
+        """The same command line started anew, writing on in the same log."""
+        return Process(self.name, self.argv, self.log, env=self.env, cwd=self.cwd).start()
+
     def note(self, text: str) -> None:
         with self.log.open("ab") as out:
             out.write(f"--- {time.strftime('%H:%M:%S')} {text}\n".encode())
@@ -494,7 +498,7 @@ class ControlPlane:
                     code = proc.popen.returncode if proc.popen else None
                     self.crashes.append(Crash(name, code, proc.output()))
                     proc.note(f"exited (code {code}) without being stopped: started again, as its Deployment would")
-                    self.processes[name] = Process(proc.name, proc.argv, proc.log, env=proc.env, cwd=proc.cwd).start()
+                    self.processes[name] = proc.again()
 
     def dead(self) -> list[Process]:
         """Components that exited without being stopped and that nothing starts again."""
@@ -531,7 +535,7 @@ class ControlPlane:
             old.stop()
         time.sleep(down_seconds)
         with self._lock:
-            fresh = Process(old.name, old.argv, old.log, env=old.env, cwd=old.cwd).start()
+            fresh = old.again()
             self.processes[name] = fresh
         wait_until(self._readiness(name), 90, f"{name} ready again", process=fresh)
         return fresh
