@@ -84,14 +84,10 @@ def _slug(text: str) -> str:
 
 
 class LogWatch:
-    """Lines Metacontroller logged at level error since a point in time, and the crashes of
-    supervised components since then (ControlPlane.supervise)."""
+    """Lines Metacontroller logged at level error since a point in time, without what a known
+    crash (controlplane.KNOWN_CRASHES) logged on its way out."""
 
     def __init__(self, cp: ControlPlane) -> None:
-        dead = cp.dead()
-        if dead:  # fail at once, not after every later test's timeouts
-            raise RuntimeError("the control plane is broken: " + "; ".join(
-                f"{p.name} exited (code {p.popen.returncode if p.popen else '?'}) without being stopped:\n{p.tail()}" for p in dead))
         self.cp = cp
         self.path = cp.processes["metacontroller"].log
         self.offset = self.path.stat().st_size
@@ -157,10 +153,15 @@ def check_clean(request: pytest.FixtureRequest, kube: Kube, watch: LogWatch, ns:
 
 @pytest.fixture(autouse=True)
 def _crashes_reported() -> Iterator[None]:
-    """Every test while the stack runs: a supervised component that crashed meanwhile (and was
-    started again) fails the test with the crashed run's output, unless the crash is a known
+    """Every test while the stack runs: a component that exited and that nothing starts again
+    fails it at once (not after its timeouts); a supervised component that crashed meanwhile (and
+    was started again) fails the test with the crashed run's output, unless the crash is a known
     upstream defect (controlplane.KNOWN_CRASHES), which is reported as a warning."""
     cp = _STACK.get("cp")  # session fixtures are set up before this one: up if the test uses it
+    dead = cp.dead() if cp else []
+    if dead:
+        raise RuntimeError("the control plane is broken: " + "; ".join(
+            f"{p.name} exited (code {p.popen.returncode if p.popen else '?'}) without being stopped:\n{p.tail()}" for p in dead))
     before = len(cp.crashes) if cp else 0
     yield
     crashes = cp.crashes[before:] if cp else []
