@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The LLMSafeSpace hook server: gunicorn serving hooks.app:app (the Helm chart runs this image).
+# The LLMSafeSpace hook server: gunicorn serving hooks.server.app:app (the Helm chart runs this image).
 #   docker build -t llmsafespace-hooks .
 #   docker run --rm --read-only --tmpfs /tmp -p 8080:8080 llmsafespace-hooks
 # Pin the base by digest too (python:3.11.14-slim-bookworm@sha256:...) in your registry's build.
@@ -35,7 +35,7 @@ COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
 WORKDIR /app
 # Read-only root filesystem: nothing is written outside /tmp (gunicorn's worker heartbeat files,
-# tempfile); no bytecode writes; gunicorn's control socket is disabled in hooks/gunicorn_conf.py.
+# tempfile); no bytecode writes; gunicorn's control socket is disabled in hooks/server/gunicorn_conf.py.
 # PORT gives gunicorn its default bind 0.0.0.0:8080; the chart passes --bind in GUNICORN_CMD_ARGS.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -45,4 +45,4 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080
 USER 10001:10001
 EXPOSE 8080
-ENTRYPOINT ["gunicorn", "--config", "hooks/gunicorn_conf.py", "hooks.app:app"]
+ENTRYPOINT ["gunicorn", "--config", "hooks/server/gunicorn_conf.py", "hooks.server.app:app"]

@@ -3,7 +3,7 @@
 1. In-process latency of sandbox_sync.sync (realistic and minimal requests) and of
    warmpool_sync.sync at 10 / 100 / 1,000 / 5,000 warm pods and sandboxes.
 2. The floors: what parsing the request and serialising the response cost with orjson through
-   hooks/jsonio.py (the server's own JSON library and options: the honest floor, the targets'
+   hooks/server/jsonio.py (the server's own JSON library and options: the honest floor, the targets'
    base) and with the stdlib json module (for comparison), interleaved with the hook's calls.
 3. HTTP through gunicorn on loopback (wrk, else a bounded http.client load generator):
    /sandbox/sync against /bench/echo with the same body.
@@ -24,7 +24,8 @@ import time
 from typing import Any, Callable
 
 from bench import loadgen, payloads
-from hooks import jsonio, sandbox_sync, warmpool_sync
+from hooks.server import jsonio
+from hooks import sandbox_sync, warmpool_sync
 from tests.factory import NOW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +80,7 @@ def measure(fns: dict[str, Callable[[], Any]], min_iters: int, max_iters: int, b
 
 def floor_fns(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     """What any JSON hook server must do at least: parse the request, serialise the response.
-    `orjson`: the server's own functions (hooks/jsonio.py: orjson, sorted keys), the floor the
+    `orjson`: the server's own functions (hooks/server/jsonio.py: orjson, sorted keys), the floor the
     targets are set against; `stdlib`: json.loads + json.dumps, for comparison."""
     raw = jsonio.dumps(request)
     text = raw.decode()
@@ -219,7 +220,7 @@ def table(r: dict[str, Any]) -> str:
                  f"{m['implementation']} {m['python']}, tree {m['revision'] or 'unknown'}")
     lines.append("")
     lines.append("## 1+2. In-process latency (ms) and the JSON floors: parse(request) + serialise(response) with orjson "
-                 "(hooks/jsonio.py, the server's) and with stdlib json")
+                 "(hooks/server/jsonio.py, the server's) and with stdlib json")
     head = (f"| {'case':<40} | {'req KB':>6} | {'children in/out':>15} | {'iters':>5} | {'median':>8} | {'p99':>8} "
             f"| {'orjson floor':>12} | {'hook/orjson':>11} | {'json floor':>10} | {'hook/json':>9} | {'growth/10x':>10} |")
     lines.append(head)
@@ -233,7 +234,7 @@ def table(r: dict[str, Any]) -> str:
                  f"<= {TARGET_FLOOR_RATIO:g} every case); hook/json: the same against stdlib json")
     lines.append("growth/10x: the median's growth per tenfold objects (10x = linear; 5,000 vs 1,000 normalised to a tenfold step)")
     lines.append("")
-    lines.append("## 3. HTTP (gunicorn -w 2 threaded hook workers, hooks/gunicorn_conf.py, loopback, same realistic Sandbox body)")
+    lines.append("## 3. HTTP (gunicorn -w 2 threaded hook workers, hooks/server/gunicorn_conf.py, loopback, same realistic Sandbox body)")
     h = r.get("http")
     if not h:
         lines.append("not run (--quick without --http-seconds, or --http-seconds 0)")

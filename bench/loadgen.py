@@ -1,6 +1,6 @@
 """Section 3: gunicorn on loopback, loaded by wrk (or a bounded http.client generator).
 
-The server is the production configuration (hooks/gunicorn_conf.py, sync workers, -w 2) with
+The server is the production configuration (hooks/server/gunicorn_conf.py, sync workers, -w 2) with
 LLMSS_BENCH_ECHO=1, which adds /bench/echo: the same HTTP layer (auth, parse, metrics, log line,
 serialise) around an identity hook. Comparing /sandbox/sync with /bench/echo on the same body
 isolates what the hook itself costs under load. The server always goes away (process group)."""
@@ -47,7 +47,7 @@ def start_server(root: str, port: int, log_path: str) -> subprocess.Popen:
     log = open(log_path, "wb")
     try:
         return subprocess.Popen(
-            [gunicorn, "--config", os.path.join(root, "hooks", "gunicorn_conf.py"), "-b", f"127.0.0.1:{port}", "-w", "2", "hooks.app:app"],
+            [gunicorn, "--config", os.path.join(root, "hooks", "server", "gunicorn_conf.py"), "-b", f"127.0.0.1:{port}", "-w", "2", "hooks.server.app:app"],
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent,
         )

@@ -1,6 +1,6 @@
-"""`python -m hooks` = the `llmsafespace` command (hooks/cli.py)."""
+"""`python -m hooks` = the `llmsafespace` command (hooks/offline/cli.py)."""
 import sys
 
-from .cli import main
+from .offline.cli import main
 
 sys.exit(main())

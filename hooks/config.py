@@ -178,12 +178,12 @@ DEFAULT_CONFIG = Config()
 
 
 class ServerSettings(BaseModel):
-    """What hooks/gunicorn_conf.py and the HTTP layer read besides Config (no LLMSS_ prefix)."""
+    """What hooks/server/gunicorn_conf.py and the HTTP layer read besides Config (no LLMSS_ prefix)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     workers: int = Field(2, ge=1, le=64)  # WORKERS
-    gunicorn_threads: int = Field(64, ge=1, le=1024)  # GUNICORN_THREADS (hooks/gunicorn_worker.py)
+    gunicorn_threads: int = Field(64, ge=1, le=1024)  # GUNICORN_THREADS (hooks/server/gunicorn_worker.py)
     gunicorn_timeout: int = Field(30, ge=1, le=3600)  # GUNICORN_TIMEOUT
     metrics_port: Optional[int] = Field(None, ge=1, le=65535)  # METRICS_PORT; unset or empty: none
     metrics_path: str = "/metrics"  # METRICS_PATH; empty: none on the hook port

@@ -284,7 +284,7 @@ DEFAULT_TENANT_LIMITS: Final[dict[str, str]] = {
     "max-cpu": "4", "max-memory": "8Gi", "max-ephemeral-storage": "10Gi", "max-storage": "50Gi",
 }
 
-# Hook server bearer token (hooks/auth.py, SECURITY.md). Each worker re-reads the token file at
+# Hook server bearer token (hooks/server/auth.py, SECURITY.md). Each worker re-reads the token file at
 # most this often, so a rotated Secret is honoured by every worker within these seconds of the
 # kubelet updating the file; the previous token is still accepted this long after a worker saw
 # the change, so Metacontroller (which re-reads the Secret only when told) is never refused.
@@ -321,7 +321,7 @@ EGRESS_PROXY_RESOURCES: Final[dict[str, dict[str, str]]] = {
     "limits": {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "256Mi"},
 }
 
-# Hook server connections (hooks/gunicorn_worker.py, docs/install.md): a client has this long from
+# Hook server connections (hooks/server/gunicorn_worker.py, docs/install.md): a client has this long from
 # connecting to deliver its whole request, headers and body (Metacontroller sends it at once; a
 # 32 MB body takes well under a second in a cluster), or it gets a JSON 408 and is closed; an
 # answer the client does not take within the second bound is dropped (Metacontroller's webhook

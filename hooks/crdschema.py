@@ -2,7 +2,7 @@
 apply the schema defaults, validate with jsonschema, report fields that pruning would drop, and
 evaluate the CEL x-kubernetes-validations rules with cel-python.
 
-Used by `llmsafespace validate` / `render` (hooks/cli.py) and by every test that needs to know
+Used by `llmsafespace validate` / `render` (hooks/offline/cli.py) and by every test that needs to know
 whether an object (an example, or a status a hook returns) would be accepted by a real cluster.
 Needs jsonschema and cel-python, which the hook server does not install (requirements-dev.txt,
 or the `cli` extra of pyproject.toml): only the command-line tool and the tests import it."""

@@ -1,7 +1,7 @@
 """The Metacontroller controllers as an egress backend deploys them: metacontroller/*.yaml plus
 metacontroller/egress/<backend>.yaml (childResources and attachments appended, hooks added), as
 chart/templates/controllers.yaml merges them. Read by the simulated Metacontroller
-(hooks/simulate.py, the `llmsafespace` command) and the tests."""
+(hooks/offline/simulate.py, the `llmsafespace` command) and the tests."""
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,4 @@
-"""A real gunicorn serving the hooks on 127.0.0.1, configured as deployed (hooks/gunicorn_conf.py),
+"""A real gunicorn serving the hooks on 127.0.0.1, configured as deployed (hooks/server/gunicorn_conf.py),
 for bounded loopback tests: start it on a free port, wait for its workers, stop it by process
 group."""
 from __future__ import annotations
@@ -53,13 +53,13 @@ def gunicorn(tmp_path: Path, port: int, env: Mapping[str, str] = {}, workers: in
             full.pop(name, None)
     with (tmp_path / "gunicorn.log").open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
-             "--bind", f"127.0.0.1:{port}", "hooks.app:app"],
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "server" / "gunicorn_conf.py"),
+             "--bind", f"127.0.0.1:{port}", "hooks.server.app:app"],
             cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=die_with_parent)
 
 
 def wait_loaded(proc: subprocess.Popen[str], log: Path, workers: int = 2, within: float = 30) -> None:
-    """Until every worker has loaded the hooks (hooks/gunicorn_conf.py logs it)."""
+    """Until every worker has loaded the hooks (hooks/server/gunicorn_conf.py logs it)."""
     deadline = time.monotonic() + within
     while log.read_text().count("loaded the hooks") < workers:
         assert proc.poll() is None, log.read_text()[-2000:]

@@ -6,7 +6,7 @@ Profiles (hypothesis settings profiles, registered here and used through `fuzz_s
               (`LLMSS_LONG=1 .venv/bin/python -m pytest tests/test_fuzz.py`), for a nightly job
               or before a release.
 
-Generic strategies cover every route in hooks.routes.ROUTES without knowing its kind:
+Generic strategies cover every route in hooks.server.routes.ROUTES without knowing its kind:
   - `arbitrary_json()`: any JSON value;
   - `crd_object(kind)`: an object valid against that kind's CRD schema in crds/ (built from the
     openAPIV3Schema itself, so new kinds and new fields are fuzzed without edits here);

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from hooks import app as app_module
+from hooks.server import app as app_module
 from hooks.config import Config
-from hooks.routes import ROUTES, Route
+from hooks.server.routes import ROUTES, Route
 from tests.factory import NOW
 from tests.sandbox_cases import first_sync, minimal
 

@@ -1,4 +1,4 @@
-"""Bearer-token authentication (hooks/auth.py): a configured source that yields no token stops the
+"""Bearer-token authentication (hooks/server/auth.py): a configured source that yields no token stops the
 server; a rotated token file is honoured by every worker within a bounded time, and the previous
 token is accepted for a documented overlap. Pure functions with an injected clock first, then the
 app, then a real 2-worker gunicorn on 127.0.0.1 (bounded)."""
@@ -12,8 +12,8 @@ from typing import Optional
 
 import pytest
 
-from hooks import app as app_module
-from hooks import auth
+from hooks.server import app as app_module
+from hooks.server import auth
 from hooks import constants as C
 from hooks.config import Config
 from tests import loopback

@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from hooks.config import ENV_PREFIX, Config, ConfigError, check_env
-from hooks.routes import ROUTES
+from hooks.server.routes import ROUTES
 from tests.golden import GOLDEN_DIR, UPDATE
 from tests.tooling import tool
 
@@ -338,7 +338,7 @@ def test_deployment_is_hardened() -> None:
 
 
 def test_probe_paths_are_served_by_the_app() -> None:
-    from hooks.app import create_app
+    from hooks.server.app import create_app
 
     client = create_app(env={}).test_client()
     assert client.get("/healthz").status_code == 200
@@ -348,7 +348,7 @@ def test_probe_paths_are_served_by_the_app() -> None:
 def _gunicorn_binds(env: dict[str, str]) -> list[str]:
     from gunicorn.config import Config as GunicornConfig
 
-    args = GunicornConfig().parser().parse_args(shlex.split(env["GUNICORN_CMD_ARGS"]) + ["hooks.app:app"])
+    args = GunicornConfig().parser().parse_args(shlex.split(env["GUNICORN_CMD_ARGS"]) + ["hooks.server.app:app"])
     return args.bind
 
 
@@ -507,7 +507,7 @@ def test_network_policy_admits_prometheus_to_the_metrics_port_with_the_service_m
 
 
 def test_service_monitor_sends_the_hook_token_when_it_scrapes_the_hook_port() -> None:
-    """/metrics on the hook port needs the hook token (hooks/app.py); the master's metrics port
+    """/metrics on the hook port needs the hook token (hooks/server/app.py); the master's metrics port
     needs none and is reachable only as the NetworkPolicy admits (docs/observability.md)."""
     docs = render(None, "--set", "serviceMonitor.enabled=true")
     secret, key, _ = _auth_objects(docs)

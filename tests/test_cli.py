@@ -1,4 +1,4 @@
-"""`llmsafespace render | validate | diff` (hooks/cli.py): the server's own answers for the same
+"""`llmsafespace render | validate | diff` (hooks/offline/cli.py): the server's own answers for the same
 requests, byte for byte; output Kubernetes and our CRDs accept; honest errors."""
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hooks import cli, jsonio
-from hooks.app import create_app
+from hooks.offline import cli
+from hooks.server import jsonio
+from hooks.server.app import create_app
 from hooks.config import Config
 from tests.crdutil import validate_cr
 

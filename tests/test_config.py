@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from hooks import app as app_module
+from hooks.server import app as app_module
 from hooks import config as config_module
 from hooks.config import Config, ConfigError
 from tests.factory import NOW
@@ -130,8 +130,8 @@ def test_gunicorn_refuses_to_start_with_one_line_naming_the_variable(
     log = tmp_path / "gunicorn.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
-             "--bind", "127.0.0.1:0", "hooks.app:app"],
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "server" / "gunicorn_conf.py"),
+             "--bind", "127.0.0.1:0", "hooks.server.app:app"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=die_with_parent)
     procs.append(proc)
     proc.wait(timeout=30)
@@ -142,11 +142,11 @@ def test_gunicorn_refuses_to_start_with_one_line_naming_the_variable(
 
 
 def test_gunicorn_conf_falls_back_to_the_settings_models_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """hooks/gunicorn_conf.py reads WORKERS, GUNICORN_THREADS and GUNICORN_TIMEOUT before the
+    """hooks/server/gunicorn_conf.py reads WORKERS, GUNICORN_THREADS and GUNICORN_TIMEOUT before the
     hooks are importable, so it keeps its own fallbacks: they must be ServerSettings' defaults."""
     for name in ("WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent-llmss-test")  # no temporary directory made
-    conf = runpy.run_path(str(ROOT / "hooks" / "gunicorn_conf.py"))
+    conf = runpy.run_path(str(ROOT / "hooks" / "server" / "gunicorn_conf.py"))
     defaults = config_module.ServerSettings()
     assert (conf["workers"], conf["threads"], conf["timeout"]) == (defaults.workers, defaults.gunicorn_threads, defaults.gunicorn_timeout)

@@ -37,7 +37,7 @@ from tests.test_chart import CI_VALUES, env_of, render
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent
-ENTRYPOINT = ["gunicorn", "--config", "hooks/gunicorn_conf.py", "hooks.app:app"]
+ENTRYPOINT = ["gunicorn", "--config", "hooks/server/gunicorn_conf.py", "hooks.server.app:app"]
 BUILD_TOOLS = re.compile(r"\b(pip3? install|pip wheel|apt-get|apk add|gcc|build-essential|make)\b")
 
 
@@ -177,7 +177,7 @@ def test_server_imports_without_pip_or_setuptools() -> None:
         "        if name.split('.')[0] in ('pip', 'setuptools', 'pkg_resources', 'wheel'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import gunicorn.app.wsgiapp, prometheus_flask_exporter.multiprocess, hooks.app\n"
+        "import gunicorn.app.wsgiapp, prometheus_flask_exporter.multiprocess, hooks.server.app\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})

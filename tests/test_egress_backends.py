@@ -283,7 +283,7 @@ def test_rules_are_never_duplicated_in_domain_names() -> None:
 
 @pytest.mark.parametrize("backend", C.EGRESS_BACKENDS)
 def test_chart_deploys_the_backend(backend: str) -> None:
-    from hooks.routes import ROUTES
+    from hooks.server.routes import ROUTES
     from hooks.manifests import backend_additions, controller_docs
     from tests.test_chart import env_of, render
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hooks import app as app_module
+from hooks.server import app as app_module
 from hooks import constants as C
 from hooks import drift, sandbox_sync, warm, warmpod_sync, warmpool_sync
 from hooks.config import Config

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from hooks import constants as C
-from hooks import jsonio
-from hooks.app import create_app
+from hooks.server import jsonio
+from hooks.server.app import create_app
 from hooks.config import Config
-from hooks.routes import ROUTES, Route
+from hooks.server.routes import ROUTES, Route
 from hooks.response import BadRequest
 from tests import sandbox_cases as cases
 from tests import strategies as S

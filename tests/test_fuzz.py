@@ -11,7 +11,7 @@ Properties:
   4. hooks.meta.dns_label / label_value give valid, deterministic, collision-free names for any
      input.
 
-Routes come from hooks.routes.ROUTES, request shapes from metacontroller/*.yaml and crds/, so a
+Routes come from hooks.server.routes.ROUTES, request shapes from metacontroller/*.yaml and crds/, so a
 new hook is fuzzed as soon as its route and manifest exist (tests/strategies.py). Example counts:
 hypothesis profile llmss-ci by default (whole file well under a minute); LLMSS_LONG=1 selects
 llmss-long for a long run."""
@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 
 from hooks import constants as C
 from hooks import sandbox_sync
-from hooks.app import create_app
+from hooks.server.app import create_app
 from hooks.config import Config
 from hooks.meta import dns_label, is_dns_subdomain, label_value, qualified_name_problem
 from hooks.quantity import parse_quantity
-from hooks.routes import ROUTES
+from hooks.server.routes import ROUTES
 from tests import strategies as S
 from tests.crdutil import crd_schema, schema_errors, unknown_fields, validate_cr
 from tests.factory import NOW, observed, runtime, sandbox, settle, sync_request
@@ -173,7 +173,7 @@ def test_well_formed_requests(path: str, data: Any) -> None:
 @given(key=S.label_key(), name=S.dns_subdomain(max_size=60))
 def test_generated_keys_and_names_are_what_the_api_server_accepts(key: str, name: str) -> None:
     """The well-formed strategies must generate only metadata the API server would accept: the
-    hooks answer anything else 400 (hooks/wire.py), so a strategy slip would show up as a rare,
+    hooks answer anything else 400 (hooks/server/wire.py), so a strategy slip would show up as a rare,
     misleading failure of a property test (CI, 2026-12: a 63-character label cut to 60 ended in
     '-') instead of here."""
     assert is_dns_subdomain(name), name

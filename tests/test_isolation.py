@@ -29,7 +29,7 @@ import yaml
 
 from hooks import constants as C
 from hooks.config import Config
-from hooks.routes import ROUTES
+from hooks.server.routes import ROUTES
 from tests import sandbox_cases
 from tests.factory import NOW, fake_uid, runtime, sandbox, sync_request
 from tests.tooling import tool

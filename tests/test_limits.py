@@ -1,4 +1,4 @@
-"""Kubernetes' own metadata limits, enforced where a request is parsed (hooks/wire.py).
+"""Kubernetes' own metadata limits, enforced where a request is parsed (hooks/server/wire.py).
 
 The hooks copy a parent's labels into up to eight children; before these limits a 21 MB request
 with 1.5 M labels took 15-19 s, answered 128 MB and peaked a worker at 906 MiB (issue 13, item 6).
@@ -15,7 +15,7 @@ import orjson
 import pytest
 from flask.testing import FlaskClient
 
-from hooks import app as app_module
+from hooks.server import app as app_module
 from hooks import constants as C
 from hooks.config import Config
 from tests.factory import NOW

@@ -1,4 +1,4 @@
-"""One JSON log line per hook call (hooks/logging_setup.py, hooks/app.py): captured and parsed."""
+"""One JSON log line per hook call (hooks/server/logging_setup.py, hooks/server/app.py): captured and parsed."""
 from __future__ import annotations
 
 import io
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from hooks import app as app_module
+from hooks.server import app as app_module
 from hooks.config import Config
-from hooks.routes import ROUTES, Route
+from hooks.server.routes import ROUTES, Route
 from tests.factory import NOW
 from tests.sandbox_cases import first_sync, minimal, observed_running
 
@@ -130,7 +130,7 @@ def test_probes_are_not_logged() -> None:
 
 def test_long_fields_are_truncated_with_a_marker() -> None:
     """A 1 MB name (refused: over 253 characters) used to be logged in full."""
-    from hooks import logging_setup
+    from hooks.server import logging_setup
 
     client, stream = app_and_log()
     request = minimal()
@@ -148,7 +148,7 @@ def test_long_fields_are_truncated_with_a_marker() -> None:
 def test_long_messages_of_other_loggers_are_truncated_too() -> None:
     import logging
 
-    from hooks import logging_setup
+    from hooks.server import logging_setup
 
     _, stream = app_and_log()
     logging.getLogger("llmsafespace.hooks").warning("x" * 100_000)

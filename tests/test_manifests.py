@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from hooks.routes import ROUTES
+from hooks.server.routes import ROUTES
 from hooks.manifests import all_backend_docs
 
 ROOT = Path(__file__).parent.parent

@@ -1,4 +1,4 @@
-"""Prometheus metrics (hooks/metrics.py): what each metric counts, in-process, and that counts add
+"""Prometheus metrics (hooks/server/metrics.py): what each metric counts, in-process, and that counts add
 up across workers under real gunicorn (2 sync workers on 127.0.0.1, multiprocess mode)."""
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from hooks import app as app_module
+from hooks.server import app as app_module
 from hooks import constants as C
-from hooks import metrics as hook_metrics
+from hooks.server import metrics as hook_metrics
 from hooks.config import Config
-from hooks.routes import ROUTES, Route
+from hooks.server.routes import ROUTES, Route
 from tests.factory import NOW, fake_uid
 from tests.procs import die_with_parent
 from tests.sandbox_cases import first_sync, invalid_new, minimal, observed_running, warm_bound, warm_timeout
@@ -287,8 +287,8 @@ class Gunicorn:
                "METRICS_HOST": "127.0.0.1", "WORKERS": "2", "LLMSS_BENCH_ECHO": "1", "LOG_LEVEL": "WARNING"}
         self.log = open(tmp / "gunicorn.log", "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"),
-             "--bind", f"127.0.0.1:{self.port}", "hooks.app:app"],
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "server" / "gunicorn_conf.py"),
+             "--bind", f"127.0.0.1:{self.port}", "hooks.server.app:app"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 20
         while len(self.worker_pids()) < 2 or not self.answers():

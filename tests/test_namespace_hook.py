@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from hooks import constants as C
-from hooks import jsonio, namespace_sync
-from hooks.app import create_app
+from hooks.server import jsonio
+from hooks import namespace_sync
+from hooks.server.app import create_app
 from hooks.config import Config
 from hooks.quantity import parse_quantity
 from hooks.response import BadRequest

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from hooks import constants as C
-from hooks import jsonio, profile_sync, resolve
+from hooks.server import jsonio
+from hooks import profile_sync, resolve
 from hooks.response import BadRequest
 from hooks.validators import SandboxSpec
 from tests.factory import NOW, NS, profile, runtime

@@ -8,7 +8,8 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from hooks import image_reference, jsonio, runtime_sync
+from hooks import image_reference, runtime_sync
+from hooks.server import jsonio
 from hooks.config import Config
 from hooks.meta import fmt_time
 from tests.factory import NOW, runtime

@@ -9,7 +9,8 @@ from typing import Any, Callable, Mapping
 import kubernetes_validate
 import pytest
 
-from hooks import jsonio, sandbox_sync
+from hooks import sandbox_sync
+from hooks.server import jsonio
 from hooks.config import Config
 from tests.factory import NOW
 from tests.golden import check_golden

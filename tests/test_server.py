@@ -1,4 +1,4 @@
-"""The hook server as deployed (gunicorn + hooks/gunicorn_conf.py) under slow and malformed clients,
+"""The hook server as deployed (gunicorn + hooks/server/gunicorn_conf.py) under slow and malformed clients,
 on 127.0.0.1 with raw sockets, every test bounded: good calls keep being answered within
 Metacontroller's webhook timeout while 60 slow connections are held open, and every error the
 server itself writes (gunicorn's parser, the body limit, a wrong Content-Type) is JSON."""
@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from hooks.gunicorn_worker import HookWorker
+from hooks.server.gunicorn_worker import HookWorker
 from tests.loopback import call, free_port, gunicorn, stop, stop_all, wait_loaded  # noqa: F401 - stop_all is a fixture
 from tests.sandbox_cases import minimal
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from hooks import constants as C
 from hooks.config import Config
-from hooks.routes import ROUTES
+from hooks.server.routes import ROUTES
 from tests import strategies as S
 from tests.factory import NOW, fake_uid, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request
 from tests.test_isolation import warmpod_parent, warmpod_request

@@ -9,7 +9,8 @@ import kubernetes_validate
 import pytest
 
 from hooks import constants as C
-from hooks import jsonio, warmpod_sync
+from hooks.server import jsonio
+from hooks import warmpod_sync
 from hooks.config import Config
 from tests import warm_cases as cases
 from tests.crdutil import assert_status_fits

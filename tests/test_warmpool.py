@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from hooks import constants as C
-from hooks import jsonio, warmpool_sync
+from hooks.server import jsonio
+from hooks import warmpool_sync
 from hooks.meta import fmt_time
 from tests import warm_cases as cases
 from tests.crdutil import assert_status_fits, validate_cr

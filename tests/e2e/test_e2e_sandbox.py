@@ -162,7 +162,7 @@ def test_lifetime_ends_a_sandbox_and_keeps_the_object(kube: Kube, namespace: str
 
 
 def test_metadata_at_kubernetes_limits_is_served(kube: Kube, namespace: str, rte: str) -> None:
-    """The hook server's metadata limits (hooks/wire.py) are Kubernetes' own: a Sandbox the API
+    """The hook server's metadata limits (hooks/server/wire.py) are Kubernetes' own: a Sandbox the API
     server accepts with a 253-character name, label keys and values at their maximum and 200 KB
     of annotations is served like any other, its labels copied to the pod (never a 400)."""
     name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])

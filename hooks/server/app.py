@@ -1,15 +1,15 @@
 """The HTTP layer: parse, call the pure hook with the clock and the configuration, serialise.
 
-Served by gunicorn as `hooks.app:app`. Errors are JSON: 400 for requests that are not
+Served by gunicorn as `hooks.server.app:app`. Errors are JSON: 400 for requests that are not
 Metacontroller requests, 401 without the configured bearer token, 404/405 for unknown routes,
-408 for a request not received in time (hooks/gunicorn_worker.py), 413 for bodies over the
+408 for a request not received in time (hooks/server/gunicorn_worker.py), 413 for bodies over the
 limit (with a Content-Length or chunked), 415 for a Content-Type other than application/json,
 500 when a hook cannot compute an answer (Metacontroller then retries and changes nothing).
-gunicorn's own errors (malformed request line or headers) are JSON too: hooks/gunicorn_worker.py.
+gunicorn's own errors (malformed request line or headers) are JSON too: hooks/server/gunicorn_worker.py.
 
-Every hook call is measured (hooks/metrics.py: Prometheus, on METRICS_PATH and optionally on the
+Every hook call is measured (hooks/server/metrics.py: Prometheus, on METRICS_PATH and optionally on the
 gunicorn master's METRICS_PORT) and logged as one JSON line on `llmsafespace.hooks`
-(hooks/logging_setup.py); docs/observability.md describes both."""
+(hooks/server/logging_setup.py); docs/observability.md describes both."""
 from __future__ import annotations
 
 import logging
@@ -25,9 +25,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import auth, jsonio, logging_setup, wire
 from . import metrics as hook_metrics
-from .config import Config, ServerSettings
+from ..config import Config, ServerSettings
 from .routes import ROUTES, Route
-from .response import BadRequest
+from ..response import BadRequest
 
 log = logging.getLogger(logging_setup.HOOK_LOGGER)
 BENCH_ECHO_PATH = "/bench/echo"

@@ -17,7 +17,7 @@ from time import monotonic
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Optional
 
-from . import constants as C
+from .. import constants as C
 from . import logging_setup
 
 log = logging.getLogger(logging_setup.HOOK_LOGGER)

@@ -1,9 +1,9 @@
 """Offline desired state: read Kubernetes documents, run the hooks through the simulated
-Metacontroller (hooks/simulate.py: customize -> related selection -> sync, children created and
+Metacontroller (hooks/offline/simulate.py: customize -> related selection -> sync, children created and
 observed as a cluster would) and report each parent's status and desired children.
 
-Used by `llmsafespace render | validate | diff` (hooks/cli.py). Nothing here is a second copy of a
-hook: every answer is a hook of hooks/routes.py called with a request shaped like Metacontroller's.
+Used by `llmsafespace render | validate | diff` (hooks/offline/cli.py). Nothing here is a second copy of a
+hook: every answer is a hook of hooks/server/routes.py called with a request shaped like Metacontroller's.
 
 Rendering is two phases:
   * settle: at the clock `now`, rounds of every controller until nothing changes, with the kubelet
@@ -22,8 +22,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
-from . import constants as C
-from .config import Config
+from .. import constants as C
+from ..config import Config
 from .simulate import CLUSTER_SCOPED, ROOT, Controller, Exchange, Harness, Key, key_of, load_controllers
 
 ROUND_SECONDS = 2.0
@@ -154,7 +154,7 @@ def check_shape(docs: list[Document], namespace: str) -> list[Document]:
 def admit(docs: list[Document]) -> list[Document]:
     """Our custom resources as the API server would store them: checked against the CRD schema
     and CEL rules, defaults applied. Raises InputError naming every refusal."""
-    from .crdschema import CRValidationError, validate_cr  # needs jsonschema and cel-python
+    from ..crdschema import CRValidationError, validate_cr  # needs jsonschema and cel-python
 
     problems: list[str] = []
     out: list[Document] = []

@@ -4,8 +4,8 @@
   validate -f FILE_OR_DIR ... CRD schema + CEL, then the hooks' own verdicts; exit 1 on any error
   diff OLD NEW                what a spec edit changes in the desired children (exit 1 when it does)
 
-Every answer comes from the hooks of hooks/routes.py, called through the simulated Metacontroller
-(hooks/render.py, hooks/simulate.py). docs/render.md has the details and a golden-testing recipe.
+Every answer comes from the hooks of hooks/server/routes.py, called through the simulated Metacontroller
+(hooks/offline/render.py, hooks/offline/simulate.py). docs/render.md has the details and a golden-testing recipe.
 Exit codes: 0 fine; 1 errors (render, validate) or differences (diff); 2 unusable input for diff
 and bad command lines."""
 from __future__ import annotations
@@ -21,10 +21,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TextIO
 
 import yaml
 
-from . import constants as C
-from . import drift, jsonio
-from .config import ENV_PREFIX, Config
-from .meta import fmt_time
+from .. import constants as C
+from .. import drift
+from ..server import jsonio
+from ..config import ENV_PREFIX, Config
+from ..meta import fmt_time
 from .render import DEFAULT_NAMESPACE, InputError, Key, Rendered, describe, load, render
 
 # A fixed default clock: the same files always render to the same bytes (golden files in CI).

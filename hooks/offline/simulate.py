@@ -1,11 +1,11 @@
 """An in-memory Metacontroller + API server + kubelet: convergence tests of the hooks
-(tests/test_convergence*.py) and the `llmsafespace render` command (hooks/cli.py) run the hooks
+(tests/test_convergence*.py) and the `llmsafespace render` command (hooks/offline/cli.py) run the hooks
 through it exactly as a cluster would call them.
 
 What it models (notes/metacontroller.md sections 1, 3, 4.1, 5):
   * controllers are read from metacontroller/*.yaml (CompositeControllers, and the tenant-namespace
     DecoratorController: its selected objects get `attachments` and labels/annotations) (child kinds, update strategies, which hooks
-    exist) and their webhook paths are served by hooks.routes.ROUTES, called in-process with the
+    exist) and their webhook paths are served by hooks.server.routes.ROUTES, called in-process with the
     harness clock; requests and responses go through JSON like on the wire;
   * a parent is synced when what it observes changed (its own object, its children, its related
     objects: resourceVersions) or when its resyncAfterSeconds deadline passed — never otherwise,
@@ -47,13 +47,13 @@ from urllib.parse import urlparse
 
 
 from hooks import constants as C
-from hooks import jsonio
+from hooks.server import jsonio
 from hooks.config import Config
 from hooks.manifests import controller_docs
 from hooks.meta import fmt_time
-from hooks.routes import ROUTES
+from hooks.server.routes import ROUTES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KIND_OF = {
     "pods": "Pod", "services": "Service", "serviceaccounts": "ServiceAccount", "persistentvolumeclaims": "PersistentVolumeClaim",
     "networkpolicies": "NetworkPolicy", "sandboxes": C.KIND_SANDBOX, "warmpools": C.KIND_WARMPOOL, "warmpods": C.KIND_WARMPOD, "warmpooloffers": C.KIND_WARMPOOL_OFFER,

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from . import constants as C
-from .meta import DNS_LABEL, DNS_SUBDOMAIN, label_value_problem, qualified_name_problem
+from .. import constants as C
+from ..meta import DNS_LABEL, DNS_SUBDOMAIN, label_value_problem, qualified_name_problem
 
 # Kinds whose names are DNS-1123 labels (63) rather than subdomains (253); Metacontroller names
 # the kinds of children groups `Kind.version` or `Kind.group/version`.

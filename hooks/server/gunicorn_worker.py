@@ -1,5 +1,5 @@
 """The hook server's gunicorn worker: gunicorn's threaded worker (gthread) with a deadline for
-reading each request and JSON error pages (hooks/gunicorn_conf.py selects it).
+reading each request and JSON error pages (hooks/server/gunicorn_conf.py selects it).
 
 Threads, so that a slow client waits in a thread of its own instead of holding the whole worker
 (a sync worker reads a request in its only thread: two slow clients stopped both workers). The
@@ -30,7 +30,7 @@ from gunicorn import util
 from gunicorn.workers import gthread
 from werkzeug.exceptions import RequestTimeout
 
-from . import constants as C
+from .. import constants as C
 from . import jsonio
 
 ERROR_DETAIL_CHARS = 200  # gunicorn's message may quote the request line: a bounded excerpt

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Mapping, NamedTuple
 
-from . import sandbox_sync
-from . import namespace_sync, profile_sync, runtime_sync
-from . import warmpod_sync, warmpool_sync
-from .config import Config
+from .. import sandbox_sync
+from .. import namespace_sync, profile_sync, runtime_sync
+from .. import warmpod_sync, warmpool_sync
+from ..config import Config
 
 HookFunction = Callable[[Mapping[str, Any], datetime, Config], dict[str, Any]]
 

@@ -27,8 +27,8 @@ from typing import Any, NamedTuple, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from . import constants as C
-from .conditions import find_condition
+from .. import constants as C
+from ..conditions import find_condition
 
 PREFIX = "llmsafespace"
 DEFAULT_PATH = "/metrics"

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line on stderr, for the `llmsafespace` loggers.
 
-The HTTP layer writes one line per hook call on `llmsafespace.hooks` (see hooks/app.py); request
+The HTTP layer writes one line per hook call on `llmsafespace.hooks` (see hooks/server/app.py); request
 bodies are never logged. The level comes from LOG_LEVEL (default INFO): successful calls log at
 INFO, refused requests (4xx) at WARNING, hook failures (5xx) at ERROR with the traceback."""
 from __future__ import annotations

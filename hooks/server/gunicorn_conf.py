@@ -1,6 +1,6 @@
 """gunicorn settings for the hook server (the Helm chart and scripts/serve use this file).
 
-Workers (hooks/gunicorn_worker.py): WORKERS processes, as the hooks are CPU-bound, each with
+Workers (hooks/server/gunicorn_worker.py): WORKERS processes, as the hooks are CPU-bound, each with
 GUNICORN_THREADS threads so that a slow or stalled client occupies a thread, never a worker; a
 client has 5 s from connecting to deliver its whole request. Measured on loopback
 (tests/test_server.py, docs/install.md): with 60 slowloris connections held open and re-opened,
@@ -33,7 +33,7 @@ def _number(name, default):
     return int(raw) if raw.isdigit() else default
 
 
-worker_class = "hooks.gunicorn_worker.HookWorker"
+worker_class = "hooks.server.gunicorn_worker.HookWorker"
 workers = _number("WORKERS", 2)
 # Enough that 60 slow clients on one worker still leave threads for Metacontroller's calls.
 threads = _number("GUNICORN_THREADS", 64)
@@ -67,8 +67,8 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's signature
 
 def _check_token_source(server):
     """A token source that yields no token stops the server here, with one line naming the
-    variable, before any worker starts (each worker checks again in hooks/auth.py)."""
-    from hooks import auth  # importable: gunicorn has put the app directory on sys.path by now
+    variable, before any worker starts (each worker checks again in hooks/server/auth.py)."""
+    from hooks.server import auth  # importable: gunicorn has put the app directory on sys.path by now
 
     try:
         auth.from_env(os.environ)
