@@ -5,6 +5,8 @@ app, then a real 2-worker gunicorn on 127.0.0.1 (bounded)."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -184,3 +186,59 @@ def test_gunicorn_workers_follow_a_rotated_token_file(tmp_path: Path, stop_all: 
     refused = [call(port, None) for _ in range(4)] + [call(port, "token-c") for _ in range(4)]
     if overlap != [200] * 10 or refused != [401] * 8:
         raise AssertionError(f"overlap {overlap}, refused {refused}:\n{log.read_text()[-3000:]}")
+
+
+def test_workers_started_after_a_rotation_accept_the_previous_token(tmp_path: Path, stop_all: list) -> None:
+    """A worker that starts after the file changed (still loading then, or restarted by the master
+    during the overlap) continues the master's state: it accepts the previous token as well
+    (issue 24: such a worker knew only the new one, and with two workers about half of the calls
+    with the previous token were refused)."""
+    token_file, port = tmp_path / "token", free_port()
+    token_file.write_text("token-a\n")
+    proc = gunicorn(tmp_path, token_file, port)
+    stop_all.append(proc)
+    log = tmp_path / "gunicorn.log"
+    wait_loaded(proc, log)
+    first = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", log.read_text())]
+    assert len(first) == 2 and [call(port, "token-a") for _ in range(4)] == [200] * 4
+    (tmp_path / "token.new").write_text("token-b\n")
+    os.replace(tmp_path / "token.new", token_file)
+    for pid in first:  # both workers end before either re-reads the file; the master starts two more
+        os.kill(pid, signal.SIGKILL)
+    wait_loaded(proc, log, workers=4)
+    new, old = [call(port, "token-b") for _ in range(10)], [call(port, "token-a") for _ in range(10)]
+    wrong = [call(port, "token-c") for _ in range(4)]
+    if new != [200] * 10 or old != [200] * 10 or wrong != [401] * 4:
+        raise AssertionError(f"new {new}, previous {old}, wrong {wrong}:\n{log.read_text()[-3000:]}")
+    # Each new worker says so (operators wait for one line per worker); the master does not.
+    assert log.read_text().count('"hook_token_rotated"') == 2, log.read_text()[-3000:]
+
+
+def test_a_worker_restarted_after_the_overlap_refuses_the_previous_token(tmp_path: Path) -> None:
+    """The master reads the file only before a fork, maybe long after it changed: the overlap
+    counts from the file's modification time, so a late restart never extends it."""
+    from hooks.server import gunicorn_conf
+
+    token_file = tmp_path / "token"
+    token_file.write_text("token-a\n")
+    master = auth.from_env({C.HOOK_TOKEN_FILE_ENV: str(token_file)})
+    token_file.write_text("token-b\n")
+    changed = time.time() - OVERLAP - 1
+    os.utime(token_file, (changed, changed))
+    old, auth.inherited = auth.inherited, master
+    try:
+        gunicorn_conf.pre_fork(None, None)
+        worker = auth.from_env({C.HOOK_TOKEN_FILE_ENV: str(token_file)})
+    finally:
+        auth.inherited = old
+    assert worker.accepts("Bearer token-b") and not worker.accepts("Bearer token-a")
+    os.utime(token_file, None)  # changed just now: the previous token is still good
+    master = auth.from_env({C.HOOK_TOKEN_FILE_ENV: str(token_file)})
+    master.state = auth.TokenState(current=b"token-a", checked_at=master.state.checked_at)
+    auth.inherited = master
+    try:
+        gunicorn_conf.pre_fork(None, None)
+        worker = auth.from_env({C.HOOK_TOKEN_FILE_ENV: str(token_file)})
+    finally:
+        auth.inherited = old
+    assert worker.accepts("Bearer token-b") and worker.accepts("Bearer token-a")

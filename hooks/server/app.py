@@ -75,8 +75,8 @@ def create_app(
     env = dict(os.environ if env is None else env)
     ServerSettings.from_env(env)  # config.ConfigError naming the variable (gunicorn checked it already)
     config = config or Config.from_env(env)
+    logging_setup.configure(env, log_stream)  # before the token: a worker may log its rotation
     token = auth.from_env(env, token_clock)  # raises, naming the variable, when it yields no token
-    logging_setup.configure(env, log_stream)
     app = Flask("llmsafespace-hooks", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     metrics_path = env.get("METRICS_PATH", hook_metrics.DEFAULT_PATH).strip()

@@ -8,7 +8,13 @@ The file is re-read by every worker at most every HOOK_TOKEN_RECHECK_SECONDS, so
 Secret is honoured everywhere within a bounded time, and the token it replaced is still accepted
 for HOOK_TOKEN_OVERLAP_SECONDS after the worker saw the change (rotation procedure:
 docs/install.md). The decisions are pure functions of a TokenState and a monotonic clock value;
-TokenSource adds the file reading."""
+TokenSource adds the file reading.
+
+The state is per process, so a worker that starts after the file changed (one still loading when
+it changed, or one the master restarts during the overlap) would know only the new token. The
+gunicorn master therefore keeps a TokenSource too, re-reads the file before every fork
+(hooks/server/gunicorn_conf.py) and each worker begins from the state it inherits (`inherited`):
+the previous token stays accepted there as well until the overlap ends."""
 from __future__ import annotations
 
 import hmac
@@ -21,6 +27,8 @@ from .. import constants as C
 from . import logging_setup
 
 log = logging.getLogger(logging_setup.HOOK_LOGGER)
+# Set in the gunicorn master (before it forks the workers, which inherit it); None elsewhere.
+inherited: Optional["TokenSource"] = None
 SCHEME = "bearer"  # RFC 7235: auth-scheme names are case-insensitive
 
 
@@ -71,13 +79,14 @@ def due(state: TokenState, now: float, recheck: float = C.HOOK_TOKEN_RECHECK_SEC
 
 
 def observed(state: TokenState, token: Optional[bytes], now: float,
-             overlap: float = C.HOOK_TOKEN_OVERLAP_SECONDS) -> TokenState:
+             overlap: float = C.HOOK_TOKEN_OVERLAP_SECONDS, changed_ago: float = 0.0) -> TokenState:
     """The state after reading the source at `now`: a new token becomes current and the old one is
-    accepted for `overlap` more seconds; None (unreadable or empty now) keeps the current token,
-    so a half-written Secret never opens the server."""
+    accepted for `overlap` more seconds (less `changed_ago`, when the reader knows the change is
+    that old); None (unreadable or empty now) keeps the current token, so a half-written Secret
+    never opens the server."""
     if token is None or token == state.current:
         return replace(state, checked_at=now)
-    return TokenState(current=token, previous=state.current, previous_until=now + overlap, checked_at=now)
+    return TokenState(current=token, previous=state.current, previous_until=now - changed_ago + overlap, checked_at=now)
 
 
 class TokenSource:
@@ -92,14 +101,22 @@ class TokenSource:
     def accepts(self, authorization: str) -> bool:
         now = self.clock()
         if self.path is not None and due(self.state, now):
-            before = self.state.current
-            self.state = observed(self.state, self._read(), now)
-            if self.state.current != before:
-                log.warning("hook token changed; the previous one is accepted for %d s more",
-                            int(C.HOOK_TOKEN_OVERLAP_SECONDS), extra={"fields": {"event": "hook_token_rotated"}})
+            self.refresh(self.read(), now)
         return accepts(self.state, authorization, now)
 
-    def _read(self) -> Optional[bytes]:
+    def refresh(self, token: Optional[bytes], now: float, announce: bool = True, changed_ago: float = 0.0) -> None:
+        """Take what the file held at `now` (None: unreadable, keep the current token)."""
+        before = self.state.current
+        self.state = observed(self.state, token, now, changed_ago=changed_ago)
+        if announce and self.state.current != before:
+            self.announce(now)
+
+    def announce(self, now: float) -> None:
+        """One hook_token_rotated line: operators wait for one per worker (docs/install.md)."""
+        log.warning("hook token changed; the previous one is accepted for %d s more",
+                    int(self.state.previous_until - now), extra={"fields": {"event": "hook_token_rotated"}})
+
+    def read(self) -> Optional[bytes]:
         assert self.path is not None
         try:
             with open(self.path, encoding="utf-8") as handle:
@@ -120,7 +137,15 @@ def from_env(env: Mapping[str, str], clock: Callable[[], float] = monotonic) -> 
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise TokenConfigError(f"{C.HOOK_TOKEN_FILE_ENV}={path!r} cannot be read: {exc}") from exc
-        return TokenSource(path, parse_token(text, C.HOOK_TOKEN_FILE_ENV), clock)
+        token = parse_token(text, C.HOOK_TOKEN_FILE_ENV)
+        source = TokenSource(path, token, clock)
+        if inherited is not None and inherited.path == path:  # a worker: continue the master's state
+            now = clock()
+            source.state = inherited.state
+            source.refresh(token, now, announce=False)
+            if source.state.previous is not None and now < source.state.previous_until:
+                source.announce(now)  # whether this worker or the master saw the change
+        return source
     if path is not None:
         raise TokenConfigError(f"{C.HOOK_TOKEN_FILE_ENV} is set but empty; name the token file, or unset it")
     if C.HOOK_TOKEN_ENV in env:

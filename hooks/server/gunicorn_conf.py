@@ -24,6 +24,7 @@ import glob
 import os
 import shutil
 import tempfile
+import time
 
 
 def _number(name, default):
@@ -71,10 +72,27 @@ def _check_token_source(server):
     from hooks.server import auth  # importable: gunicorn has put the app directory on sys.path by now
 
     try:
-        auth.from_env(os.environ)
+        auth.inherited = auth.from_env(os.environ)  # the state every worker starts from (pre_fork)
     except auth.TokenConfigError as exc:
         on_exit(server)  # the private metrics directory made above
         raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
+
+
+def pre_fork(server, worker):  # noqa: ARG001
+    """The master follows the token file too, so that a worker forked after it changed still
+    accepts the previous token for the rest of the overlap (hooks/server/auth.py). Only workers
+    announce a rotation: the log has one hook_token_rotated line per worker. The master reads
+    the file only here, possibly long after it changed: the overlap then counts from the file's
+    modification time, so a worker restarted later never extends it."""
+    from hooks.server import auth
+
+    source = auth.inherited
+    if source is not None and source.path is not None:
+        try:
+            age = max(0.0, time.time() - os.stat(source.path).st_mtime)
+        except OSError:
+            age = 0.0
+        source.refresh(source.read(), source.clock(), announce=False, changed_ago=age)
 
 
 def _check_settings(server):
