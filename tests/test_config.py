@@ -16,6 +16,7 @@ from hooks.server import app as app_module
 from hooks import config as config_module
 from hooks.config import Config, ConfigError
 from tests.factory import NOW
+from tests.loopback import free_port
 from tests.procs import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,3 +151,21 @@ def test_gunicorn_conf_falls_back_to_the_settings_models_defaults(monkeypatch: p
     conf = runpy.run_path(str(ROOT / "hooks" / "server" / "gunicorn_conf.py"))
     defaults = config_module.ServerSettings()
     assert (conf["workers"], conf["threads"], conf["timeout"]) == (defaults.workers, defaults.gunicorn_threads, defaults.gunicorn_timeout)
+
+
+@pytest.mark.parametrize("variable, value", [("WORKERS", "abc"), ("GUNICORN_TIMEOUT", "x")])
+def test_serve_reports_a_bad_setting_like_every_other(tmp_path: Path, procs: list, variable: str, value: str) -> None:
+    """./scripts/serve passed WORKERS to gunicorn as --workers, whose parser said `argument
+    -w/--workers: invalid int value: 'abc'` (issue 24), naming a flag the user never typed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSS_")}
+    env.update({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "BIND": f"127.0.0.1:{free_port()}", variable: value})
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(ROOT / "scripts" / "serve")], cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=die_with_parent)
+    procs.append(proc)
+    proc.wait(timeout=60)
+    text = log.read_text()
+    assert proc.returncode != 0, text[-2000:]
+    assert "Booting worker" not in text and "--workers" not in text, text[-2000:]
+    assert [line for line in text.splitlines() if f"{variable}: " in line and f"got {value!r}" in line], text[-2000:]
