@@ -11,12 +11,16 @@ an apex under a wildcard, a look-alike and any IP literal get 403. A second squi
 production denied ranges refuses a listed name that resolves to loopback."""
 from __future__ import annotations
 
+import atexit
+import functools
 import http.server
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -131,15 +135,38 @@ class Squid:
         return status, answer
 
 
+def reachable_by_others(path: Path) -> bool:
+    """Every directory above `path` lets any user through (o+x): what squid run as nobody needs."""
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in path.resolve().parents)
+
+
+@functools.lru_cache(maxsize=None)
+def squid_home() -> Path:
+    """A world-readable directory for squid's files and each run's directory, wherever the checkout
+    lives: as root the suite runs squid as nobody, who cannot enter a private checkout (mode 700,
+    like root's home: issue 24), and squid.conf cannot name a path with a space. So squid's install
+    (.tools/squid) is copied once per session into a fresh directory of the system's temporary
+    directory (of /tmp when that one is private or has a space in its path), removed at exit."""
+    base = Path(tempfile.gettempdir())
+    if not reachable_by_others(base / "x") or any(c.isspace() for c in str(base)):
+        base = Path("/tmp")
+    home = Path(tempfile.mkdtemp(prefix="llmss-squid-", dir=base))
+    atexit.register(shutil.rmtree, home, True)
+    home.chmod(0o755)
+    installed = Path(tool("squid")).resolve().parent.parent  # .tools/squid (bin/squid is its wrapper)
+    shutil.copytree(installed, home / "install", symlinks=True)
+    return home
+
+
 def start_squid(allowed: tuple[ep.Allowed, ...], hosts: list[str], denied: tuple[str, ...]) -> Squid:
     # Not pytest's tmp_path: its parents are private to root, and squid runs as nobody.
-    tmp = Path(tempfile.mkdtemp(prefix="llmss-squid-"))
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=squid_home()))
     run = tmp / "run"
     run.mkdir()
     (tmp / "hosts").write_text("".join(f"127.0.0.1 {h}\n" for h in hosts))
     port = free_port()
     settings = ep.SquidSettings(http_port=f"127.0.0.1:{port}", run_dir=str(run), spool_dir=str(run),
-                                hosts_file=str(tmp / "hosts"), install_prefix=str(ROOT / ".tools" / "squid"),
+                                hosts_file=str(tmp / "hosts"), install_prefix=str(squid_home() / "install"),
                                 denied_destinations=denied)
     conf = tmp / "squid.conf"
     conf.write_text(ep.squid_conf(allowed, NS, settings))
@@ -151,7 +178,7 @@ def start_squid(allowed: tuple[ep.Allowed, ...], hosts: list[str], denied: tuple
             os.chown(path, NOBODY, NOBODY)
         prefix = [shutil.which("setpriv") or "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     with log.open("ab") as out:
-        process = subprocess.Popen([*prefix, tool("squid"), "-N", "-f", str(conf)], stdout=out, stderr=out,
+        process = subprocess.Popen([*prefix, str(squid_home() / "install" / "bin" / "squid"), "-N", "-f", str(conf)], stdout=out, stderr=out,
                                    stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

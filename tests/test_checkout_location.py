@@ -1,0 +1,44 @@
+"""The suite does not depend on where the checkout lives (issue 24): a copy in a directory only
+root may enter (mode 700, as root's home and `mktemp -d` are), with a space in its path, runs the
+real-squid tests as root, where squid runs as nobody."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tooling import ROOT, tool
+
+
+def _copy_checkout(dest: Path) -> None:
+    """The tracked files as they are in the work tree, and the installed squid (.tools/squid and
+    its .tools/bin link): a clone plus what scripts/test installs, without the other tools."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    installed = Path(tool("squid")).resolve().parent.parent
+    shutil.copytree(installed, dest / ".tools" / "squid", symlinks=True)
+    (dest / ".tools" / "bin").mkdir()
+    (dest / ".tools" / "bin" / "squid").symlink_to("../squid/bin/squid")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="squid runs as nobody only when the suite runs as root")
+def test_squid_tests_pass_from_a_private_checkout_with_a_space_in_its_path(tmp_path: Path) -> None:
+    private = tmp_path / "private home"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    clone = private / "llm safe space"
+    clone.mkdir()
+    _copy_checkout(clone)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "LLMSS_"))}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_egress_proxy_squid.py",
+                           "-k", "no_rules_refuse_everything or listed_names_pass"],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
