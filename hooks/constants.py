@@ -293,6 +293,17 @@ HOOK_TOKEN_ENV: Final = "LLMSS_HOOK_TOKEN"
 HOOK_TOKEN_RECHECK_SECONDS: Final = 5.0
 HOOK_TOKEN_OVERLAP_SECONDS: Final = 300.0
 
+# A hook request holding more JSON values than this is answered 413 before it is parsed
+# (hooks/server/app.py; counted by jsonio.values_bound). Parsing costs up to ~100 bytes of worker
+# memory per value (an empty object in a list: 72), so the byte limit alone let one 29 MiB body
+# of `{}`s take a worker past the chart's 512 MiB (issue 24). A WarmPool relating to 5,000
+# Sandboxes (7 MB, docs/benchmark.md) holds about 640,000, the worst-case Sandbox about 280,000;
+# the costliest admitted body (1 M short strings) peaked at 210 MiB in one worker, 42 MiB idle.
+MAX_REQUEST_VALUES: Final = 1_000_000
+# Requests with more values are parsed and answered one at a time per worker (the others wait):
+# a worker's threads would otherwise multiply that peak. A running Sandbox holds about 2,500.
+LARGE_REQUEST_VALUES: Final = 100_000
+
 # ---------------------------------------------------------------------------------------------
 # Egress proxy backend (EGRESS_BACKEND_PROXY, docs/egress-proxy.md).
 # The proxy backend's children of a tenant namespace (hooks/builders/egress_proxy.py): one name for

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from time import perf_counter
 from collections.abc import Mapping
@@ -23,6 +25,7 @@ from typing import Any, Callable, NamedTuple, Optional
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .. import constants as C
 from . import auth, jsonio, logging_setup, wire
 from . import metrics as hook_metrics
 from ..config import Config, ServerSettings
@@ -95,6 +98,8 @@ def create_app(
         messages = {413: f"request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes"}
         return _error(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))
 
+    one_large_request = threading.Lock()
+
     def answer(route: Route) -> _Answer:
         if token is not None and not token.accepts(request.headers.get("Authorization", "")):
             return _refused(401, "missing or wrong bearer token", "Unauthorized")
@@ -106,6 +111,14 @@ def create_app(
         except HTTPException as exc:  # 413: over LLMSS_MAX_REQUEST_BYTES; 408: not received in time
             response = http_error(exc)
             return _Answer(response, None, None, type(exc).__name__, exc.description or exc.name, None)
+        values = jsonio.values_bound(body)
+        if values > C.MAX_REQUEST_VALUES:  # parsing it could outgrow the worker's memory
+            return _refused(413, f"request body holds more than {C.MAX_REQUEST_VALUES} JSON values", "TooManyValues")
+        # One large request at a time per worker: its threads would otherwise multiply the peak.
+        with one_large_request if values > C.LARGE_REQUEST_VALUES else nullcontext():
+            return run(route, body)
+
+    def run(route: Route, body: bytes) -> _Answer:
         try:
             payload = jsonio.loads(body)
         except ValueError as exc:
