@@ -157,20 +157,27 @@ def test_gunicorn_refuses_to_start_with_an_empty_token_file(tmp_path: Path, stop
     assert f"{C.HOOK_TOKEN_FILE_ENV} is set but holds no token" in out, out[-2000:]
 
 
-def test_gunicorn_workers_follow_a_rotated_token_file(tmp_path: Path, stop_all: list) -> None:
-    token_file, port = tmp_path / "token", free_port()
-    token_file.write_text("token-a\n")
-    proc = gunicorn(tmp_path, token_file, port)
+def _serving_token_a(tmp_path: Path, stop_all: list) -> tuple[subprocess.Popen[str], int, Path]:
+    """gunicorn with two workers, both loaded with token-a: the server, its port and its log."""
+    port = free_port()
+    (tmp_path / "token").write_text("token-a\n")
+    proc = gunicorn(tmp_path, tmp_path / "token", port)
     stop_all.append(proc)
-    log = tmp_path / "gunicorn.log"
-    # Both workers must have read the token before the rotation (a worker that starts after it
-    # knows only the new token: SECURITY.md).
-    wait_loaded(proc, log)
+    wait_loaded(proc, tmp_path / "gunicorn.log")
+    return proc, port, tmp_path / "gunicorn.log"
+
+
+def _rotate_to_token_b(tmp_path: Path) -> None:
+    """The way the kubelet does it: write a new file, rename it over the old one."""
+    (tmp_path / "token.new").write_text("token-b\n")
+    os.replace(tmp_path / "token.new", tmp_path / "token")
+
+
+def test_gunicorn_workers_follow_a_rotated_token_file(tmp_path: Path, stop_all: list) -> None:
+    _, port, log = _serving_token_a(tmp_path, stop_all)
     assert call(port, "token-a") == 200
     assert [call(port, "token-b") for _ in range(6)] == [401] * 6
-    # Rotate the way the kubelet does: write a new file, rename it over the old one.
-    (tmp_path / "token.new").write_text("token-b\n")
-    os.replace(tmp_path / "token.new", token_file)
+    _rotate_to_token_b(tmp_path)
     rotated = time.monotonic()
     # Every worker honours it within the recheck interval: each logs the change, and 20
     # consecutive fresh connections are accepted.
@@ -193,16 +200,10 @@ def test_workers_started_after_a_rotation_accept_the_previous_token(tmp_path: Pa
     during the overlap) continues the master's state: it accepts the previous token as well
     (issue 24: such a worker knew only the new one, and with two workers about half of the calls
     with the previous token were refused)."""
-    token_file, port = tmp_path / "token", free_port()
-    token_file.write_text("token-a\n")
-    proc = gunicorn(tmp_path, token_file, port)
-    stop_all.append(proc)
-    log = tmp_path / "gunicorn.log"
-    wait_loaded(proc, log)
+    proc, port, log = _serving_token_a(tmp_path, stop_all)
     first = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", log.read_text())]
     assert len(first) == 2 and [call(port, "token-a") for _ in range(4)] == [200] * 4
-    (tmp_path / "token.new").write_text("token-b\n")
-    os.replace(tmp_path / "token.new", token_file)
+    _rotate_to_token_b(tmp_path)
     for pid in first:  # both workers end before either re-reads the file; the master starts two more
         os.kill(pid, signal.SIGKILL)
     wait_loaded(proc, log, workers=4)
