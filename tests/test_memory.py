@@ -68,3 +68,44 @@ def test_the_largest_admitted_requests_fit_a_workers_share_of_the_memory_limit(t
     peak = _peak_mib(worker)
     print(f"worker peak RSS {peak:.0f} MiB")  # shown with -s
     assert peak < _share_mib(), f"worker peak RSS {peak:.0f} MiB, share of the chart's limit {_share_mib():.0f} MiB"
+
+
+def test_large_requests_are_answered_one_at_a_time_per_worker(monkeypatch: Any) -> None:
+    """A worker's threads would multiply the peak above: requests of more than
+    LARGE_REQUEST_VALUES values wait for each other; small ones do not wait for them."""
+    import threading
+    import time
+
+    from hooks.server import app as app_module
+    from hooks.server.routes import ROUTES, Route
+
+    inside, most, lock = [0], [0], threading.Lock()
+
+    def slow(request: Any, now: Any, config: Any) -> dict[str, Any]:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        with lock:
+            inside[0] -= 1
+        return {"status": {}, "children": []}
+
+    monkeypatch.setitem(ROUTES, "/sandbox/sync", Route("sandbox", "sync", slow))
+    client = app_module.create_app(env={}).test_client()
+
+    def post(body: bytes) -> int:
+        return client.post("/sandbox/sync", data=body, content_type="application/json").status_code
+
+    def concurrently(body: bytes) -> list[int]:
+        codes: list[int] = []
+        threads = [threading.Thread(target=lambda: codes.append(post(body))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        return codes
+
+    large = _with([0] * C.LARGE_REQUEST_VALUES)
+    assert concurrently(large) == [200] * 4 and most[0] == 1
+    most[0] = 0
+    assert concurrently(_with([0] * 10)) == [200] * 4 and most[0] > 1
