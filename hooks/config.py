@@ -8,6 +8,8 @@ worker starts, with one line `VARIABLE: rule; got 'value'` (docs/install.md list
 The Helm chart's values.schema.json refuses the same values (tests/test_chart.py)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -85,6 +87,10 @@ class Config(BaseModel):
     # (gVisor refuses it), "on" for all, "off" where the nodes cannot (Kubernetes >= 1.33, Linux
     # >= 6.3, containerd >= 2.0 or CRI-O >= 1.25; docs/install.md).
     user_namespaces: str = C.USER_NAMESPACES_AUTO
+    # Ed25519 public keys of the API component (gateway), base64 of the raw 32 bytes, two during a
+    # rotation: every sandbox and warm pod's runtime gets them (LLMSS_GATEWAY_PUBLIC_KEYS) and
+    # accepts only calls signed by one of them. Empty: runtimes refuse every authenticated call.
+    gateway_public_keys: tuple[str, ...] = ()
 
     @field_validator("egress_backend")
     @classmethod
@@ -132,6 +138,19 @@ class Config(BaseModel):
             if not isinstance(item, str) or not _REGISTRY.fullmatch(item):
                 raise ValueError(f"entries must be a registry host, optionally :port and /path (e.g. ghcr.io), got {item!r}")
         return tuple(sorted(items)) if isinstance(value, str) else items
+
+    @field_validator("gateway_public_keys", mode="before")
+    @classmethod
+    def _gateway_keys(cls, value: Any) -> Any:
+        items = _items(value)
+        for item in items:
+            try:
+                raw = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"entries must be the standard base64 of a raw 32-byte Ed25519 public key, got {item!r}")
+        return tuple(items)
 
     @field_validator("node_local_dns_addresses", mode="before")
     @classmethod

@@ -121,6 +121,10 @@ DEFAULT_MEMORY: Final = "512Mi"
 DEFAULT_EPHEMERAL_STORAGE: Final = "1Gi"
 DEFAULT_VOLUME_SIZE: Final = "5Gi"
 DEFAULT_WRITABLE_PATHS: Final = ("/tmp", "/workspace")
+# What the hooks tell every sandbox container's runtime (docs/runtime-contract.md).
+ENV_GATEWAY_PUBLIC_KEYS: Final = "LLMSS_GATEWAY_PUBLIC_KEYS"
+ENV_POD_UID: Final = "LLMSS_POD_UID"
+ENV_RUNTIME_WRITABLE: Final = "LLMSS_RUNTIME_WRITABLE"
 DEFAULT_RUN_AS_USER: Final = 1000
 DEFAULT_RUN_AS_GROUP: Final = 1000
 SECCOMP_RUNTIME_DEFAULT: Final = "RuntimeDefault"

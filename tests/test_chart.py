@@ -381,7 +381,8 @@ def test_every_tunable_the_hooks_read_is_set_from_values() -> None:
     env = env_of(render())
     # The token reaches the server as a file (LLMSS_HOOK_TOKEN_FILE), never as a plain variable;
     # LLMSS_BENCH_ECHO adds a benchmark-only route and must stay off in a cluster.
-    missing = names - set(env) - {"LLMSS_HOOK_TOKEN", "LLMSS_BENCH_ECHO"}
+    # LLMSS_POD_UID and LLMSS_RUNTIME_WRITABLE are what the hooks write into sandbox pods, not settings.
+    missing = names - set(env) - {"LLMSS_HOOK_TOKEN", "LLMSS_BENCH_ECHO", "LLMSS_POD_UID", "LLMSS_RUNTIME_WRITABLE"}
     assert not missing, f"the chart sets no value for {sorted(missing)}: add them to values.yaml"
     assert "LLMSS_HOOK_TOKEN" not in env and "LOG_LEVEL" in env
 
@@ -410,6 +411,25 @@ def test_hook_config_accepts_the_rendered_environment(values: Path | None) -> No
         assert config.dns_pod_labels == (("app.kubernetes.io/instance", "cluster-dns"), ("app.kubernetes.io/name", "coredns"))
         assert (config.dns_namespace, config.api_namespace) == ("dns-system", "sandbox-api")
         assert env["LOG_LEVEL"] == "DEBUG" and "--log-level=debug" in env["GUNICORN_CMD_ARGS"]
+
+
+GATEWAY_KEYS = ("A" * 43 + "=", "B" * 43 + "=")
+
+
+def test_gateway_public_keys_reach_the_hooks_and_every_sandbox_pod() -> None:
+    from hooks import sandbox_sync
+    from tests.sandbox_cases import creating
+    from tests.factory import NOW, sandbox
+    env = env_of(render(None, "--set", f"runtimeAuth.gatewayPublicKeys={{{GATEWAY_KEYS[0]},{GATEWAY_KEYS[1]}}}"))
+    config = Config.from_env(env)
+    assert config.gateway_public_keys == GATEWAY_KEYS
+    pod = next(c for c in sandbox_sync.sync(creating(sandbox("keyed")), NOW, config)["children"] if c["kind"] == "Pod")
+    got = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert got["LLMSS_GATEWAY_PUBLIC_KEYS"]["value"] == ",".join(GATEWAY_KEYS)
+    assert got["LLMSS_POD_UID"]["valueFrom"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.uid"}}
+    assert Config.from_env(env_of(render(None))).gateway_public_keys == ()
+    with pytest.raises(Exception, match="gatewayPublicKeys"):
+        render(None, "--set", "runtimeAuth.gatewayPublicKeys={bm90IGEga2V5}")
 
 
 def test_node_local_dns_reaches_the_hooks() -> None:

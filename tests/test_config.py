@@ -44,6 +44,8 @@ BAD = [
     ("LLMSS_CHILD_CREATE_GRACE_SECONDS", "7200", "less than or equal to 3600"),
     ("LLMSS_MAX_TERMINATION_GRACE_SECONDS", "0", "greater than or equal to 1"),
     ("LLMSS_NODE_LOCAL_DNS_PORT", "70000", "less than or equal to 65535"),
+    ("LLMSS_GATEWAY_PUBLIC_KEYS", "bm90IGEga2V5", "raw 32-byte Ed25519 public key"),
+    ("LLMSS_GATEWAY_PUBLIC_KEYS", "not base64!", "raw 32-byte Ed25519 public key"),
     ("LLMSS_NODE_LOCAL_DNS_ADDRESSES", "169.254.20.0/24", "IP address"),
     ("LLMSS_NETWORK_POLICY_FLAVOUR", "calico", "'kubernetes'"),
     ("LLMSS_IMAGE_REGISTRY_ALLOWLIST", "ghcr.io,https://evil.example", "registry host"),

@@ -29,6 +29,16 @@ SECRET_ENV = [{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRE
 SECRET_ENV_FROM = [{"secretRef": {"name": SECRET_NAME}, "prefix": SECRET_PREFIX}]
 MARKERS = (SECRET_NAME, SECRET_KEY, SECRET_PREFIX)
 
+# What the hooks add, last, to every sandbox container for its runtime (pod.runtime_env).
+PLATFORM_ENV = [C.ENV_GATEWAY_PUBLIC_KEYS, C.ENV_POD_UID, C.ENV_RUNTIME_WRITABLE]
+
+
+def user_env(container: dict[str, Any]) -> list[dict[str, Any]]:
+    """The container's env without the runtime's platform variables (asserted present, last)."""
+    env = container.get("env") or []
+    assert [e["name"] for e in env[-len(PLATFORM_ENV):]] == PLATFORM_ENV, env
+    return env[:-len(PLATFORM_ENV)]
+
 
 def cond(response: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in response["status"]["conditions"] if c["type"] == type_)
@@ -90,12 +100,12 @@ def test_sizes_are_bounded() -> None:
 def test_a_cold_pod_carries_env_and_env_from_as_written() -> None:
     out = sandbox_sync.sync(creating(sandbox("agent", spec={"env": ENV, "envFrom": ENV_FROM})), NOW)
     container = pod_of(out)["spec"]["containers"][0]
-    assert container["env"] == ENV and container["envFrom"] == ENV_FROM
+    assert user_env(container) == ENV and container["envFrom"] == ENV_FROM
 
 
 def test_a_sandbox_without_env_has_no_env_keys() -> None:
     container = pod_of(sandbox_sync.sync(creating(sandbox("plain")), NOW))["spec"]["containers"][0]
-    assert "env" not in container and "envFrom" not in container
+    assert user_env(container) == [] and "envFrom" not in container
 
 
 def test_an_env_edit_is_reported_without_values_and_the_pod_is_kept() -> None:
@@ -122,7 +132,7 @@ def test_an_invalid_env_edit_keeps_the_running_pod() -> None:
     validated = cond(out, "Validated")
     assert (validated["status"], validated["reason"]) == ("False", "InvalidSpec") and "HTTPS_PROXY is reserved" in validated["message"]
     # The running pod is kept as it is, its environment the one it was made with.
-    assert pod_of(out)["metadata"]["name"] == "sandbox-agent" and pod_of(out)["spec"]["containers"][0]["env"] == ENV
+    assert pod_of(out)["metadata"]["name"] == "sandbox-agent" and user_env(pod_of(out)["spec"]["containers"][0]) == ENV
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +190,7 @@ def test_warm_pods_of_a_pool_carry_its_environment() -> None:
     (wp,) = [c for c in out["children"] if c["kind"] == C.KIND_WARMPOD]
     assert wp["spec"]["env"] == ENV and wp["spec"]["envFrom"] == ENV_FROM
     pod = pod_of(warmpod_sync.sync(warmpod_request(warmpod_parent(spec_overrides=wp["spec"])), NOW))
-    assert pod["spec"]["containers"][0]["env"] == ENV and pod["spec"]["containers"][0]["envFrom"] == ENV_FROM
+    assert user_env(pod["spec"]["containers"][0]) == ENV and pod["spec"]["containers"][0]["envFrom"] == ENV_FROM
 
 
 def test_an_env_edit_of_a_pool_recycles_its_idle_pods() -> None:
@@ -276,7 +286,7 @@ def _serving_pod(h: Harness, sb: dict[str, Any]) -> dict[str, Any]:
 
 def _env_of(pod: dict[str, Any]) -> tuple[Any, Any]:
     container = pod["spec"]["containers"][0]
-    return container.get("env") or [], container.get("envFrom") or []
+    return user_env(container), container.get("envFrom") or []
 
 
 @pytest.mark.parametrize("seed", range(4))

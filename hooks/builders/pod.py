@@ -71,6 +71,18 @@ def user_namespaces(security_level: str, config: Config) -> bool:
     return config.user_namespaces == C.USER_NAMESPACES_AUTO and security_level != "high"
 
 
+def runtime_env(shape: PodShape, config: Config) -> list[dict[str, Any]]:
+    """What the runtime in the container needs from the platform (docs/runtime-contract.md): the
+    gateway's public keys, its own pod UID (the audience of every signed call; downward API,
+    written as the API server stores it) and the writable paths. Last, after the user's env,
+    though validators already refuse LLMSS_* names there."""
+    return [
+        {"name": C.ENV_GATEWAY_PUBLIC_KEYS, "value": ",".join(config.gateway_public_keys)},
+        {"name": C.ENV_POD_UID, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.uid"}}},
+        {"name": C.ENV_RUNTIME_WRITABLE, "value": ":".join(sorted(shape.writable_paths))},
+    ]
+
+
 def _volumes(shape: PodShape) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -119,8 +131,7 @@ def build_pod(
     }
     # Only the sandbox container gets the environment, not the preload init containers: they run
     # before the pod serves anyone and need no credentials. Secrets appear only as references.
-    if shape.env:
-        container["env"] = [dict(e) for e in shape.env]
+    container["env"] = [dict(e) for e in shape.env] + runtime_env(shape, config)
     if shape.env_from:
         container["envFrom"] = [dict(e) for e in shape.env_from]
     spec: dict[str, Any] = {

@@ -3,6 +3,7 @@
   render -f FILE_OR_DIR ...   each parent's status and desired children, YAML (default) or JSON
   validate -f FILE_OR_DIR ... CRD schema + CEL, then the hooks' own verdicts; exit 1 on any error
   diff OLD NEW                what a spec edit changes in the desired children (exit 1 when it does)
+  conformance URL|--command   does a runtime image keep docs/runtime-contract.md? (conformance/)
 
 Every answer comes from the hooks of hooks/server/routes.py, called through the simulated Metacontroller
 (hooks/offline/render.py, hooks/offline/simulate.py). docs/render.md has the details and a golden-testing recipe.
@@ -339,6 +340,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
          environ: Optional[Mapping[str, str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:  # its own package and options (python -m conformance)
+        from conformance.__main__ import main as conformance_main
+        return conformance_main(argv[1:], out)
     args = parser().parse_args(argv)
     try:
         return int(args.run(args, out, err, os.environ if environ is None else environ))

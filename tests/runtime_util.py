@@ -1,0 +1,39 @@
+"""Starting the reference runtime as a process for the tests: on 127.0.0.1, a free port, uid 1000
+when the suite runs as root, only temporary writable paths (conformance/launch.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from conformance.launch import Launched, launch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def interpreter() -> str:
+    """A Python with cryptography that uid 1000 can run: ours unless it lives under a private
+    home (pyenv under /root), else Debian's /usr/bin/python3 (python3-cryptography)."""
+    candidates = [sys.executable, "/usr/bin/python3"]
+    for exe in candidates:
+        try:
+            probe = subprocess.run([exe, "-c", "import cryptography"], capture_output=True,
+                                   **({"user": 1000, "group": 1000} if os.geteuid() == 0 else {}))  # type: ignore[arg-type]
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return exe
+    pytest.skip("no Python with cryptography runs as uid 1000 (apt-get install python3-cryptography)")
+
+
+def start(script: Optional[str] = None, env: Optional[dict[str, str]] = None, uid: Optional[int] = None) -> Launched:
+    """The runtime, or `script` (Python source run with the repository on sys.path) instead."""
+    command = [interpreter(), "-m", "runtime"] if script is None else [interpreter(), "-c", script]
+    full = {"PYTHONPATH": str(ROOT), **(env or {})}
+    launched = launch(command, uid=uid, env=full)
+    assert launched.exited is None, open(launched.log).read()
+    return launched
