@@ -129,23 +129,36 @@ def _last_applied(child: dict[str, Any]) -> str:
 
 
 def sandbox_running() -> dict[str, Any]:
-    """A running cold-started sandbox with egress rules: every child observed (the steady state,
-    by far the most frequent call: every resync and every child event)."""
+    """A running cold-started sandbox with egress rules: every child observed in the API server's
+    form, its Pod Running and Ready (the steady state, by far the most frequent call: every resync
+    and every child event). Built the way it happens: sync after sync, each observing what the
+    previous one desired (the Pod is desired only once its ServiceAccount is observed), each
+    writing its status, until the children and the status stop changing."""
     parent = sandbox("agent-run-7f3a", spec={
         "securityLevel": "standard",
         "resources": {"cpu": "1", "memory": "1Gi"},
         "networkAccess": {"egress": [{"domain": "pypi.org", "ports": [{"port": 443}]},
                                      {"domain": "files.pythonhosted.org"}]},
     }, labels={"team": "research", "agent": "planner"})
-    first = sandbox_sync.sync(sync_request(parent, related=[RTE]), NOW)
-    children = [realistic(c, parent) for c in first["children"]]
-    parent = copy.deepcopy(parent)
     parent["metadata"]["resourceVersion"] = "48214002"
     parent["metadata"]["managedFields"] = managed_fields({**parent, "status": None})
-    parent["status"] = first["status"]
-    settled = sandbox_sync.sync(sync_request(parent, children=children, related=[RTE]), NOW)
-    parent["status"] = settled["status"]
-    return sync_request(parent, children=children, related=[RTE])
+    return settled(parent, related=[RTE])
+
+
+def settled(parent: dict[str, Any], related: list[dict[str, Any]], rounds: int = 6) -> dict[str, Any]:
+    """The request Metacontroller sends once `parent` has settled: every desired child observed as
+    `realistic` makes it, and the status the last sync wrote."""
+    parent = copy.deepcopy(parent)
+    held: dict[tuple[str, str], dict[str, Any]] = {}
+    for _ in range(rounds):
+        request = sync_request(parent, children=list(held.values()), related=related)
+        answer = sandbox_sync.sync(request, NOW)
+        wanted = {(c["kind"], c["metadata"]["name"]): c for c in answer["children"]}
+        if wanted.keys() == held.keys() and answer["status"] == parent.get("status"):
+            return request
+        held = {key: held.get(key) or realistic(child, parent) for key, child in wanted.items()}
+        parent["status"] = answer["status"]
+    raise AssertionError(f"{parent['metadata']['name']}: not settled after {rounds} syncs")
 
 
 def sandbox_new() -> dict[str, Any]:

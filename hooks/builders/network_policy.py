@@ -90,8 +90,10 @@ def ip_block(rule: NetworkRule) -> dict[str, Any]:
     return {"cidr": cidr, "except": excluded} if excluded else {"cidr": cidr}
 
 
+@functools.lru_cache(maxsize=1024)
 def _narrowed(cidr: str) -> str:
-    """An IPv6 rule wider than global unicast (::/0) becomes global unicast: its IPv4-mapped part
+    """Cached like _excluded (parsing the network was ~10 % of a running Sandbox's sync with two
+    egress rules). An IPv6 rule wider than global unicast (::/0) becomes global unicast: its IPv4-mapped part
     cannot be excepted (the API server refuses ::ffff:0:0/96 in an ipBlock), and the rest outside
     2000::/3 is private, link-local or special-purpose, never the public internet."""
     net = ipaddress.ip_network(cidr, strict=False)
