@@ -90,6 +90,10 @@ class Session:
         while evt_fd in fds:
             ready, _, _ = select.select(list(fds), [], [])
             for fd in ready:
+                # A "done" earlier in this loop drained the output pipes: reading one again now
+                # would block the reader until the session next prints (and hang the next run).
+                if fd != evt_fd and (fd not in fds or not select.select([fd], [], [], 0)[0]):
+                    continue
                 data = os.read(fd, READ)
                 if fd == evt_fd:
                     if not data:
