@@ -215,9 +215,16 @@ def test_workers_started_after_a_rotation_accept_the_previous_token(tmp_path: Pa
     assert log.read_text().count('"hook_token_rotated"') == 2, log.read_text()[-3000:]
 
 
-def test_a_worker_restarted_after_the_overlap_refuses_the_previous_token(tmp_path: Path) -> None:
+def test_a_worker_restarted_after_the_overlap_refuses_the_previous_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The master reads the file only before a fork, maybe long after it changed: the overlap
     counts from the file's modification time, so a late restart never extends it."""
+    # Importing the gunicorn config points prometheus at a multiprocess directory for the server
+    # it configures; undo that here, or every later in-process metrics test reads zeros.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "_LLMSS_PRIVATE_METRICS_DIR"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        if not os.environ.get(name):
+            monkeypatch.delenv(name)
     from hooks.server import gunicorn_conf
 
     token_file = tmp_path / "token"
