@@ -211,14 +211,19 @@ def proxy_env(ns: str) -> list[dict[str, str]]:
             {"name": "http_proxy", "value": url}, {"name": "https_proxy", "value": url}, {"name": "no_proxy", "value": no_proxy}]
 
 
+def proxy_vars(container: dict[str, Any]) -> list[dict[str, str]]:
+    """The proxy variables of a container's env (the runtime's own variables stand beside them)."""
+    return [e for e in container.get("env", []) if e["name"].lower() in ("https_proxy", "http_proxy", "no_proxy")]
+
+
 def test_cold_pod_gets_the_proxy_variables_with_the_proxy_backend_only() -> None:
-    assert sandbox_children(PROXY)[("Pod", "sandbox-fetcher")]["spec"]["containers"][0]["env"] == proxy_env("demo")
-    assert "env" not in sandbox_children(Config())[("Pod", "sandbox-fetcher")]["spec"]["containers"][0]
+    assert proxy_vars(sandbox_children(PROXY)[("Pod", "sandbox-fetcher")]["spec"]["containers"][0]) == proxy_env("demo")
+    assert proxy_vars(sandbox_children(Config())[("Pod", "sandbox-fetcher")]["spec"]["containers"][0]) == []
 
 
 def test_new_warm_pod_carries_the_proxy_variables_from_creation() -> None:
     pod = next(c for c in warmpod_sync.sync(warmpod_request(warmpod_parent()), NOW, PROXY)["children"] if c["kind"] == "Pod")
-    assert pod["spec"]["containers"][0]["env"] == proxy_env("demo")
+    assert proxy_vars(pod["spec"]["containers"][0]) == proxy_env("demo")
     assert_pod_hardened(pod)
 
 
@@ -229,7 +234,8 @@ def test_existing_warm_pod_keeps_the_env_it_was_created_with() -> None:
     default_pod = next(c for c in warmpod_sync.sync(warmpod_request(parent), NOW)["children"] if c["kind"] == "Pod")
     req = warmpod_request(parent, [observed_child(default_pod, parent)])
     pod = next(c for c in warmpod_sync.sync(req, NOW, PROXY)["children"] if c["kind"] == "Pod")
-    assert "env" not in pod["spec"]["containers"][0]
+    assert pod["spec"]["containers"][0]["env"] == default_pod["spec"]["containers"][0]["env"]
+    assert proxy_vars(pod["spec"]["containers"][0]) == []
 
 
 # --- goldens ---------------------------------------------------------------------------------------
