@@ -225,8 +225,9 @@ def test_python_dash_m_hooks_is_the_command() -> None:
 def test_the_console_script_is_hooks_cli_main() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pkgutil.resolve_name(project["project"]["scripts"]["llmsafespace"].replace(":", ".")) is cli.main
-    # Every package under hooks/ is packaged (a new subpackage must be listed).
-    packages = {".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "hooks").rglob("__init__.py")}
+    # Every package under hooks/, runtime/ and conformance/ is packaged (a new subpackage must be listed).
+    packages = {".".join(p.relative_to(ROOT).parent.parts)
+                for top in ("hooks", "runtime", "conformance") for p in (ROOT / top).rglob("__init__.py")}
     assert packages == set(project["tool"]["setuptools"]["packages"])
     from setuptools.config.pyprojecttoml import read_configuration
 
