@@ -125,6 +125,8 @@ DEFAULT_WRITABLE_PATHS: Final = ("/tmp", "/workspace")
 ENV_GATEWAY_PUBLIC_KEYS: Final = "LLMSS_GATEWAY_PUBLIC_KEYS"
 ENV_POD_UID: Final = "LLMSS_POD_UID"
 ENV_RUNTIME_WRITABLE: Final = "LLMSS_RUNTIME_WRITABLE"
+# The platform's own variables (builders/pod.runtime_env): not the user's env, so drift ignores them.
+RUNTIME_ENV_NAMES: Final = (ENV_GATEWAY_PUBLIC_KEYS, ENV_POD_UID, ENV_RUNTIME_WRITABLE)
 DEFAULT_RUN_AS_USER: Final = 1000
 DEFAULT_RUN_AS_GROUP: Final = 1000
 SECCOMP_RUNTIME_DEFAULT: Final = "RuntimeDefault"

@@ -89,8 +89,15 @@ def read_pod(pod: Mapping[str, Any]) -> PodSettings:
         run_as_group=security.get("runAsGroup") if isinstance(security.get("runAsGroup"), int) else None,
         seccomp=seccomp_text,
         timeout=grace if isinstance(grace, int) else None,
-        environment=environment(container.get("env"), container.get("envFrom")),
+        environment=environment(_user_env(container.get("env")), container.get("envFrom")),
     )
+
+
+def _user_env(env: Any) -> Any:
+    """The running container's env without the runtime's variables, which the spec never holds."""
+    if not isinstance(env, list):
+        return env
+    return [e for e in env if not (isinstance(e, dict) and e.get("name") in C.RUNTIME_ENV_NAMES)]
 
 
 def environment(env: Any, env_from: Any) -> str:

@@ -242,3 +242,20 @@ def test_a_warm_pod_not_yet_released_is_not_taken_back() -> None:
     out = sandbox_sync.sync(_warm({}, {C.ANNOTATION_REPLACE_POD: "t1"}, status=went_cold["status"]), NOW)
     assert out["status"]["warmPodUsed"] is False and cond(out, "WarmPod")["reason"] == "PodReplaceRequested"
     assert "restarts" not in out["status"]
+
+
+def test_the_runtimes_own_variables_are_not_the_users_environment() -> None:
+    """A pod made with the runtime's env (keys, pod UID, writable paths) reads as the user's env
+    alone: a fresh sandbox with no env must not report its environment as differing (the real
+    control plane showed SpecApplied=False 'environment differs' on every new cold pod)."""
+    from hooks import drift
+    from hooks import constants as C
+
+    runtime = [{"name": C.ENV_GATEWAY_PUBLIC_KEYS, "value": ""},
+               {"name": C.ENV_POD_UID, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.uid"}}},
+               {"name": C.ENV_RUNTIME_WRITABLE, "value": "/tmp"}]
+    user = [{"name": "MODE", "value": "fast"}]
+    pod = {"spec": {"containers": [{"name": "sandbox", "env": user + runtime}]}}
+    assert drift.read_pod(pod).environment == drift.environment(user, None)
+    bare = {"spec": {"containers": [{"name": "sandbox", "env": runtime}]}}
+    assert drift.read_pod(bare).environment == drift.environment(None, None)
