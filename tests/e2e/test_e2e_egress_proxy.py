@@ -92,7 +92,7 @@ def test_proxy_follows_the_namespaces_sandboxes(proxy_backend: None, kube: Kube,
         "ports": [{"port": C.EGRESS_PROXY_PORT, "protocol": "TCP"}],
     }]
     pod = kube.core("Pod", namespace, "sandbox-fetcher") or {}
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0].get("env", [])}
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
     assert env["HTTPS_PROXY"] == env["https_proxy"] == f"http://{C.EGRESS_PROXY_NAME}.{namespace}.svc:{C.EGRESS_PROXY_PORT}"
 
     kube.kubectl("delete", "sandbox", "fetcher", "-n", namespace, "--wait=false")

@@ -28,6 +28,11 @@ def _secret(namespace: str) -> dict[str, Any]:
             "data": {KEY: base64.b64encode(b"sk-not-a-real-key").decode()}}
 
 
+def _user_env(container: dict[str, Any]) -> list[dict[str, Any]]:
+    """The container's env less the runtime's own variables (builders/pod.runtime_env)."""
+    return [e for e in container.get("env", []) if e["name"] not in C.RUNTIME_ENV_NAMES]
+
+
 def _container(pod: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in pod["spec"]["containers"] if c["name"] == C.SANDBOX_CONTAINER)
 
@@ -39,7 +44,7 @@ def test_env_and_secret_references_reach_a_cold_pod_in_its_own_user_namespace(ku
     pod = kube.core("Pod", namespace, sb["status"]["podName"])
     assert pod is not None
     # As written, references only: the kubelet reads the Secret when it starts the container.
-    assert _container(pod)["env"] == ENV and _container(pod)["envFrom"] == ENV_FROM
+    assert _user_env(_container(pod)) == ENV and _container(pod)["envFrom"] == ENV_FROM
     # The API server (Kubernetes >= 1.33, Pod Security "restricted" on the namespace) kept
     # hostUsers: false; gVisor pods go without (runsc refuses it).
     assert pod["spec"]["hostUsers"] is False
@@ -82,7 +87,7 @@ def test_a_pool_serves_only_sandboxes_declaring_its_environment(kube: Kube, name
     served = kube.wait_sandbox(namespace, "same", "Running", ready=True, timeout=30)
     assert served["status"]["warmPodUsed"] is True and condition(served, "WarmPod")["reason"] == "WarmPodBound"
     warm_pod = kube.core("Pod", namespace, served["status"]["podName"])
-    assert warm_pod is not None and _container(warm_pod)["env"] == ENV and warm_pod["spec"]["hostUsers"] is False
+    assert warm_pod is not None and _user_env(_container(warm_pod)) == ENV and warm_pod["spec"]["hostUsers"] is False
 
     cold = kube.wait_sandbox(namespace, "other", "Running", ready=True, timeout=30)
     warm_cond = condition(cold, "WarmPod")

@@ -52,7 +52,7 @@ def _restart_hook_workers(kube: Kube) -> None:
     """SIGKILL each of the hook server's workers (children of its gunicorn master, by PID) and
     wait until the master's replacements have loaded the hooks."""
     hooks = kube.cp.processes["hooks"]
-    master = hooks.pid()
+    master = hooks.pid
     assert master is not None
     workers = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
     assert len(workers) == kube.cp.settings.hook_workers, workers
