@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 DEFAULT_PORT = 8080
 DEFAULT_WRITABLE = "/tmp:/workspace"
@@ -35,30 +35,28 @@ class Settings:
     kill_grace: float = 2.0  # a timed-out session gets SIGINT, then SIGKILL after this
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N, parse: Callable[[str], N], what: str) -> N:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}: must be an integer; got {raw!r}") from None
+        raise SettingsError(f"{name}: must be {what}; got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}: must be between {low} and {high}; got {value}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _number(env, name, default, low, high, int, "an integer")
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: must be a number of seconds; got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}: must be between {low} and {high}; got {value}")
-    return value
+    return _number(env, name, default, low, high, float, "a number of seconds")
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
