@@ -222,6 +222,7 @@ def test_a_worker_restarted_after_the_overlap_refuses_the_previous_token(
     # Importing the gunicorn config points prometheus at a multiprocess directory for the server
     # it configures; undo that here, or every later in-process metrics test reads zeros.
     for name in ("PROMETHEUS_MULTIPROC_DIR", "_LLMSS_PRIVATE_METRICS_DIR"):
+        # setenv first so the teardown restores the name; delenv alone records nothing for an absent one
         monkeypatch.setenv(name, os.environ.get(name, ""))
         if not os.environ.get(name):
             monkeypatch.delenv(name)
