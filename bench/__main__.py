@@ -267,6 +267,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["e2e"]:  # the end-to-end benchmark on a real control plane (bench/e2e.py)
         from bench import e2e
         return e2e.main(argv[1:])
+    if argv[:1] == ["runtime"]:  # execution overhead of the in-sandbox runtime (bench/runtime.py)
+        from bench import runtime
+        return runtime.main(argv[1:])
     parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few iterations, 1 s HTTP runs: a smoke test")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
