@@ -2,6 +2,7 @@
 with only temporary writable paths: execution, sessions, files, signatures, hostile input."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 from typing import Any, Iterator
 
 import pytest
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conformance.client import Client, joined
 from conformance.launch import Launched
@@ -230,6 +233,36 @@ def test_replayed_token_is_refused(c: Client) -> None:
     first = c.request("POST", "/v1/exec", body, headers={"Authorization": header}, sign=False)
     again = c.request("POST", "/v1/exec", body, headers={"Authorization": header}, sign=False)
     assert first.status == 200 and again.status == 401 and "check: replay" in again.json()["error"]["message"]
+
+
+def test_nothing_a_sandbox_can_read_signs_a_call(c: Client, rt: Launched) -> None:
+    """What code in the sandbox can read of the runtime: its environment (inherited, and the
+    server's own through /proc), its command line, the writable paths. Every 32-byte value among
+    them (base64, as keys are written) taken as an Ed25519 private seed signs a refused call: the
+    runtime holds public keys only."""
+    script = ('cat /proc/$PPID/environ /proc/$PPID/cmdline | tr "\\0" "\\n"; env; '
+              'find "$HOME" "$TMPDIR" -type f -size -64k -exec cat {} + 2>/dev/null')
+    events = c.exec({"cmd": script})
+    assert exit_of(events)["exit_code"] == 0
+    seen = joined(events, "stdout")
+    assert f"LLMSS_POD_UID={rt.client.pod_uid}" in seen  # it did read the server's environment
+    words = {w for line in seen.splitlines() for part in line.split("=", 1) for w in part.split(",")}
+    seeds = set()
+    for word in words:
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                raw = decode(word + "=" * (-len(word) % 4))
+            except (ValueError, TypeError):
+                continue
+            if len(raw) == 32:
+                seeds.add(raw)
+    public = base64.b64decode(auth.public_key_b64(c.key))  # type: ignore[arg-type]
+    assert public in seeds, "the gateway's public key, which the runtime reads, was among the candidates"
+    for seed in seeds:
+        forged = Client(c.base, Ed25519PrivateKey.from_private_bytes(seed), c.pod_uid)
+        r = forged.call("POST", "/v1/exec", {"cmd": ["true"]})
+        forged.close()
+        assert r.status == 401 and "check: signature" in r.json()["error"]["message"], "a value the sandbox can read signs calls"
 
 
 def test_probes_need_no_signature_and_metrics_count(c: Client) -> None:
