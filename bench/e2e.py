@@ -220,7 +220,7 @@ def prepare(kube: Kube, tag: str) -> tuple[str, str]:
     kube.apply({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": ns, "labels": {"llmsafespace.dev/tenant": "true"}, "annotations": quota}},
                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RuntimeEnvironment", "metadata": {"name": runtime},
-                "spec": {"image": "ghcr.io/llmsafespace/runtime-python:3.10", "language": "python", "version": "3.10"}})
+                "spec": {"image": "ghcr.io/llmsafespace/runtime-python:3.11", "language": "python", "version": "3.11"}})
     kube.wait("bench namespace ready", lambda: ((kube.core("Namespace", None, ns) or {}).get("metadata", {}).get("annotations") or {})
               .get("llmsafespace.dev/hardening-status") == "Applied" and kube.core("ServiceAccount", ns, "default") is not None, 60)
     kube.wait("bench runtime available",

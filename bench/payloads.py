@@ -201,7 +201,7 @@ def warm_pool_parent(size: int) -> dict[str, Any]:
         "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
         "metadata": {"name": "python-pool", "namespace": "demo", "uid": fake_uid("wp", "python-pool"), "generation": 3,
                      "creationTimestamp": "2026-11-22T10:00:00Z", "resourceVersion": "48200000"},
-        "spec": {"runtime": "python:3.10", "minSize": size, "maxSize": 0,
+        "spec": {"runtime": "python:3.11", "minSize": size, "maxSize": 0,
                  "autoScaling": {"enabled": True, "targetUtilization": 80, "scaleDownDelay": 300}},
     }
 
@@ -223,7 +223,7 @@ def warm_pool_request(n: int) -> dict[str, Any]:
     pods += [warm_pod(p, i, created=ago(3000 - i % 1000)) for i in range(half, n)]
     quarter = (n - half) // 2
     waiting = [waiting_sandbox(f"wait-{i}", created=ago(60 + i % 50)) for i in range(quarter)]
-    cold = [sandbox(f"cold-{i}", spec={"runtime": "python-3.10"}, status={"phase": C.PHASE_RUNNING})
+    cold = [sandbox(f"cold-{i}", spec={"runtime": "python-3.11"}, status={"phase": C.PHASE_RUNNING})
             for i in range(n - half - quarter)]
     return pool_request(p, pods, related=[WRTE, *running, *waiting, *cold])
 

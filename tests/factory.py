@@ -18,7 +18,7 @@ def fake_uid(*parts: str) -> str:
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
-def runtime(name: str = "python-3.10", language: str = "python", version: str = "3.10",
+def runtime(name: str = "python-3.11", language: str = "python", version: str = "3.11",
             available: Optional[bool] = True, **spec: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "apiVersion": C.API_VERSION,
@@ -62,7 +62,7 @@ def sandbox(name: str = "alpha", namespace: str = NS, spec: Optional[dict[str, A
         meta["finalizers"] = ["metacontroller.io/compositecontroller-llmsafespace-sandbox"]
     obj: dict[str, Any] = {
         "apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": meta,
-        "spec": {"runtime": "python:3.10", **(spec or {})},
+        "spec": {"runtime": "python:3.11", **(spec or {})},
     }
     if status is not None:
         obj["status"] = status

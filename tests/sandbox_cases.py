@@ -32,7 +32,7 @@ def creating(parent: dict[str, Any], *related: dict[str, Any]) -> dict[str, Any]
 
 def warm_offer(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
     """What a sandbox sees of a WarmPool: the pool's WarmPoolOffer child, as its hook writes it
-    (a pool of python:3.10 resolved to python-3.10, default resources; `spec` overrides)."""
+    (a pool of python:3.11 resolved to python-3.11, default resources; `spec` overrides)."""
     return {
         "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL_OFFER,
         "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wpo", name), "generation": 1,
@@ -40,7 +40,7 @@ def warm_offer(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
                      "labels": {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_WARMPOOL_OFFER, C.LABEL_WARMPOOL: name},
                      "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "name": name,
                                           "uid": fake_uid("wp", name), "controller": True, "blockOwnerDeletion": True}]},
-        "spec": {"poolRef": {"name": name}, "runtime": "python-3.10", "securityLevel": "standard",
+        "spec": {"poolRef": {"name": name}, "runtime": "python-3.11", "securityLevel": "standard",
                  "resources": {"cpu": C.DEFAULT_CPU, "memory": C.DEFAULT_MEMORY, "ephemeralStorage": C.DEFAULT_EPHEMERAL_STORAGE}, **spec},
     }
 
@@ -56,7 +56,7 @@ def _warm_pod(parent: dict[str, Any], pool: dict[str, Any], phase: str) -> dict[
             "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "name": pool["metadata"]["name"],
                                  "uid": pool["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}],
         },
-        "spec": {"poolRef": {"name": pool["metadata"]["name"]}, "runtime": "python:3.10", "image": RTE["spec"]["image"],
+        "spec": {"poolRef": {"name": pool["metadata"]["name"]}, "runtime": "python:3.11", "image": RTE["spec"]["image"],
                  "assignment": {"sandboxName": parent["metadata"]["name"], "sandboxUid": parent["metadata"]["uid"]}},
         "status": {"phase": phase, "podName": name, "podNamespace": "demo"},
     }
@@ -177,7 +177,7 @@ def invalid_with_children() -> dict[str, Any]:
     children = _children_of(parent, **running_pod_status())
     parent["spec"]["runtime"] = "cobol:85"  # an edit to a runtime that does not exist
     parent["metadata"]["generation"] = 2
-    parent["status"] = {"phase": "Running", "runtimeEnvironment": "python-3.10", "serviceName": "sandbox-edited",
+    parent["status"] = {"phase": "Running", "runtimeEnvironment": "python-3.11", "serviceName": "sandbox-edited",
                         "endpoint": "sandbox-edited.demo.svc.cluster.local"}
     return sync_request(parent, children=children, related=[RTE])
 

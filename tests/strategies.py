@@ -231,7 +231,7 @@ PATH = st.one_of(
 )
 
 
-def sandbox_spec(runtimes: tuple[str, ...] = ("python:3.10", "python-3.10", "python", "python:3.11")) -> st.SearchStrategy[dict[str, Any]]:
+def sandbox_spec(runtimes: tuple[str, ...] = ("python:3.11", "python-3.11", "python", "python:3.12")) -> st.SearchStrategy[dict[str, Any]]:
     resources = st.fixed_dictionaries({}, optional={
         "cpu": CPU, "memory": MEMORY, "ephemeralStorage": MEMORY, "cpuPinning": st.booleans(),
     })
@@ -313,7 +313,7 @@ def previous_status(draw: Any) -> dict[str, Any]:
     })
     out: dict[str, Any] = draw(st.fixed_dictionaries({}, optional={
         "phase": st.sampled_from(C.SANDBOX_PHASES),
-        "runtimeEnvironment": st.just("python-3.10"),
+        "runtimeEnvironment": st.just("python-3.11"),
         "serviceName": st.text(max_size=20),
         "warmPool": st.just("python-pool"),
         "warmPodRef": st.fixed_dictionaries({"name": st.just("python-pool-0"), "namespace": st.just("demo")}),
@@ -336,11 +336,11 @@ RTE = runtime()
 def runtimes(draw: Any) -> list[dict[str, Any]]:
     choices = [
         RTE,
-        runtime("python-3.11", version="3.11"),
-        runtime("python-3.10-off", available=False),
-        runtime("python-3.12", version="3.12", available=None),
-        runtime("python-3.10-digest", image="ghcr.io/llmsafespace/runtime-python@sha256:" + "a" * 64),
-        runtime("python-3.10-floor", resourceRequirements={"minCpu": draw(st.sampled_from(["1", "100m", "1e3", "lots", "1Ei"])),
+        runtime("python-3.12", version="3.12"),
+        runtime("python-3.11-off", available=False),
+        runtime("python-3.13", version="3.13", available=None),
+        runtime("python-3.11-digest", image="ghcr.io/llmsafespace/runtime-python@sha256:" + "a" * 64),
+        runtime("python-3.11-floor", resourceRequirements={"minCpu": draw(st.sampled_from(["1", "100m", "1e3", "lots", "1Ei"])),
                                                              "minMemory": draw(st.sampled_from(["1Gi", "64Mi", "1E", "?"]))}),
         runtime("broken", image=""),  # invalid spec: never chosen
     ]
@@ -381,7 +381,7 @@ def warm_pod(parent: dict[str, Any], pool: str, phase: str, name: Optional[str] 
             "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "name": pool,
                                  "uid": fake_uid("wp", pool), "controller": True, "blockOwnerDeletion": True}],
         },
-        "spec": {"poolRef": {"name": pool}, "runtime": "python:3.10", "image": RTE["spec"]["image"],
+        "spec": {"poolRef": {"name": pool}, "runtime": "python:3.11", "image": RTE["spec"]["image"],
                  "assignment": {"sandboxName": parent["metadata"]["name"], "sandboxUid": uid_ or parent["metadata"]["uid"]}},
         "status": {"phase": phase, "podName": name, "podNamespace": parent["metadata"]["namespace"]},
     }
@@ -423,7 +423,7 @@ def observed_children(draw: Any, parent: dict[str, Any], related: list[dict[str,
     earlier["metadata"].pop("deletionTimestamp", None)
     earlier.pop("status", None)
     if draw(st.booleans()):
-        earlier["spec"] = {"runtime": "python:3.10", **draw(st.sampled_from([
+        earlier["spec"] = {"runtime": "python:3.11", **draw(st.sampled_from([
             {}, {"storage": {"persistent": True}}, {"securityLevel": "high"}, {"networkAccess": {"ingress": True}}]))}
     base_related = related if any(r["kind"] == C.KIND_RUNTIME for r in related) else [*related, RTE]
     from tests.factory import settle
@@ -695,7 +695,7 @@ def mutated(draw: Any, base: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any
 # observed children in every state).
 
 IMAGES = st.sampled_from([
-    RTE["spec"]["image"], "python:3.10", "docker.io/library/python:3.10", "ghcr.io/x/y@sha256:" + "a" * 64,
+    RTE["spec"]["image"], "python:3.11", "docker.io/library/python:3.11", "ghcr.io/x/y@sha256:" + "a" * 64,
     "registry.example.com:5000/team/img:tag", "UPPER/case:bad", "bad image", "x" * 300, "localhost/y",
 ])
 
@@ -730,7 +730,7 @@ def profile_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
 def warmpool_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
     from hooks import warmpool_sync
     name = draw(st.one_of(st.just("python-pool"), dns_subdomain()))
-    spec = draw(st.fixed_dictionaries({"runtime": st.sampled_from(["python:3.10", "python-3.10", "ruby", "python"])}, optional={
+    spec = draw(st.fixed_dictionaries({"runtime": st.sampled_from(["python:3.11", "python-3.11", "ruby", "python"])}, optional={
         "securityLevel": st.sampled_from(C.SECURITY_LEVELS), "minSize": st.integers(0, 5), "maxSize": st.integers(0, 6),
         "ttl": st.sampled_from([0, 1, 3600]), "resources": st.fixed_dictionaries({}, optional={"cpu": CPU, "memory": MEMORY}),
         "autoScaling": st.fixed_dictionaries({"enabled": st.booleans()}, optional={
@@ -743,14 +743,14 @@ def warmpool_request(draw: Any, hook: str = "sync") -> dict[str, Any]:
                          "creationTimestamp": "2026-11-22T10:00:00Z", **({"labels": draw(labels())} if draw(st.booleans()) else {})},
             "spec": spec}
     if draw(st.booleans()):
-        pool["status"] = {"lastScaleTime": draw(TIMESTAMPS), "runtimeEnvironment": "python-3.10"}
+        pool["status"] = {"lastScaleTime": draw(TIMESTAMPS), "runtimeEnvironment": "python-3.11"}
     if hook == "finalize" or draw(st.integers(0, 9)) == 0:
         pool["metadata"]["deletionTimestamp"] = "2026-11-22T11:59:59Z"
     if hook == "customize":
         return {"controller": {"metadata": {"name": "llmsafespace-warmpool"}}, "parent": pool}
     sandboxes = []
     for i in range(draw(st.integers(0, 3))):
-        sb = copy.deepcopy(draw(sandbox_parent(spec=st.just({"runtime": "python-3.10"}), deleting=False)))
+        sb = copy.deepcopy(draw(sandbox_parent(spec=st.just({"runtime": "python-3.11"}), deleting=False)))
         sb["metadata"]["namespace"] = draw(st.sampled_from(["demo", "demo", "other"]))
         sb["status"] = draw(st.sampled_from([
             {"phase": C.PHASE_PENDING, "warmPool": name}, {"phase": C.PHASE_RUNNING, "warmPool": name, "warmPodUsed": True},

@@ -112,7 +112,7 @@ def test_render_output_is_valid_kubernetes() -> None:
 def test_render_is_deterministic_and_parents_do_not_depend_on_unrelated_files() -> None:
     alone = run("render", "-f", MINIMAL, "-f", RTE)[1]
     assert alone == run("render", "-f", MINIMAL, "-f", RTE)[1]
-    with_all = run("render", "-f", str(EXAMPLES), "--parent", "sandbox/demo/minimal", "--parent", "runtimeenvironment/python-3.10")[1]
+    with_all = run("render", "-f", str(EXAMPLES), "--parent", "sandbox/demo/minimal", "--parent", "runtimeenvironment/python-3.11")[1]
     assert with_all == alone
 
 
@@ -162,7 +162,7 @@ def test_validate_accepts_the_examples() -> None:
 
 def test_validate_reports_the_hooks_reasons(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.yaml", "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata: {name: x, namespace: demo}\n"
-                                      "spec: {runtime: python-3.10, resources: {cpu: 50m}}\n")
+                                      "spec: {runtime: python-3.11, resources: {cpu: 50m}}\n")
     code, _, err = run("validate", "-f", bad, "-f", RTE)
     assert code == 1
     assert "Sandbox demo/x: Validated=False BelowRuntimeMinimum: spec.resources.cpu 50m is below the runtime's minimum 100m" in err
@@ -170,7 +170,7 @@ def test_validate_reports_the_hooks_reasons(tmp_path: Path) -> None:
 
 def test_validate_and_render_refuse_what_the_crd_refuses(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.yaml", "apiVersion: llmsafespace.dev/v1\nkind: Sandbox\nmetadata: {name: x}\n"
-                                      "spec: {runtime: python-3.10, securityLevel: bogus, surprise: 1}\n")
+                                      "spec: {runtime: python-3.11, securityLevel: bogus, surprise: 1}\n")
     for command in ("validate", "render"):
         code, out, err = run(command, "-f", bad, "-f", RTE)
         assert code == 1 and out == ""
@@ -191,7 +191,7 @@ def test_unknown_kinds_and_unreadable_documents(tmp_path: Path) -> None:
 def test_missing_related_objects_are_errors() -> None:
     code, out, err = run("render", "-f", MINIMAL)
     assert code == 1 and out == ""
-    assert "Sandbox demo/minimal: RuntimeNotFound: no RuntimeEnvironment matches runtime 'python-3.10'" in err
+    assert "Sandbox demo/minimal: RuntimeNotFound: no RuntimeEnvironment matches runtime 'python-3.11'" in err
     code, _, err = run("render", "-f", str(EXAMPLES / "sandbox-with-profile.yaml"), "-f", RTE)
     assert code == 1 and "ProfileNotFound" in err
 

@@ -142,7 +142,7 @@ class Tracker:
 
 def _pool(name: str, rng: random.Random, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "metadata": {"name": name, "namespace": "demo"},
-            "spec": {"runtime": "python:3.10", **spec}}
+            "spec": {"runtime": "python:3.11", **spec}}
 
 
 KINDS = ("warm", "warm", "warm", "warm-ref", "incompatible", "plain", "persistent")
@@ -150,7 +150,7 @@ KINDS = ("warm", "warm", "warm", "warm-ref", "incompatible", "plain", "persisten
 
 def _sandbox(name: str, kind: str, secure_pool: bool) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": "demo"}
-    spec: dict[str, Any] = {"runtime": "python-3.10"}
+    spec: dict[str, Any] = {"runtime": "python-3.11"}
     if kind != "plain":
         meta["annotations"] = {C.ANNOTATION_USE_WARM_POD: "true"}
     if kind == "warm-ref" and secure_pool:
@@ -473,7 +473,7 @@ def _pods_of(h: Harness, sandbox_uid: str) -> list[tuple[str, str, str]]:
 
 def _break(h: Harness, breakage: str) -> None:
     """Make the pool's inputs missing or invalid, as a user could."""
-    pool_key, runtime_key = (C.KIND_WARMPOOL, "demo", "python"), (C.KIND_RUNTIME, "", "python-3.10")
+    pool_key, runtime_key = (C.KIND_WARMPOOL, "demo", "python"), (C.KIND_RUNTIME, "", "python-3.11")
     if breakage == "runtime-deleted":
         h.delete(runtime_key)
     elif breakage == "runtime-unavailable":

@@ -57,7 +57,7 @@ def test_a_requested_replacement_happens_exactly_once(seed: int) -> None:
     h = Harness(CONTROLLERS, Config(), NOW, seed, stale=STALE)
     h.create(runtime())
     h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": {"name": "edited", "namespace": "demo"},
-              "spec": {"runtime": "python-3.10", "storage": {"persistent": True}}})
+              "spec": {"runtime": "python-3.11", "storage": {"persistent": True}}})
     pods: set[str] = set()
     _settle(h, pods)
     claim = h.objects[("PersistentVolumeClaim", "demo", "sandbox-edited-data")]["metadata"]["uid"]
@@ -100,11 +100,11 @@ def test_a_warm_served_sandbox_moves_to_one_cold_pod(seed: int) -> None:
     h = Harness(CONTROLLERS, Config(warm_pod_wait_seconds=20), NOW, seed, stale=STALE)
     h.create(runtime())
     h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "metadata": {"name": "python", "namespace": "demo"},
-              "spec": {"runtime": "python:3.10", "minSize": 1}})
+              "spec": {"runtime": "python:3.11", "minSize": 1}})
     h.run_until_quiet()
     h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX,
               "metadata": {"name": "edited", "namespace": "demo", "annotations": {C.ANNOTATION_USE_WARM_POD: "true"}},
-              "spec": {"runtime": "python-3.10"}})
+              "spec": {"runtime": "python-3.11"}})
     pods: set[str] = set()
     _settle(h, pods)
     status = h.objects[SANDBOX]["status"]

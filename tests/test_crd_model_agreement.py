@@ -203,11 +203,11 @@ def _spec_of_every_example() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 MINIMAL = {
-    "Sandbox": {"runtime": "python-3.10"},
+    "Sandbox": {"runtime": "python-3.11"},
     "SandboxProfile": {"language": "python"},
     "RuntimeEnvironment": {"image": "ghcr.io/x/y:1", "language": "python"},
-    "WarmPool": {"runtime": "python-3.10"},
-    "WarmPod": {"poolRef": {"name": "p"}, "runtime": "python-3.10", "image": "ghcr.io/x/y:1",
+    "WarmPool": {"runtime": "python-3.11"},
+    "WarmPod": {"poolRef": {"name": "p"}, "runtime": "python-3.11", "image": "ghcr.io/x/y:1",
                 "preloadScripts": [{"name": "a", "script": "true"}], "assignment": {"sandboxName": "s", "sandboxUid": "u"}},
 }
 SPECS = [(f"minimal-{k}", k, s) for k, s in MINIMAL.items()] + _spec_of_every_example()

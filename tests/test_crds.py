@@ -371,7 +371,7 @@ def test_a_full_status_is_accepted_and_undeclared_fields_are_reported() -> None:
         ],
         "podName": "sandbox-minimal", "podNamespace": "demo", "startTime": "2026-01-02T03:04:05Z",
         "endpoint": "http://sandbox-minimal.demo.svc:8080", "serviceName": "sandbox-minimal",
-        "expiresAt": "2026-01-02T04:04:05Z", "runtimeEnvironment": "python-3.10", "profile": "",
+        "expiresAt": "2026-01-02T04:04:05Z", "runtimeEnvironment": "python-3.11", "profile": "",
         "warmPool": "python", "warmPodRef": {"name": "python-abc", "namespace": "demo"}, "warmPodUsed": True,
         "restarts": 1,
     }
@@ -415,7 +415,7 @@ def test_example_is_accepted(name: str) -> None:
 
 
 def test_examples_named_in_the_brief() -> None:
-    assert load_example("runtimeenvironment-python.yaml")["metadata"]["name"] == "python-3.10"
+    assert load_example("runtimeenvironment-python.yaml")["metadata"]["name"] == "python-3.11"
     rte = load_example("runtimeenvironment-python.yaml")["spec"]
     assert rte["securityFeatures"] == ["gvisor", "seccomp"] and rte["packageManager"] == "pip"
     warm = load_example("sandbox-warm.yaml")
@@ -470,7 +470,7 @@ def test_cel_rule_cost_is_bounded(kind: str, path: str, rule: dict[str, Any]) ->
 
 def _sandbox(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "llmsafespace.dev/v1", "kind": "Sandbox", "metadata": {"name": "s", "namespace": "demo"},
-            "spec": {"runtime": "python-3.10", **spec}}
+            "spec": {"runtime": "python-3.11", **spec}}
 
 
 def _profile(**spec: Any) -> dict[str, Any]:
@@ -480,12 +480,12 @@ def _profile(**spec: Any) -> dict[str, Any]:
 
 def _pool(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "llmsafespace.dev/v1", "kind": "WarmPool", "metadata": {"name": "w", "namespace": "demo"},
-            "spec": {"runtime": "python-3.10", **spec}}
+            "spec": {"runtime": "python-3.11", **spec}}
 
 
 def _warmpod(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "llmsafespace.dev/v1", "kind": "WarmPod", "metadata": {"name": "w-1", "namespace": "demo"},
-            "spec": {"poolRef": {"name": "w"}, "runtime": "python-3.10", "image": "ghcr.io/x/y:1", **spec}}
+            "spec": {"poolRef": {"name": "w"}, "runtime": "python-3.11", "image": "ghcr.io/x/y:1", **spec}}
 
 
 P443 = [{"port": 443}]
@@ -641,7 +641,7 @@ def test_validate_cr_returns_the_defaulted_object() -> None:
 def test_storage_persistence_cannot_be_switched() -> None:
     """Turning persistence off would make the hook drop the claim: the CRD refuses the edit."""
     old = {"apiVersion": "llmsafespace.dev/v1", "kind": "Sandbox", "metadata": {"name": "s", "namespace": "demo"},
-           "spec": {"runtime": "python:3.10", "storage": {"persistent": True}}}
+           "spec": {"runtime": "python:3.11", "storage": {"persistent": True}}}
     new = copy.deepcopy(old)
     new["spec"]["storage"]["persistent"] = False
     with pytest.raises(CRValidationError, match="storage.persistent cannot change"):

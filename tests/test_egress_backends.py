@@ -77,7 +77,7 @@ DOMAIN_CASES: list[tuple[str, bool, str, str]] = [
 @pytest.mark.parametrize("domain,ok,model_msg,crd_msg", DOMAIN_CASES, ids=[c[0][:30] for c in DOMAIN_CASES])
 def test_domain_rules_of_sandboxes_and_profiles(domain: str, ok: bool, model_msg: str, crd_msg: str) -> None:
     sandbox_obj = {"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": {"name": "s", "namespace": "demo"},
-                   "spec": {"runtime": "python-3.10", "networkAccess": {"egress": [{"domain": domain}]}}}
+                   "spec": {"runtime": "python-3.11", "networkAccess": {"egress": [{"domain": domain}]}}}
     profile_obj = {"apiVersion": C.API_VERSION, "kind": C.KIND_PROFILE, "metadata": {"name": "p", "namespace": "demo"},
                    "spec": {"language": "python", "networkPolicies": [{"type": "egress", "rules": [{"domain": domain}]}]}}
     for obj, model in ((sandbox_obj, SandboxSpec), (profile_obj, SandboxProfileSpec)):
@@ -342,7 +342,7 @@ def _harness(backend: str, seed: int) -> Any:
     h.create(runtime())
     for name in ("fetcher", "other"):
         h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": {"name": name, "namespace": "demo"},
-                  "spec": {"runtime": "python:3.10", "networkAccess": {"egress": PYPI}}})
+                  "spec": {"runtime": "python:3.11", "networkAccess": {"egress": PYPI}}})
     return h
 
 

@@ -73,15 +73,15 @@ def test_the_crds_reserve_exactly_the_names_of_constants(kind_file: str) -> None
 @pytest.mark.parametrize("name", [*C.RESERVED_ENV_NAMES, "LLMSS_HOOK_TOKEN", "LLMSAFESPACE_X"])
 def test_reserved_names_are_refused_with_a_clear_message(name: str) -> None:
     with pytest.raises(SpecError, match=f"spec.env\\[0\\].name: {name} is reserved"):
-        parse_spec(SandboxSpec, {"spec": {"runtime": "python:3.10", "env": [{"name": name, "value": "x"}]}})
+        parse_spec(SandboxSpec, {"spec": {"runtime": "python:3.11", "env": [{"name": name, "value": "x"}]}})
     with pytest.raises(SpecError, match="is reserved"):
-        parse_spec(WarmPoolSpec, {"spec": {"runtime": "python:3.10", "env": [{"name": name, "value": "x"}]}})
+        parse_spec(WarmPoolSpec, {"spec": {"runtime": "python:3.11", "env": [{"name": name, "value": "x"}]}})
 
 
 def test_sizes_are_bounded() -> None:
     def refused(spec: dict[str, Any]) -> str:
         with pytest.raises(SpecError) as err:
-            parse_spec(SandboxSpec, {"spec": {"runtime": "python:3.10", **spec}})
+            parse_spec(SandboxSpec, {"spec": {"runtime": "python:3.11", **spec}})
         return str(err.value)
 
     assert "at most 64 items" in refused({"env": [{"name": f"V{i}", "value": "x"} for i in range(C.ENV_MAX_ITEMS + 1)]})
@@ -143,8 +143,8 @@ def _warm_decision(sandbox_env: Any, offer_env: Any) -> dict[str, Any]:
     spec = {"env": sandbox_env} if sandbox_env else {}
     offer_spec = {}
     if offer_env:
-        offer_spec["envDigest"] = warm.make_offer("python-pool", "python-3.10", WarmPoolSpec.model_validate(
-            {"runtime": "python:3.10", "env": offer_env})).spec.env_digest
+        offer_spec["envDigest"] = warm.make_offer("python-pool", "python-3.11", WarmPoolSpec.model_validate(
+            {"runtime": "python:3.11", "env": offer_env})).spec.env_digest
     parent = sandbox("keyed", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec=spec)
     return sandbox_sync.sync(sync_request(parent, related=[RTE, warm_offer(**offer_spec)]), NOW)
 
@@ -272,12 +272,12 @@ CONTROLLERS = load_controllers([C.KIND_SANDBOX, C.KIND_WARMPOOL, C.KIND_WARMPOD]
 def _sandbox_obj(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX,
             "metadata": {"name": name, "namespace": "demo", "annotations": {C.ANNOTATION_USE_WARM_POD: "true"}},
-            "spec": {"runtime": "python-3.10", **spec}}
+            "spec": {"runtime": "python-3.11", **spec}}
 
 
 def _pool_obj(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "metadata": {"name": name, "namespace": "demo"},
-            "spec": {"runtime": "python:3.10", "minSize": 2, **spec}}
+            "spec": {"runtime": "python:3.11", "minSize": 2, **spec}}
 
 
 def _serving_pod(h: Harness, sb: dict[str, Any]) -> dict[str, Any]:

@@ -161,9 +161,9 @@ def _running(spec: Optional[dict[str, Any]] = None, related: Optional[list[dict[
 
 @pytest.mark.parametrize("change, reason, validated", [
     (lambda r: r["related"][C.GVK_RUNTIME].clear(), "RuntimeNotFound", "False"),
-    (lambda r: r["related"][C.GVK_RUNTIME]["python-3.10"].__setitem__("status", {"available": False}), "RuntimeUnavailable", "False"),
-    (lambda r: r["related"][C.GVK_RUNTIME]["python-3.10"].pop("status"), "RuntimeNotValidated", "Unknown"),
-    (lambda r: r["related"][C.GVK_RUNTIME]["python-3.10"]["spec"].__setitem__("image", ""), "RuntimeNotFound", "False"),
+    (lambda r: r["related"][C.GVK_RUNTIME]["python-3.11"].__setitem__("status", {"available": False}), "RuntimeUnavailable", "False"),
+    (lambda r: r["related"][C.GVK_RUNTIME]["python-3.11"].pop("status"), "RuntimeNotValidated", "Unknown"),
+    (lambda r: r["related"][C.GVK_RUNTIME]["python-3.11"]["spec"].__setitem__("image", ""), "RuntimeNotFound", "False"),
 ], ids=["runtime-deleted", "runtime-unavailable", "runtime-not-validated", "runtime-invalid"])
 def test_runtime_trouble_under_a_running_sandbox_keeps_every_child(change: Any, reason: str, validated: str) -> None:
     request = _running()

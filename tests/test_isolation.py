@@ -48,7 +48,7 @@ def warmpod_parent(name: str = "python-0", assigned_to: dict[str, Any] | None = 
         "metadata": {"name": name, "namespace": "demo", "uid": fake_uid("wpod", name), "generation": 1,
                      "creationTimestamp": "2026-11-22T11:00:00Z",
                      "labels": {C.LABEL_WARMPOOL: "python"}},
-        "spec": {"poolRef": {"name": "python"}, "runtime": "python-3.10", "image": runtime()["spec"]["image"],
+        "spec": {"poolRef": {"name": "python"}, "runtime": "python-3.11", "image": runtime()["spec"]["image"],
                  "securityLevel": "standard", "resources": {"cpu": "500m", "memory": "512Mi", "ephemeralStorage": "1Gi"},
                  **spec},
     }

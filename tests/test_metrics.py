@@ -164,7 +164,7 @@ def warm_pool_request(available: int, assigned: int, pending: int, last_scale: O
         status["lastScaleTime"] = last_scale
     parent = {"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL,
               "metadata": {"name": "python-pool", "namespace": "demo", "uid": fake_uid("wp"), "generation": 1},
-              "spec": {"runtime": "python:3.10"}, "status": previous or {}}
+              "spec": {"runtime": "python:3.11"}, "status": previous or {}}
     pods = {f"demo/p{i}": {"metadata": {"name": f"p{i}"}} for i in range(observed_pods)}
     desired = [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOD, "metadata": {"name": f"p{i}"}}
                for i in range(available + assigned + pending)]

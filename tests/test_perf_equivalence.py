@@ -27,7 +27,7 @@ from tests.warm_factory import RTE, pool
 
 POOL = pool(resources={"cpu": "500m", "memory": "512Mi"}, preloadScripts=[{"name": "warm", "script": "python -c 1"}])
 SPEC = parse_spec(WarmPoolSpec, POOL)
-TEMPLATE = W._template("python", "python-3.10", RTE["spec"]["image"], SPEC)
+TEMPLATE = W._template("python", "python-3.11", RTE["spec"]["image"], SPEC)
 
 
 def variants() -> list[Any]:
@@ -63,11 +63,11 @@ def test_template_check_agrees_on_arbitrary_specs(observed: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("spec", [
-    {"runtime": "python:3.10"}, {"runtime": "python:3.10", "resources": {"memory": "8Gi"}},
-    {"runtime": "ruby:3"}, {"runtime": "python:3.10", "storage": {"persistent": True}}, {"runtime": 3}, None,
+    {"runtime": "python:3.11"}, {"runtime": "python:3.11", "resources": {"memory": "8Gi"}},
+    {"runtime": "ruby:3"}, {"runtime": "python:3.11", "storage": {"persistent": True}}, {"runtime": 3}, None,
 ])
 def test_cached_verdicts_equal_fresh_ones(spec: Any) -> None:
-    offer = warm.make_offer("python", "python-3.10", SPEC)
+    offer = warm.make_offer("python", "python-3.11", SPEC)
     sb = sandbox("s")
     sb["spec"] = spec
     verdicts: dict[bytes, Any] = {}
@@ -166,7 +166,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 _sandbox_specs = st.fixed_dictionaries({}, optional={
-    "runtime": st.sampled_from(["python:3.10", "", "x" * 300]) | json_values,
+    "runtime": st.sampled_from(["python:3.11", "", "x" * 300]) | json_values,
     "securityLevel": st.sampled_from(["standard", "high", "custom", "low"]) | json_values,
     "lifetimeSeconds": st.integers(-5, 10**6) | json_values,
     "resources": st.fixed_dictionaries({}, optional={"cpu": st.sampled_from(["1", "0", "bad", "500m"]), "memory": st.sampled_from(["1Gi", "x"])}),
@@ -187,9 +187,9 @@ def test_cached_parse_spec_equals_fresh_validation(spec: dict[str, Any], repeats
 
 def test_parse_spec_outside_json_is_validated_uncached() -> None:
     """A spec orjson cannot write (an int beyond 64 bits) is still validated, with the same answer."""
-    obj = {"spec": {"runtime": "python:3.10", "lifetimeSeconds": 2**70}}
+    obj = {"spec": {"runtime": "python:3.11", "lifetimeSeconds": 2**70}}
     assert _same(_parse_now(SandboxSpec, obj), _parse_fresh(SandboxSpec, obj))
-    big = {"spec": {"runtime": "python:3.10", "tags": ["x" * 100] * 300}}  # over SPEC_CACHE_MAX_BYTES
+    big = {"spec": {"runtime": "python:3.11", "tags": ["x" * 100] * 300}}  # over SPEC_CACHE_MAX_BYTES
     assert _same(_parse_now(SandboxSpec, big), _parse_fresh(SandboxSpec, big))
 
 
@@ -228,7 +228,7 @@ def test_cached_resolution_equals_fresh_one(case: str, retain: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(_sandbox_specs, st.sampled_from(["python:3.10", "python", "cobol:85"]), st.sampled_from([True, False, None, "x"]),
+@given(_sandbox_specs, st.sampled_from(["python:3.11", "python", "cobol:85"]), st.sampled_from([True, False, None, "x"]),
        st.booleans())
 def test_cached_resolution_follows_runtimes_and_profiles(spec: dict[str, Any], runtime_ref: str, available: Any, with_profile: bool) -> None:
     """The key holds what resolution reads of the related objects: a runtime's availability, a profile's verdict."""
@@ -265,8 +265,8 @@ def test_cached_quantity_equals_fresh_parse(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["python:3.10", "python", "python-3.10", "cobol:85", "data-science", ""]),
-       st.lists(st.tuples(st.sampled_from(["python-3.10", "python-3.11", "rt"]), st.sampled_from(["3.10", "3.11", "3.9"]),
+@given(st.sampled_from(["python:3.11", "python", "python-3.11", "cobol:85", "data-science", ""]),
+       st.lists(st.tuples(st.sampled_from(["python-3.11", "python-3.12", "rt"]), st.sampled_from(["3.11", "3.12", "3.9"]),
                           st.sampled_from([True, False, None]), st.sampled_from([[], ["data-science"]])), max_size=4))
 def test_cached_runtime_resolution_equals_fresh_one(reference: str, specs: list[Any]) -> None:
     runtimes = []

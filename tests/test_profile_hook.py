@@ -19,9 +19,9 @@ from tests.factory import NOW, NS, profile, runtime
 from tests.golden import check_golden
 
 ROOT = Path(__file__).parent.parent
-PY = runtime("python-3.10", "python", "3.10")
-PY_DOWN = runtime("python-3.11", "python", "3.11", available=False)
-PY_NEW = runtime("python-3.12", "python", "3.12", available=None)
+PY = runtime("python-3.11", "python", "3.11")
+PY_DOWN = runtime("python-3.12", "python", "3.12", available=False)
+PY_NEW = runtime("python-3.13", "python", "3.13", available=None)
 NODE = runtime("node-20", "nodejs", "20")
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "sandboxprofile-data-science.yaml").read_text())
 
@@ -67,7 +67,7 @@ CASES: list[tuple[str, dict[str, Any], tuple[dict[str, Any], ...], str, str]] = 
     # Runtimes
     ("no runtime of the language", {"language": "ruby"}, (PY, NODE), "RuntimeValidationFailed", "no RuntimeEnvironment of language 'ruby'"),
     ("no runtimes at all", {}, (), "RuntimeValidationFailed", "no RuntimeEnvironment"),
-    ("every runtime unavailable", {}, (PY_DOWN,), "RuntimeValidationFailed", "unavailable (python-3.11)"),
+    ("every runtime unavailable", {}, (PY_DOWN,), "RuntimeValidationFailed", "unavailable (python-3.12)"),
     ("invalid runtime does not count", {}, (runtime("python-bad", image=""),), "RuntimeValidationFailed", "no RuntimeEnvironment"),
     # Security
     ("unknown level", {"securityLevel": "paranoid"}, (PY,), "SecurityValidationFailed", "'paranoid'"),
@@ -175,7 +175,7 @@ def test_sandbox_hook_refuses_an_invalid_profile() -> None:
     out = profile_sync.sync(request({"securityLevel": "custom"}), NOW)
     obj = profile(validated=None, securityLevel="custom")
     obj["status"] = out["status"]
-    spec = SandboxSpec.model_validate({"runtime": "python:3.10", "profileRef": {"name": "data-science"}})
+    spec = SandboxSpec.model_validate({"runtime": "python:3.11", "profileRef": {"name": "data-science"}})
     with pytest.raises(resolve.ResolutionError) as err:
         resolve.find_profile(spec, NS, [obj])
     assert err.value.reason == "ProfileInvalid" and "custom needs" in err.value.message

@@ -15,9 +15,9 @@ from tests.factory import NS, profile, runtime
 # Runtime resolution
 
 PY39 = runtime("python-3.9", "python", "3.9")
-PY310 = runtime("python-3.10", "python", "3.10")
-PY311_DOWN = runtime("python-3.11", "python", "3.11", available=False)
-PY312_NEW = runtime("python-3.12", "python", "3.12", available=None)
+PY311 = runtime("python-3.11", "python", "3.11")
+PY312_DOWN = runtime("python-3.12", "python", "3.12", available=False)
+PY313_NEW = runtime("python-3.13", "python", "3.13", available=None)
 NODE20 = runtime("node-20", "nodejs", "20")
 BROKEN = runtime("python-broken", "python", "3.99", image="")  # invalid spec: never chosen
 
@@ -29,25 +29,25 @@ def _status_message(obj: dict[str, Any], message: str) -> dict[str, Any]:
 
 
 RESOLVE_OK: list[tuple[str, str, list[dict[str, Any]], str]] = [
-    ("by name", "python-3.9", [PY39, PY310], "python-3.9"),
+    ("by name", "python-3.9", [PY39, PY311], "python-3.9"),
     ("by name beats language match", "python-3.9", [PY39, runtime("zzz", "python-3.9", "1")], "python-3.9"),
-    ("language:version", "python:3.10", [PY39, PY310, NODE20], "python-3.10"),
-    ("bare language, highest version", "python", [PY39, PY310], "python-3.10"),
-    ("numeric version order (3.10 > 3.9)", "python", [PY310, PY39], "python-3.10"),
-    ("available beats a higher unavailable version", "python", [PY310, PY311_DOWN], "python-3.10"),
-    ("available beats a higher not-yet-validated version", "python", [PY310, PY312_NEW], "python-3.10"),
-    ("same version: smallest name", "python:3.10",
-     [runtime("python-b", "python", "3.10"), runtime("python-a", "python", "3.10")], "python-a"),
-    ("same version, one available", "python:3.10",
-     [runtime("python-a", "python", "3.10", available=False), runtime("python-b", "python", "3.10")], "python-b"),
+    ("language:version", "python:3.11", [PY39, PY311, NODE20], "python-3.11"),
+    ("bare language, highest version", "python", [PY39, PY311], "python-3.11"),
+    ("numeric version order (3.11 > 3.9)", "python", [PY311, PY39], "python-3.11"),
+    ("available beats a higher unavailable version", "python", [PY311, PY312_DOWN], "python-3.11"),
+    ("available beats a higher not-yet-validated version", "python", [PY311, PY313_NEW], "python-3.11"),
+    ("same version: smallest name", "python:3.11",
+     [runtime("python-b", "python", "3.11"), runtime("python-a", "python", "3.11")], "python-a"),
+    ("same version, one available", "python:3.11",
+     [runtime("python-a", "python", "3.11", available=False), runtime("python-b", "python", "3.11")], "python-b"),
     ("invalid runtime skipped", "python", [PY39, BROKEN], "python-3.9"),
-    ("other language ignored", "nodejs", [PY310, NODE20], "node-20"),
+    ("other language ignored", "nodejs", [PY311, NODE20], "node-20"),
     # Tags (issue 12, item 13): a reference that is no name and no language picks among the
     # runtimes tagged with it, by the same order.
-    ("by tag", "data-science", [PY39, runtime("py-ds", "python", "3.11", tags=["data-science"])], "py-ds"),
-    ("by tag, highest version", "ml", [runtime("ml-a", "python", "3.9", tags=["ml"]), runtime("ml-b", "python", "3.11", tags=["ml", "x"])], "ml-b"),
+    ("by tag", "data-science", [PY39, runtime("py-ds", "python", "3.12", tags=["data-science"])], "py-ds"),
+    ("by tag, highest version", "ml", [runtime("ml-a", "python", "3.9", tags=["ml"]), runtime("ml-b", "python", "3.12", tags=["ml", "x"])], "ml-b"),
     ("language beats tag", "python", [PY39, runtime("r-4", "r", "4", tags=["python"])], "python-3.9"),
-    ("name beats tag", "python-3.9", [PY39, runtime("tagged", "python", "3.12", tags=["python-3.9"])], "python-3.9"),
+    ("name beats tag", "python-3.9", [PY39, runtime("tagged", "python", "3.13", tags=["python-3.9"])], "python-3.9"),
 ]
 
 
@@ -61,15 +61,15 @@ def test_resolve_runtime(reference: str, runtimes: list[dict[str, Any]], expecte
 
 
 RESOLVE_ERR: list[tuple[str, str, list[dict[str, Any]], str, bool, str]] = [
-    ("no runtimes", "python:3.10", [], "RuntimeNotFound", False, "no RuntimeEnvironment matches"),
-    ("unknown version", "python:2.7", [PY39, PY310], "RuntimeNotFound", False, "python:2.7"),
+    ("no runtimes", "python:3.11", [], "RuntimeNotFound", False, "no RuntimeEnvironment matches"),
+    ("unknown version", "python:2.7", [PY39, PY311], "RuntimeNotFound", False, "python:2.7"),
     ("unknown language", "ruby", [PY39], "RuntimeNotFound", False, "ruby"),
-    ("only candidate unavailable", "python:3.11", [PY311_DOWN], "RuntimeUnavailable", False, "python-3.11"),
-    ("unavailable message carried", "python:3.11", [_status_message(PY311_DOWN, "registry not allowed")],
+    ("only candidate unavailable", "python:3.12", [PY312_DOWN], "RuntimeUnavailable", False, "python-3.12"),
+    ("unavailable message carried", "python:3.12", [_status_message(PY312_DOWN, "registry not allowed")],
      "RuntimeUnavailable", False, "registry not allowed"),
-    ("not validated yet: waiting", "python:3.12", [PY312_NEW], "RuntimeNotValidated", True, "not been validated"),
-    ("by name, not validated", "python-3.12", [PY312_NEW, PY310], "RuntimeNotValidated", True, "python-3.12"),
-    ("highest is pending, other unavailable", "python", [PY311_DOWN, PY312_NEW], "RuntimeNotValidated", True, "python-3.12"),
+    ("not validated yet: waiting", "python:3.13", [PY313_NEW], "RuntimeNotValidated", True, "not been validated"),
+    ("by name, not validated", "python-3.13", [PY313_NEW, PY311], "RuntimeNotValidated", True, "python-3.13"),
+    ("highest is pending, other unavailable", "python", [PY312_DOWN, PY313_NEW], "RuntimeNotValidated", True, "python-3.13"),
 ]
 
 
@@ -87,7 +87,7 @@ def test_resolve_runtime_errors(reference: str, runtimes: list[dict[str, Any]], 
 
 
 def sb(**spec: Any) -> SandboxSpec:
-    return SandboxSpec.model_validate({"runtime": "python:3.10", **spec})
+    return SandboxSpec.model_validate({"runtime": "python:3.11", **spec})
 
 
 def test_find_profile() -> None:
@@ -115,7 +115,7 @@ def test_find_profile_errors(profiles: list[dict[str, Any]], reason: str) -> Non
 
 
 def rt(**spec: Any) -> RuntimeEnvironmentSpec:
-    return RuntimeEnvironmentSpec.model_validate({"image": "ghcr.io/x/python:3.10", "language": "python", "version": "3.10",
+    return RuntimeEnvironmentSpec.model_validate({"image": "ghcr.io/x/python:3.11", "language": "python", "version": "3.11",
                                                   "securityFeatures": ["gvisor", "seccomp"], **spec})
 
 
@@ -125,7 +125,7 @@ def prof(**spec: Any) -> tuple[str, SandboxProfileSpec]:
 
 def run(spec: Optional[dict[str, Any]] = None, profile_spec: Optional[dict[str, Any]] = None,
         runtime_spec: Optional[dict[str, Any]] = None, retain_class: str = "") -> Effective:
-    return merge(sb(**(spec or {})), "python-3.10", rt(**(runtime_spec or {})),
+    return merge(sb(**(spec or {})), "python-3.11", rt(**(runtime_spec or {})),
                  prof(**profile_spec) if profile_spec is not None else None, retain_class)
 
 
@@ -135,7 +135,7 @@ def test_builtin_defaults() -> None:
     assert eff.writable_paths == tuple(sorted(C.DEFAULT_WRITABLE_PATHS))
     assert eff.seccomp == Seccomp(C.SECCOMP_RUNTIME_DEFAULT)
     assert eff.egress == () and eff.ingress_rules == () and eff.profile_name is None
-    assert eff.image == "ghcr.io/x/python:3.10" and eff.runtime_name == "python-3.10"
+    assert eff.image == "ghcr.io/x/python:3.11" and eff.runtime_name == "python-3.11"
 
 
 PROFILE_FULL = {
@@ -266,7 +266,7 @@ MERGE_ERR: list[tuple[str, dict[str, Any], Optional[dict[str, Any]], dict[str, A
     ("high on a runtime without gvisor", {"securityLevel": "high"}, None, {"securityFeatures": ["seccomp"]},
      "RuntimeLacksSecurityFeature", "'gvisor'"),
     ("high from the profile on a runtime without features", {}, {"securityLevel": "high"}, {"securityFeatures": []},
-     "RuntimeLacksSecurityFeature", "python-3.10"),
+     "RuntimeLacksSecurityFeature", "python-3.11"),
     ("pinning a fractional recommendation", {"resources": {"cpuPinning": True}}, None, {"resourceRequirements": {"recommendedCpu": "1500m"}},
      "InvalidSpec", "1500m (the runtime's recommendedCpu)"),
 ]

@@ -19,9 +19,9 @@ EARLIER = "2026-11-20T08:00:00Z"
 
 
 def request(spec: Optional[dict[str, Any]] = None, status: Optional[dict[str, Any]] = None, *,
-            name: str = "python-3.10", replace: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+            name: str = "python-3.11", replace: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     parent = runtime(name, available=None)
-    parent["spec"]["image"] = "ghcr.io/llmsafespace/runtime-python:3.10"
+    parent["spec"]["image"] = "ghcr.io/llmsafespace/runtime-python:3.11"
     for key, value in (spec or {}).items():  # None removes a field
         if value is None:
             parent["spec"].pop(key, None)
@@ -58,26 +58,26 @@ CASES: list[tuple[str, dict[str, Any], Config, str, str]] = [
     ("valid full", FULL, Config(), "ValidationSucceeded", "valid and available"),
     ("valid minimal", {}, Config(), "ValidationSucceeded", "valid and available"),
     ("valid digest pinned", {"image": f"ghcr.io/llmsafespace/runtime-python@{DIGEST}"}, ALLOW, "ValidationSucceeded", "available"),
-    ("valid tag and digest", {"image": f"ghcr.io/llmsafespace/runtime-python:3.10@{DIGEST}"}, ALLOW, "ValidationSucceeded", "available"),
-    ("valid bare name is docker.io", {"image": "python:3.10-slim"}, Config(image_registry_allowlist=("docker.io",)), "ValidationSucceeded", "available"),
-    ("valid legacy docker hub name", {"image": "index.docker.io/library/python:3.10"}, Config(image_registry_allowlist=("docker.io",)), "ValidationSucceeded", "available"),
-    ("valid registry with port", {"image": "registry.local:5000/rt/python:3.10"}, Config(image_registry_allowlist=("registry.local:5000",)), "ValidationSucceeded", "available"),
+    ("valid tag and digest", {"image": f"ghcr.io/llmsafespace/runtime-python:3.11@{DIGEST}"}, ALLOW, "ValidationSucceeded", "available"),
+    ("valid bare name is docker.io", {"image": "python:3.11-slim"}, Config(image_registry_allowlist=("docker.io",)), "ValidationSucceeded", "available"),
+    ("valid legacy docker hub name", {"image": "index.docker.io/library/python:3.11"}, Config(image_registry_allowlist=("docker.io",)), "ValidationSucceeded", "available"),
+    ("valid registry with port", {"image": "registry.local:5000/rt/python:3.11"}, Config(image_registry_allowlist=("registry.local:5000",)), "ValidationSucceeded", "available"),
     ("valid unknown language any manager", {"language": "elixir", "version": "1.17", "packageManager": "mix"}, Config(), "ValidationSucceeded", "available"),
     ("valid nodejs pnpm", {"language": "nodejs", "version": "20", "packageManager": "pnpm"}, Config(), "ValidationSucceeded", "available"),
     ("valid no version", {"version": None}, Config(), "ValidationSucceeded", "available"),
     # Image
-    ("image upper case repository", {"image": "ghcr.io/LLMSafeSpace/python:3.10"}, Config(), "ImageValidationFailed", "LLMSafeSpace"),
+    ("image upper case repository", {"image": "ghcr.io/LLMSafeSpace/python:3.11"}, Config(), "ImageValidationFailed", "LLMSafeSpace"),
     ("image bad tag", {"image": "ghcr.io/x/python:-bad"}, Config(), "ImageValidationFailed", "tag '-bad'"),
     ("image short digest", {"image": "ghcr.io/x/python@sha256:abc"}, Config(), "ImageValidationFailed", "64 lower-case hex"),
     ("image unknown digest algorithm", {"image": "ghcr.io/x/python@md5:" + "a" * 32}, Config(), "ImageValidationFailed", "sha256"),
     ("image empty path component", {"image": "ghcr.io//python"}, Config(), "ImageValidationFailed", "component ''"),
-    ("image whitespace", {"image": " python:3.10"}, Config(), "ImageValidationFailed", "whitespace"),
+    ("image whitespace", {"image": " python:3.11"}, Config(), "ImageValidationFailed", "whitespace"),
     ("image empty", {"image": ""}, Config(), "ImageValidationFailed", "spec.image is required"),
-    ("image registry not allowed", {"image": "quay.io/x/python:3.10"}, ALLOW, "ImageValidationFailed", "'quay.io' of spec.image is not in the allowlist"),
-    ("image bare name not allowed", {"image": "python:3.10"}, Config(image_registry_allowlist=("ghcr.io",)), "ImageValidationFailed", "'docker.io'"),
+    ("image registry not allowed", {"image": "quay.io/x/python:3.11"}, ALLOW, "ImageValidationFailed", "'quay.io' of spec.image is not in the allowlist"),
+    ("image bare name not allowed", {"image": "python:3.11"}, Config(image_registry_allowlist=("ghcr.io",)), "ImageValidationFailed", "'docker.io'"),
     # Compatibility
     ("language syntax", {"language": "Python 3"}, Config(), "CompatibilityCheckFailed", "spec.language"),
-    ("version syntax", {"version": "3.10:slim"}, Config(), "CompatibilityCheckFailed", "spec.version"),
+    ("version syntax", {"version": "3.11:slim"}, Config(), "CompatibilityCheckFailed", "spec.version"),
     ("package manager of another language", {"packageManager": "npm"}, Config(), "CompatibilityCheckFailed", "not a python package manager"),
     ("package manager malformed for unknown language", {"language": "elixir", "packageManager": "Mix Tool"}, Config(), "CompatibilityCheckFailed", "spec.packageManager"),
     ("resource does not parse", {"resourceRequirements": {"minCpu": "lots"}}, Config(), "CompatibilityCheckFailed", "minCpu"),
@@ -194,8 +194,8 @@ def test_updated_condition_of_metacontroller_is_kept() -> None:
 
 @pytest.mark.parametrize("reference,registry,repository,tag", [
     ("python", "docker.io", "library/python", None),
-    ("docker.io/python:3.10", "docker.io", "library/python", "3.10"),
-    ("bitnami/python:3.10", "docker.io", "bitnami/python", "3.10"),
+    ("docker.io/python:3.11", "docker.io", "library/python", "3.11"),
+    ("bitnami/python:3.11", "docker.io", "bitnami/python", "3.11"),
     ("localhost/python", "localhost", "python", None),
     ("localhost:5000/python", "localhost:5000", "python", None),
     ("Registry.Example.com/a/b_c__d.e--f:v1.2", "registry.example.com", "a/b_c__d.e--f", "v1.2"),
@@ -224,7 +224,7 @@ GOLDEN: dict[str, tuple[Callable[[], dict[str, Any]], Config]] = {
     "available": (lambda: request(FULL), Config()),
     "available-carried": (lambda: request(FULL, previous(True, "ValidationSucceeded")), Config()),
     "image-invalid": (lambda: request({"image": "ghcr.io/x/python:-bad"}), Config()),
-    "image-registry-not-allowed": (lambda: request({"image": "quay.io/x/python:3.10"}), ALLOW),
+    "image-registry-not-allowed": (lambda: request({"image": "quay.io/x/python:3.11"}), ALLOW),
     "compatibility-failed": (lambda: request({"packageManager": "npm", "resourceRequirements": {"minCpu": "2", "recommendedCpu": "1"}}), Config()),
     "security-failed": (lambda: request({"securityFeatures": ["gvisor", "magic-shield"]}), Config()),
     "became-unavailable": (lambda: request({"securityFeatures": ["magic-shield"]}, previous(True, "ValidationSucceeded")), Config()),

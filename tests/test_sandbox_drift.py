@@ -15,7 +15,7 @@ from tests import sandbox_cases as cases
 from tests.factory import NOW, observed, running_pod_status, runtime, sandbox, sync_request
 
 RTE = cases.RTE
-RTE_311 = runtime("python-3.11", version="3.11")
+RTE_312 = runtime("python-3.12", version="3.12")
 
 
 def cond(response: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def edited(spec: dict[str, Any], edit: dict[str, Any], *, annotations: Optional[
             child["metadata"]["annotations"].update(pod_annotations)
     after = sandbox("edited", spec={**copy.deepcopy(spec), **edit} or None, annotations=annotations,
                     status=status or {"phase": "Running", "securityLevel": spec.get("securityLevel", "standard")}, generation=2)
-    return sync_request(after, children=children, related=[RTE, RTE_311])
+    return sync_request(after, children=children, related=[RTE, RTE_312])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def test_a_level_edit_is_reported_as_not_applied_and_status_keeps_the_running_le
     ({}, {"resources": {"memory": "1Gi"}}, "resources.memory", "512Mi", "1Gi"),
     ({}, {"resources": {"ephemeralStorage": "2Gi"}}, "resources.ephemeralStorage", "1Gi", "2Gi"),
     ({"resources": {"cpu": "1"}}, {"resources": {"cpu": "1", "cpuPinning": True}}, "resources.cpuPinning", "false", "true"),
-    ({}, {"runtime": "python:3.11"}, "runtime", "python-3.10", "python-3.11"),
+    ({}, {"runtime": "python:3.12"}, "runtime", "python-3.11", "python-3.12"),
     ({}, {"timeout": 60}, "timeout", "300", "60"),
     ({}, {"filesystem": {"writablePaths": ["/tmp"]}}, "filesystem.writablePaths", "/tmp, /workspace", "/tmp"),
     ({}, {"securityContext": {"runAsUser": 2000}}, "securityContext.runAsUser", "1000", "2000"),
@@ -81,9 +81,9 @@ def test_each_pod_setting_edit_is_named(spec: dict[str, Any], edit: dict[str, An
 
 
 def test_a_runtime_edit_reports_the_running_runtime() -> None:
-    out = sandbox_sync.sync(edited({}, {"runtime": "python:3.11"}), NOW)
-    assert out["status"]["runtimeEnvironment"] == "python-3.10"
-    assert "ghcr.io/llmsafespace/runtime-python:3.10" in cond(out, "SpecApplied")["message"], "the image names the difference"
+    out = sandbox_sync.sync(edited({}, {"runtime": "python:3.12"}), NOW)
+    assert out["status"]["runtimeEnvironment"] == "python-3.11"
+    assert "ghcr.io/llmsafespace/runtime-python:3.11" in cond(out, "SpecApplied")["message"], "the image names the difference"
 
 
 @pytest.mark.parametrize("spec, edit", [
@@ -199,7 +199,7 @@ def _warm(edit: dict[str, Any], annotations: Optional[dict[str, str]] = None, st
     parent["status"] = status if status is not None else first["status"]
     parent["spec"].update(edit)
     parent["metadata"]["annotations"].update(annotations or {})
-    related = [o for group in request["related"].values() for o in group.values()] + [RTE_311]
+    related = [o for group in request["related"].values() for o in group.values()] + [RTE_312]
     return sync_request(parent, children=[observed(c, parent) for c in first["children"]], related=related)
 
 

@@ -66,6 +66,6 @@ def test_status_fits_the_crd_schema(case: str) -> None:
     build, hook = ALL[case]
     request = build()
     # Only the status is under test: some cases carry specs the CRD itself would refuse.
-    parent = {**request["parent"], "spec": {"runtime": "python:3.10"},
+    parent = {**request["parent"], "spec": {"runtime": "python:3.11"},
               "status": {**hook(request, NOW)["status"], "observedGeneration": 1}}
     validate_cr(parent)

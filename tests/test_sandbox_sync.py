@@ -501,7 +501,7 @@ def test_a_sandbox_with_its_own_timeout_is_not_served_by_a_warm_pod() -> None:
     """A warm pod's grace period is the default timeout (its pod is built before any sandbox
     exists, and pods are immutable): a sandbox with another timeout starts cold and says why,
     and a pool does not assign it a pod even if it chose the pool before an edit."""
-    parent = sandbox("patient", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"runtime": "python-3.10", "timeout": 60})
+    parent = sandbox("patient", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, spec={"runtime": "python-3.11", "timeout": 60})
     out = sandbox_sync.sync(sync_request(parent, related=[runtime(), cases.warm_offer()]), NOW)
     assert out["status"]["warmPodUsed"] is False and cond(out, "WarmPod")["reason"] == "NoCompatiblePool"
     assert "timeout" in cond(out, "WarmPod")["message"] and str(C.DEFAULT_TIMEOUT_SECONDS) in cond(out, "WarmPod")["message"]

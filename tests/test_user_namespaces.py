@@ -83,16 +83,16 @@ def test_switching_the_mode_never_asks_to_change_a_running_pod() -> None:
                 NOW, 5, stale=0.15, step=2.0)
     h.create(runtime())
     h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "metadata": {"name": "python", "namespace": "demo"},
-              "spec": {"runtime": "python:3.10", "minSize": 1}})
+              "spec": {"runtime": "python:3.11", "minSize": 1}})
     h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": {"name": "cold", "namespace": "demo"},
-              "spec": {"runtime": "python-3.10"}})
+              "spec": {"runtime": "python-3.11"}})
     h.run_until_quiet()
     before = {k: copy.deepcopy(o) for k, o in h.objects.items() if k[0] == "Pod"}
     assert before and all("hostUsers" not in o["spec"] for o in before.values())
     h.config = h.config.model_copy(update={"user_namespaces": "auto"})
     h.create({"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX,
               "metadata": {"name": "warm", "namespace": "demo", "annotations": {C.ANNOTATION_USE_WARM_POD: "true"}},
-              "spec": {"runtime": "python-3.10"}})
+              "spec": {"runtime": "python-3.11"}})
     h.run_until_quiet()
     assert not h.violations, h.violations
     warm = h.objects[(C.KIND_SANDBOX, "demo", "warm")]

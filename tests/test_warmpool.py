@@ -124,8 +124,8 @@ def test_empty_pool_fills_to_min_size() -> None:
     out = run("empty")
     assert names(out) == ["python-0", "python-1"]
     assert out["status"]["pendingPods"] == 2 and out["status"]["lastScaleTime"] == fmt_time(NOW)
-    assert out["status"]["runtimeEnvironment"] == "python-3.10"
-    assert pods(out)[0]["spec"]["runtime"] == "python-3.10"  # the resolved name, not python:3.10
+    assert out["status"]["runtimeEnvironment"] == "python-3.11"
+    assert pods(out)[0]["spec"]["runtime"] == "python-3.11"  # the resolved name, not python:3.11
     assert cond(out, "Ready")["status"] == "False"
 
 

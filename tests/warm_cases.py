@@ -19,7 +19,7 @@ AUTOSCALE = {"enabled": True, "targetUtilization": 50, "scaleDownDelay": 300}
 
 def running_warm(name: str, pod: str = "python-0", pool_name: str = "python") -> dict[str, Any]:
     """A sandbox running on a warm pod of `pool_name`."""
-    return sandbox(name, spec={"runtime": "python-3.10"}, annotations={C.ANNOTATION_USE_WARM_POD: "true"},
+    return sandbox(name, spec={"runtime": "python-3.11"}, annotations={C.ANNOTATION_USE_WARM_POD: "true"},
                    status={"phase": C.PHASE_RUNNING, "warmPool": pool_name, "warmPodUsed": True,
                            "warmPodRef": {"name": pod, "namespace": "demo"}})
 
@@ -168,7 +168,7 @@ def outdated_spec() -> dict[str, Any]:
 def invalid_with_children() -> dict[str, Any]:
     """minSize > maxSize: the idle WarmPod and the one a sandbox runs on are kept as they are;
     python-2, whose sandbox is gone, is released (a deletion never waits for a pool's repair)."""
-    p = pool(minSize=5, maxSize=2, status={"lastScaleTime": ago(3600), "runtimeEnvironment": "python-3.10"})
+    p = pool(minSize=5, maxSize=2, status={"lastScaleTime": ago(3600), "runtimeEnvironment": "python-3.11"})
     user = running_warm("user")
     return pool_request(p, [warm_pod(p, 0, phase="Assigned", assigned_to=user), warm_pod(p, 1),
                             warm_pod(p, 2, phase="Assigned", assigned_to=running_warm("gone", pod="python-2"))],

@@ -12,7 +12,7 @@ from hooks import warmpool_sync
 from hooks.meta import fmt_time
 from tests.factory import NOW, NS, fake_uid, observed, running_pod_status, runtime, sandbox, sync_request
 
-RTE = runtime()  # python-3.10, available
+RTE = runtime()  # python-3.11, available
 POOL_CHILD_KEYS = (C.GVK_WARMPOD, C.GVK_WARMPOOL_OFFER)
 POOL_RELATED_KEYS = (C.GVK_SANDBOX, C.GVK_RUNTIME)
 WARMPOD_CHILD_KEYS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
@@ -31,7 +31,7 @@ def pool(name: str = "python", namespace: str = NS, status: Optional[dict[str, A
         meta["deletionTimestamp"] = "2026-11-22T11:59:59Z"
         meta["finalizers"] = ["metacontroller.io/compositecontroller-llmsafespace-warmpool"]
     obj: dict[str, Any] = {"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "metadata": meta,
-                           "spec": {"runtime": "python:3.10", **spec}}
+                           "spec": {"runtime": "python:3.11", **spec}}
     if status is not None:
         obj["status"] = status
     return obj
@@ -44,7 +44,7 @@ def warm_pod(parent_pool: dict[str, Any], k: int, phase: Optional[str] = "Ready"
     emit for a fresh pod (template spec, defaults filled), owned by the pool, with a status."""
     pool_name = parent_pool["metadata"]["name"]
     spec = {
-        "poolRef": {"name": pool_name}, "runtime": "python-3.10", "image": RTE["spec"]["image"],
+        "poolRef": {"name": pool_name}, "runtime": "python-3.11", "image": RTE["spec"]["image"],
         "securityLevel": "standard", "resources": {"cpu": "500m", "memory": "512Mi", "ephemeralStorage": "1Gi"},
         "preloadScripts": [], **(spec_overrides or {}),
     }
@@ -71,7 +71,7 @@ def warm_pod(parent_pool: dict[str, Any], k: int, phase: Optional[str] = "Ready"
 def waiting_sandbox(name: str, created: str = "2026-11-22T11:59:50Z", pool_name: str = "python",
                     spec: Optional[dict[str, Any]] = None, **status: Any) -> dict[str, Any]:
     """A sandbox that chose `pool_name` and waits for a warm pod (no warmPodUsed key yet)."""
-    return sandbox(name, spec={"runtime": "python-3.10", **(spec or {})}, created=created,
+    return sandbox(name, spec={"runtime": "python-3.11", **(spec or {})}, created=created,
                    annotations={C.ANNOTATION_USE_WARM_POD: "true"},
                    status={"phase": C.PHASE_PENDING, "warmPool": pool_name, **status})
 

@@ -6,7 +6,7 @@ from typing import Any
 from hooks import constants as C
 from tests.e2e.kube import Kube, names
 
-RUNTIME_IMAGE = "ghcr.io/llmsafespace/runtime-python:3.10"
+RUNTIME_IMAGE = "ghcr.io/llmsafespace/runtime-python:3.11"
 # The hook server's warm-pod wait in the suite (short, so the cold fallback runs within its budget).
 WARM_POD_WAIT_SECONDS = 6
 CHILD_CREATE_GRACE_SECONDS = 6
@@ -16,7 +16,7 @@ CHILD_KINDS = ("Pod", "Service", "ServiceAccount", "PersistentVolumeClaim", "Net
 
 def runtime(name: str) -> dict[str, Any]:
     return {"apiVersion": "llmsafespace.dev/v1", "kind": "RuntimeEnvironment", "metadata": {"name": name},
-            "spec": {"image": RUNTIME_IMAGE, "language": "python", "version": "3.10", "securityFeatures": ["gvisor", "seccomp"]}}
+            "spec": {"image": RUNTIME_IMAGE, "language": "python", "version": "3.11", "securityFeatures": ["gvisor", "seccomp"]}}
 
 
 def sandbox(name: str, namespace: str, runtime_name: str, **spec: Any) -> dict[str, Any]:

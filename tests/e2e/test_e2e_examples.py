@@ -29,7 +29,7 @@ def readme_walkthrough() -> list[str]:
 def demo(kube: Kube) -> Iterator[str]:
     yield DEMO
     delete_namespaces(kube, DEMO, "team-a")
-    kube.kubectl("delete", "runtimeenvironment", "python-3.10", "--ignore-not-found", "--wait=false", check=False)
+    kube.kubectl("delete", "runtimeenvironment", "python-3.11", "--ignore-not-found", "--wait=false", check=False)
 
 
 def _sandbox_running(kube: Kube, name: str) -> Callable[[], Any]:
@@ -49,7 +49,7 @@ def test_readme_walkthrough(kube: Kube, demo: str, clean_cluster: None) -> None:
         out = kube.kubectl(*args)
         if args[0] == "apply" and "runtimeenvironment" in command:
             kube.wait("the runtime validated",
-                      lambda: ((kube.custom("RuntimeEnvironment", None, "python-3.10") or {}).get("status") or {}).get("available"), 30)
+                      lambda: ((kube.custom("RuntimeEnvironment", None, "python-3.11") or {}).get("status") or {}).get("available"), 30)
         if args[0] == "describe":
             assert re.search(r"Type:\s+Ready", out) and "PodReady" in out, out
     kube.wait_gone("Sandbox", DEMO, "minimal")
@@ -70,7 +70,7 @@ def _hardened(kube: Kube, path: Path) -> None:
 
 
 def _runtime(kube: Kube, path: Path) -> None:
-    kube.wait("runtime available", lambda: ((kube.custom("RuntimeEnvironment", None, "python-3.10") or {}).get("status") or {}).get("available"), 30)
+    kube.wait("runtime available", lambda: ((kube.custom("RuntimeEnvironment", None, "python-3.11") or {}).get("status") or {}).get("available"), 30)
 
 
 def _profile(kube: Kube, path: Path) -> None:
