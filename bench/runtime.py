@@ -40,12 +40,12 @@ class CaseError(RuntimeError):
 
 def start_runtime() -> tuple[Launched, str]:
     """The runtime on loopback and the interpreter it runs (its `code` executions use it too)."""
-    from tests.runtime_util import ROOT, _interpreter
+    from tests.runtime_util import _interpreter, source_path
     python = _interpreter()
     if python is None:
         raise SystemExit("bench runtime: no Python with cryptography that uid 1000 can run "
                          "(tools/install_tools.py --only runtime-python installs python3-cryptography as root)")
-    launched = launch([python, "-m", "runtime"], env={"PYTHONPATH": str(ROOT)})
+    launched = launch([python, "-m", "runtime"], env={"PYTHONPATH": source_path()})
     if launched.exited is not None:
         tail = log_tail(launched)
         launched.stop()

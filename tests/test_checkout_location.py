@@ -42,3 +42,23 @@ def test_squid_tests_pass_from_a_private_checkout_with_a_space_in_its_path(tmp_p
                           cwd=clone, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the runtime runs as uid 1000 only when the suite runs as root")
+def test_runtime_tests_pass_from_a_private_checkout(tmp_path: Path) -> None:
+    """uid 1000 cannot read a checkout under a mode-700 directory: the runtime tests start it from
+    a world-readable copy of runtime/ (tests/runtime_util.source_path) and still pass, none skipped."""
+    private = tmp_path / "private home"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    clone = private / "llm safe space"
+    clone.mkdir()
+    _copy_checkout(clone)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "LLMSS_", "PYTHONPATH"))}
+    tests = ["tests/test_runtime_conformance.py::test_the_reference_runtime_keeps_every_rule",
+             "tests/test_runtime_conformance.py::test_a_runtime_breaking_a_rule_fails_with_the_reason[sessions keep state]",
+             "tests/test_runtime_server.py::test_exit_code_stdin_env_and_cwd"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "3 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]

@@ -11,13 +11,21 @@ import pytest
 from conformance.__main__ import main
 from conformance.checks import CHECKS
 from tests.broken_runtime import BREAKS, NEEDS_ROOT
-from tests.runtime_util import ROOT, interpreter
+from tests.runtime_util import interpreter, source_path
 
 
 def check(command: str, *extra: str) -> tuple[int, str]:
+    """conformance's CLI (it passes our PYTHONPATH on to the runtime it starts)."""
     out = io.StringIO()
-    os.environ["PYTHONPATH"] = str(ROOT)
-    return main(["--command", command, *extra], out), out.getvalue()
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = source_path()
+    try:
+        return main(["--command", command, *extra], out), out.getvalue()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def test_the_reference_runtime_keeps_every_rule() -> None:

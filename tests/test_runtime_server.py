@@ -339,8 +339,8 @@ def test_refuses_to_run_as_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to try")
     from conformance.launch import launch
-    from tests.runtime_util import ROOT, interpreter
-    launched = launch([interpreter(), "-m", "runtime"], uid=0, env={"PYTHONPATH": str(ROOT)}, wait=10)
+    from tests.runtime_util import interpreter, source_path
+    launched = launch([interpreter(), "-m", "runtime"], uid=0, env={"PYTHONPATH": source_path()}, wait=10)
     try:
         assert launched.proc.wait(30) == 2
         assert "refusing to run as root" in open(launched.log).read()
