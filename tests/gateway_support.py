@@ -4,24 +4,25 @@
   Kubernetes: TokenReview (a table of tokens), SubjectAccessReview (a table of grants), Sandboxes
   (get, list+watch, create, merge-patch with resourceVersion preconditions, delete) and Pods (get).
   It records every call, so tests count activity writes and check who made each call.
-* a runtime process: the real `python -m runtime` when the repository has it (issue 22), else
-  tests/gateway_fake_runtime.py, which checks signatures the same way (RUNTIME-API v1)."""
+* the real runtime (`python -m runtime`) as a process: tests/runtime_util.py starts it as the
+  conformance suite does (uid 1000 when the suite is root: the runtime refuses root)."""
 from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+if TYPE_CHECKING:
+    from conformance.launch import Launched
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_SA_TOKEN = "gateway-sa-token"
@@ -55,6 +56,7 @@ class FakeApiServer:
     grants: list[Grant] = field(default_factory=list)
     sandboxes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pod_uids: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: list[tuple[str, str, str, Any]] = field(default_factory=list)  # (method, path, bearer, body)
     version: int = 100
     # Called with each created sandbox: tests make "the controllers" act (e.g. mark it Running).
@@ -109,8 +111,11 @@ class FakeApiServer:
                 status["conditions"].append({"type": "Suspended", "status": "True", "reason": suspended, "message": "suspended"})
             if phase in ("Running", "Creating"):
                 status.update(podName=pod_name, podNamespace=namespace)
+                # A pod that comes back (resume) keeps its UID here: one runtime process stands for
+                # "the sandbox's pod" in a test, and it answers to one UID.
+                uid = self.pod_uids.setdefault((namespace, pod_name), str(uuid.uuid4()))
                 pod = self.pods.get((namespace, pod_name)) or {
-                    "metadata": {"name": pod_name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                    "metadata": {"name": pod_name, "namespace": namespace, "uid": uid,
                                  "labels": {"llmsafespace.dev/sandbox-uid": sandbox["metadata"]["uid"]}},
                     "status": {}}
                 pod["status"] = {"phase": "Running", "podIP": pod_ip}
@@ -287,16 +292,9 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(10)
 
 
-def real_runtime_available() -> bool:
-    return (ROOT / "runtime" / "__main__.py").is_file()
+def start_runtime(public_key: str, pod_uid: str) -> "Launched":
+    """The real runtime (`python -m runtime`) as conformance/launch.py starts it (uid 1000 when we
+    are root, fresh writable paths), trusting the gateway's key and answering to `pod_uid`."""
+    from tests.runtime_util import start
 
-
-def start_runtime(public_key: str, pod_uid: str, workdir: Path) -> tuple[subprocess.Popen[Any], int]:
-    port = free_port()
-    env = {**os.environ, "LLMSS_RUNTIME_BIND": f"127.0.0.1:{port}", "LLMSS_GATEWAY_PUBLIC_KEYS": public_key,
-           "LLMSS_POD_UID": pod_uid, "LLMSS_RUNTIME_WRITABLE": str(workdir), "HOME": str(workdir), "TMPDIR": str(workdir)}
-    command = [sys.executable, "-m", "runtime"] if real_runtime_available() else \
-        [sys.executable, str(ROOT / "tests" / "gateway_fake_runtime.py")]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_http(f"http://127.0.0.1:{port}/health", proc)
-    return proc, port
+    return start(env={"LLMSS_GATEWAY_PUBLIC_KEYS": public_key, "LLMSS_POD_UID": pod_uid})
