@@ -254,6 +254,9 @@ def create_app(env: Optional[Mapping[str, str]] = None, *, kube: Optional[Kube] 
                         pass
 
         passthrough = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "content-length")}
+        # What a sandbox sends is the sandbox's (its code can answer in the runtime's place): a
+        # browser must never render it as a page of the gateway's origin.
+        passthrough.update({"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
         if op.streams:
             passthrough.pop("Content-Length", None)
             passthrough["X-Accel-Buffering"] = "no"

@@ -21,7 +21,8 @@ class Operation:
     streams: bool = False  # an NDJSON stream whose length is the execution's
 
 
-_ID = r"[A-Za-z0-9_.-]{1,128}"
+# An id never starts with a dot, so "." and ".." cannot make the forwarded path climb out of its prefix.
+_ID = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}"
 TABLE: tuple[tuple[str, "re.Pattern[str]", Operation], ...] = tuple(
     (method, re.compile(pattern), op) for method, pattern, op in (
         ("POST", r"exec", Operation("exec", EXEC, "create", streams=True)),

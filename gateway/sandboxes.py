@@ -6,6 +6,7 @@ its IP and UID (the signature's audience) and checks the pod carries the sandbox
 so a stale status can never send one sandbox's call to another sandbox's pod."""
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,17 @@ def not_serving(sandbox: dict[str, Any], resuming: bool = False) -> Refusal:
                    s, retry_after=1)
 
 
+def routable(ip: Any) -> bool:
+    """A pod IP the gateway may call: an IP literal (never a host name, port or path: it goes into
+    a URL), and not an address no pod has (unspecified, multicast, link-local, where cloud
+    metadata services live). Whoever can write a pod's status must not steer signed calls."""
+    try:
+        address = ipaddress.ip_address(ip) if isinstance(ip, str) else None
+    except ValueError:
+        return False
+    return address is not None and not (address.is_unspecified or address.is_multicast or address.is_link_local)
+
+
 @dataclass(frozen=True)
 class Target:
     pod_ip: str
@@ -141,7 +153,9 @@ class Sandboxes:
         ip = (pod.get("status") or {}).get("podIP")
         if not ip or (pod.get("status") or {}).get("phase") != "Running":
             raise Refusal(503, "runtime_unreachable", f"pod {pod_name} is not running", s, 1)
-        return Target(ip, pod["metadata"]["uid"], pod_name)
+        if not routable(ip):
+            raise Refusal(502, "runtime_unreachable", f"pod {pod_name} reports an address the gateway will not call", s)
+        return Target(str(ipaddress.ip_address(ip)), pod["metadata"]["uid"], pod_name)
 
     def resume(self, sandbox: dict[str, Any]) -> dict[str, Any]:
         """operatingMode back to Running and activity now: the second also ends an idle suspension,
@@ -163,6 +177,7 @@ class Sandboxes:
             if left <= 0:
                 break
             version = meta.get("resourceVersion") or "0"
+            began = time.monotonic()
             try:
                 for event in self.kube.watch_sandbox(meta["namespace"], meta["name"], version, int(left) + 1):
                     if event.get("type") == "DELETED":
@@ -175,7 +190,11 @@ class Sandboxes:
                         break
             except ApiError:
                 pass
-            if not is_serving(sandbox) and time.monotonic() < deadline:
+            if is_serving(sandbox) or ended(sandbox):
+                break
+            if time.monotonic() - began < 0.5:  # a watch refused or closed at once: never spin on the API server
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() < deadline:
                 sandbox = self.get(meta["namespace"], meta["name"])
             meta = sandbox["metadata"]
         return sandbox
@@ -183,7 +202,9 @@ class Sandboxes:
     def record_activity(self, sandbox: dict[str, Any]) -> None:
         """Write llmsafespace.dev/last-activity unless it, or this process, wrote it less than an
         interval ago. The patch carries the resourceVersion the decision was made on, so of two
-        replicas deciding at once only one write lands (the other gets 409 and skips)."""
+        replicas deciding at once only one write lands; the other gets 409, reads the sandbox again
+        and skips when the annotation is now recent (or writes once more when something else moved
+        the version)."""
         meta = sandbox.get("metadata") or {}
         uid, now = meta.get("uid", ""), self.clock()
         recorded = parse_rfc3339((meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY))
@@ -195,13 +216,31 @@ class Sandboxes:
             if len(self._written) > 100_000:  # bounded: forget the oldest half
                 for key in sorted(self._written, key=self._written.__getitem__)[:50_000]:
                     del self._written[key]
-        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                              "annotations": {ANNOTATION_LAST_ACTIVITY: rfc3339(now)}}}
-        try:
-            self.kube.patch_sandbox(meta["namespace"], meta["name"], patch)
-            self.on_activity("written")
-        except ApiError as exc:
-            with self._lock:
-                if self._written.get(uid) == now and exc.status != 409:
-                    self._written[uid] = last  # not written: the next call tries again
-            self.on_activity("conflict" if exc.status == 409 else "error")
+        version = meta.get("resourceVersion")
+        for attempt in range(2):
+            patch = {"metadata": {"resourceVersion": version, "annotations": {ANNOTATION_LAST_ACTIVITY: rfc3339(now)}}}
+            try:
+                self.kube.patch_sandbox(meta["namespace"], meta["name"], patch)
+                self.on_activity("written")
+                return
+            except ApiError as exc:
+                if exc.status == 409 and attempt == 0:
+                    # Someone changed the sandbox since it was read: another replica's write (then
+                    # nothing to do), or any other change (a status update): then write on the fresh
+                    # version, else a busy sandbox could look idle for an interval.
+                    self.on_activity("conflict")
+                    try:
+                        fresh = self.kube.get_sandbox(meta["namespace"], meta["name"])
+                    except ApiError:
+                        fresh = {}
+                    fresh_meta = fresh.get("metadata") or {}
+                    written = parse_rfc3339((fresh_meta.get("annotations") or {}).get(ANNOTATION_LAST_ACTIVITY))
+                    if fresh_meta.get("uid") != uid or (written is not None and now - written < self.activity_interval):
+                        return
+                    version = fresh_meta.get("resourceVersion")
+                    continue
+                with self._lock:
+                    if self._written.get(uid) == now:
+                        self._written[uid] = last  # not written: the next call tries again
+                self.on_activity("conflict" if exc.status == 409 else "error")
+                return

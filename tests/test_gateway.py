@@ -13,6 +13,7 @@ from kubernetes import client as k8s_client
 from gateway import signing
 from gateway.app import create_app
 from gateway.kube import Kube
+from gateway.sandboxes import Sandboxes
 from conformance.launch import Launched
 from tests.gateway_support import GATEWAY_SA_TOKEN, FakeApiServer, Grant, start_runtime, stop
 
@@ -207,3 +208,106 @@ def test_streaming_through_gunicorn_delivers_lines_before_the_command_ends(api: 
         assert 'llmsafespace_gateway_requests_total{code="",operation="exec",status="200"}' in metrics
     finally:
         stop(proc)
+
+
+def kube_of(api: FakeApiServer) -> Kube:
+    configuration = k8s_client.Configuration()
+    configuration.host = api.url
+    configuration.api_key = {"authorization": GATEWAY_SA_TOKEN}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    return Kube(configuration)
+
+
+def activity_writes(api: FakeApiServer, name: str) -> list[str]:
+    return [p["metadata"]["annotations"]["llmsafespace.dev/last-activity"] for p in api.patches(name)
+            if "llmsafespace.dev/last-activity" in ((p.get("metadata") or {}).get("annotations") or {})]
+
+
+def test_activity_is_written_again_once_the_interval_has_passed(api: FakeApiServer) -> None:
+    now = [1_800_000_000.0]
+    sandboxes = Sandboxes(kube_of(api), 60, clock=lambda: now[0])
+    api.put_sandbox(NS, "sb")
+    for step in (0, 10, 59):  # within one interval: one write
+        now[0] = 1_800_000_000.0 + step
+        sandboxes.record_activity(sandboxes.get(NS, "sb"))
+    assert len(activity_writes(api, "sb")) == 1
+    now[0] += 2  # 61 s after the first write
+    sandboxes.record_activity(sandboxes.get(NS, "sb"))
+    assert activity_writes(api, "sb") == ["2027-01-15T08:00:00Z", "2027-01-15T08:01:01Z"]
+
+
+def test_activity_survives_a_concurrent_status_update_but_not_a_second_writer(api: FakeApiServer) -> None:
+    now = [1_800_000_000.0]
+    api.put_sandbox(NS, "sb")
+    stale = Sandboxes(kube_of(api), 60, clock=lambda: now[0]).get(NS, "sb")
+    api.set_state(NS, "sb", phase="Running", ready=True, message="the controller wrote status")  # new resourceVersion
+    Sandboxes(kube_of(api), 60, clock=lambda: now[0]).record_activity(stale)
+    stored = api.sandboxes[(NS, "sb")]["metadata"]["annotations"]
+    assert stored["llmsafespace.dev/last-activity"] == "2027-01-15T08:00:00Z"  # the 409 was retried on the fresh version
+    assert len(api.patches("sb")) == 2
+    # another replica decided on the same stale read: after its 409 it sees the fresh annotation and stops
+    Sandboxes(kube_of(api), 60, clock=lambda: now[0] + 1).record_activity(stale)
+    assert len(api.patches("sb")) == 3 and api.sandboxes[(NS, "sb")]["metadata"]["annotations"] == stored
+
+
+@pytest.mark.parametrize("rest", ["sessions/../run", "sessions/./run", "exec/../kill", "sessions/..", "exec/.hidden/kill",
+                                  "files/../exec", "v1/exec", "exec/"])
+def test_path_tricks_are_refused_before_any_review(api: FakeApiServer, key_file: Path, rest: str) -> None:
+    client = make_app(api, key_file)
+    response = client.open(f"/v1/namespaces/{NS}/sandboxes/sb/{rest}", method="POST" if rest != "sessions/.." else "DELETE",
+                           headers={"Authorization": f"Bearer {ALICE}"}, data=b"{}")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "unknown_operation"
+    assert api.calls == []
+
+
+@pytest.mark.parametrize("pod_ip", ["127.0.0.1:22/x?", "metadata.example", "169.254.169.254", "0.0.0.0", "fe80::1", "224.0.0.1"])
+def test_a_pod_ip_that_is_no_pod_address_is_never_called(api: FakeApiServer, key_file: Path, pod_ip: str) -> None:
+    api.put_sandbox(NS, "odd", pod_ip=pod_ip)
+    response = call(make_app(api, key_file), ALICE, name="odd")
+    error = response.get_json()["error"]
+    assert response.status_code == 502 and error["code"] == "runtime_unreachable" and "address" in error["message"]
+
+
+def test_an_oversize_body_is_refused_and_not_forwarded(api: FakeApiServer, key_file: Path, runtime: int, launched: Launched) -> None:
+    client = make_app(api, key_file, runtime, LLMSS_GATEWAY_MAX_BODY_BYTES="2048")
+    path = launched.writable[1] + "/big"
+    big = client.put(f"/v1/namespaces/{NS}/sandboxes/sb/files?path={path}", data=b"x" * 4096,
+                     headers={"Authorization": f"Bearer {ALICE}"})
+    assert big.status_code == 413 and big.get_json()["error"]["code"] == "too_large"
+    assert not Path(path).exists()
+    small = client.put(f"/v1/namespaces/{NS}/sandboxes/sb/files?path={path}", data=b"x" * 2000,
+                       headers={"Authorization": f"Bearer {ALICE}"})
+    assert small.status_code == 201 and Path(path).stat().st_size == 2000
+
+
+def test_sandbox_content_is_never_rendered_as_the_gateways(api: FakeApiServer, key_file: Path, runtime: int,
+                                                           launched: Launched) -> None:
+    client = make_app(api, key_file, runtime)
+    path = launched.writable[1] + "/page.html"
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    assert client.put(f"/v1/namespaces/{NS}/sandboxes/sb/files?path={path}", data=b"<script>1</script>", headers=auth).status_code == 201
+    got = client.get(f"/v1/namespaces/{NS}/sandboxes/sb/files?path={path}", headers=auth)
+    assert got.headers["X-Content-Type-Options"] == "nosniff" and got.headers["Content-Security-Policy"] == "sandbox"
+
+
+def test_sessions_keep_state_across_calls(api: FakeApiServer, key_file: Path, runtime: int) -> None:
+    client = make_app(api, key_file, runtime)
+    created = call(client, ALICE, op="sessions", body={"language": "python"})
+    assert created.status_code == 201, created.get_data(as_text=True)
+    sid = created.get_json()["id"]
+    assert call(client, ALICE, op=f"sessions/{sid}/run", body={"code": "x = 41"}).status_code == 200
+    lines = [json.loads(line) for line in call(client, ALICE, op=f"sessions/{sid}/run", body={"code": "print(x + 1)"}).get_data(as_text=True).splitlines()]
+    assert "".join(e["data"] for e in lines if e["type"] == "stdout") == "42\n" and lines[-1]["status"] == "ok"
+    assert call(client, ALICE, op=f"sessions/{sid}", method="DELETE").status_code == 204
+    # bob may not run code in team-a's sandbox, not even in a session someone else opened
+    assert call(client, BOB, op=f"sessions/{sid}/run", body={"code": "1"}).status_code == 403
+
+
+def test_resume_needs_the_right_to_patch(api: FakeApiServer, key_file: Path) -> None:
+    api.grants.append(Grant("bob", NS, "sandboxes", "exec", ("create",)))  # exec, but not patch
+    api.put_sandbox(NS, "sb", phase="Suspended", ready=False, reason="Suspended")
+    api.set_state(NS, "sb", phase="Suspended", ready=False, reason="Suspended", suspended="IdleTimeout")
+    response = call(make_app(api, key_file), BOB, query_string={"wait": "5"})
+    error = response.get_json()["error"]
+    assert response.status_code == 409 and error["code"] == "sandbox_suspended" and "patch" in error["message"]
+    assert api.patches("sb") == []
