@@ -142,7 +142,11 @@ class FakeApiServer:
 
     def app(self, req: Request) -> Response:
         bearer = req.headers.get("Authorization", "").removeprefix("Bearer ")
-        body = req.get_json(silent=True) if req.data else None
+        raw = req.get_data()
+        try:  # whatever the Content-Type (the kubernetes client sends merge patches as such)
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
         with self.lock:
             self.calls.append((req.method, req.path, bearer, body))
         path = req.path
@@ -153,7 +157,7 @@ class FakeApiServer:
         if path.startswith(GROUP_PATH):
             parts = path[len(GROUP_PATH):].split("/")
             if len(parts) == 2 and parts[1] == "sandboxes":
-                if req.args.get("watch") == "true":
+                if req.args.get("watch", "").lower() == "true":
                     return self.watch(parts[0], req.args)
                 if req.method == "POST":
                     return self.create(parts[0], body)
