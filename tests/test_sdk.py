@@ -233,3 +233,20 @@ def test_credentials_are_the_kubeconfig_bearer_token_or_a_clear_error(cluster: d
         Connection(kubeconfig=kubeconfig(cluster["tmp"], cluster["api"], ALICE, "alice2"))
     monkeypatch.setenv("LLMSS_GATEWAY_URL", cluster["url"] + "/")
     assert Connection(kubeconfig=kubeconfig(cluster["tmp"], cluster["api"], ALICE, "alice3")).gateway_url == cluster["url"]
+
+
+def test_the_readme_example_runs_as_written(cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """README.md, "Run code in a sandbox": credentials from KUBECONFIG, the URL from LLMSS_GATEWAY_URL
+    (only /workspace is moved to the test runtime's writable directory)."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Run code in a sandbox", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    monkeypatch.setenv("LLMSS_GATEWAY_URL", cluster["url"])
+    monkeypatch.setenv("KUBECONFIG", kubeconfig(cluster["tmp"], cluster["api"], ALICE, "readme"))
+    before = set(cluster["api"].sandboxes)
+    exec(compile(code.replace("/workspace", cluster["runtime"].writable[1]), "README.md", "exec"), {})  # noqa: S102
+    assert capsys.readouterr().out == "1\n2\n3\n42\n\n12.566370614359172\na,b\n1,2\n\n"
+    assert set(cluster["api"].sandboxes) == before  # deleted on exit

@@ -65,6 +65,8 @@ class Connection:
                     return configuration, fh.read().strip() or "default"
             except OSError:
                 return configuration, "default"
+        # KUBECONFIG as it is now (the kubernetes package reads it once, at import)
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
         k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
         _, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
         chosen = active
