@@ -146,8 +146,9 @@ class Connection:
             headers["Content-Type"] = "application/json"
         elif data is not None:
             headers["Content-Type"] = "application/octet-stream"
-        # connect within 10 s; between bytes, as long as the call may take (a silent execution)
-        read = None if timeout is None else timeout + wait + 30
+        # connect within 10 s; between bytes, as long as the call may be silent: its wait, its own
+        # timeout (the runtime's default: 60 s) and a margin
+        read = (60.0 if timeout is None else timeout) + wait + 30
         try:
             response = self.http.request(method, self.url(namespace, name, rest), params=params, data=data, headers=headers,
                                          stream=stream, timeout=(10, read), verify=self.verify, allow_redirects=False)
