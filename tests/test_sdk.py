@@ -250,3 +250,18 @@ def test_the_readme_example_runs_as_written(cluster: dict[str, Any], monkeypatch
     exec(compile(code.replace("/workspace", cluster["runtime"].writable[1]), "README.md", "exec"), {})  # noqa: S102
     assert capsys.readouterr().out == "1\n2\n3\n42\n\n12.566370614359172\na,b\n1,2\n\n"
     assert set(cluster["api"].sandboxes) == before  # deleted on exit
+
+
+def test_a_running_execution_can_be_killed(cluster: dict[str, Any]) -> None:
+    from llmsafespace import NotFound
+
+    with Sandbox.create(runtime="python", connection=cluster["alice"]) as sandbox:
+        events = sandbox.exec_stream(["sleep", "60"])
+        start = next(events)
+        assert start["type"] == "start"
+        began = time.monotonic()
+        sandbox.kill(start["id"])
+        end = [e for e in events if e["type"] == "exit"][0]
+        assert end["signal"] == 9 and time.monotonic() - began < 30
+        with pytest.raises(NotFound):
+            sandbox.kill(start["id"])

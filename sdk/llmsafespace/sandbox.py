@@ -383,6 +383,11 @@ class Sandbox:
         return self._result(self.run_stream(code, language=language, timeout=timeout, env=env, cwd=cwd, stdin=stdin),
                             on_stdout, on_stderr)
 
+    def kill(self, exec_id: str) -> None:
+        """Kill a running execution's process group (its id is ExecResult.id / the start event's).
+        NotFound when it is not running (any more)."""
+        self._call("POST", f"exec/{exec_id}/kill").close()
+
     def session(self, language: str = "python") -> Session:
         answer = self._call("POST", "sessions", body={"language": language}).json()
         return Session(self, str(answer["id"]))
