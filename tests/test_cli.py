@@ -228,6 +228,8 @@ def test_the_console_script_is_hooks_cli_main() -> None:
     # Every package under hooks/, runtime/ and conformance/ is packaged (a new subpackage must be listed).
     packages = {".".join(p.relative_to(ROOT).parent.parts)
                 for top in ("hooks", "runtime", "conformance") for p in (ROOT / top).rglob("__init__.py")}
+    packages |= {".".join(p.relative_to(ROOT / "sdk").parent.parts) for p in (ROOT / "sdk").rglob("__init__.py")}
+    assert project["tool"]["setuptools"]["package-dir"] == {"llmsafespace": "sdk/llmsafespace"}
     assert packages == set(project["tool"]["setuptools"]["packages"])
     from setuptools.config.pyprojecttoml import read_configuration
 

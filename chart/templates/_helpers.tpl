@@ -164,3 +164,38 @@ What the egress backend adds to the controllers, by controller name: metacontrol
 {{- end }}
 {{- $raw }}
 {{- end }}
+
+{{/* Name of the gateway's Deployment, Service, ServiceAccount, PDB, HPA and ClusterRole(Binding). */}}
+{{- define "llmsafespace.gatewayName" -}}
+{{- printf "%s-gateway" (include "llmsafespace.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Selector labels of the gateway pods. */}}
+{{- define "llmsafespace.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "llmsafespace.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "llmsafespace.gatewayLabels" -}}
+{{ include "llmsafespace.labels" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{/* What the sandboxes' NetworkPolicies admit (hooks/constants.py: LABEL_APP=APP_NAME,
+LABEL_COMPONENT=COMPONENT_API, in LLMSS_API_NAMESPACE): only on the gateway's pods. */}}
+{{- define "llmsafespace.apiComponentLabels" -}}
+app: llmsafespace
+component: api
+{{- end }}
+
+{{- define "llmsafespace.gatewayImage" -}}
+{{- $image := .Values.gateway.image -}}
+{{- if $image.digest -}}
+{{ $image.repository }}@{{ $image.digest }}
+{{- else -}}
+{{ $image.repository }}:{{ $image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{- define "llmsafespace.gatewayKeyMountDir" -}}/var/run/secrets/llmsafespace/gateway-signing-key{{- end }}

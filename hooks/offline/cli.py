@@ -4,6 +4,8 @@
   validate -f FILE_OR_DIR ... CRD schema + CEL, then the hooks' own verdicts; exit 1 on any error
   diff OLD NEW                what a spec edit changes in the desired children (exit 1 when it does)
   conformance URL|--command   does a runtime image keep docs/runtime-contract.md? (conformance/)
+  exec SANDBOX -- CMD...      run a command in a sandbox through the gateway (the SDK, sdk/)
+  run SANDBOX -c CODE         run code in a sandbox; --runtime R instead of SANDBOX: a sandbox just for it
 
 Every answer comes from the hooks of hooks/server/routes.py, called through the simulated Metacontroller
 (hooks/offline/render.py, hooks/offline/simulate.py). docs/render.md has the details and a golden-testing recipe.
@@ -314,7 +316,9 @@ def cmd_diff(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mappin
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="llmsafespace", description="The desired state of LLMSafeSpace sandboxes, offline: "
-                                  "the hooks the server runs, called as Metacontroller would call them (docs/render.md).")
+                                  "the hooks the server runs, called as Metacontroller would call them (docs/render.md).",
+                                  epilog="also: llmsafespace conformance (a runtime image), llmsafespace exec / run (code in a "
+                                  "sandbox, through the gateway: docs/gateway.md); each has its own --help")
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("render", help="print each parent's status and desired children")
     _add_input(p)
@@ -344,6 +348,13 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: Te
     if argv[:1] == ["conformance"]:  # its own package and options (python -m conformance)
         from conformance.__main__ import main as conformance_main
         return conformance_main(argv[1:], out)
+    if argv[:1] in (["exec"], ["run"]):  # the SDK's verbs (sdk/llmsafespace/cli.py), imported only here
+        try:
+            from llmsafespace.cli import main as sandbox_main
+        except ImportError as exc:
+            err.write(f"error: {exc}; `llmsafespace {argv[0]}` needs the SDK: pip install ./sdk (or pip install -e '.[sdk]')\n")
+            return 2
+        return sandbox_main(argv[0], argv[1:], out, err)
     args = parser().parse_args(argv)
     try:
         return int(args.run(args, out, err, os.environ if environ is None else environ))
