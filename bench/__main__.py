@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench import loadgen, payloads
+from bench import loadgen, payloads, write_results
 from hooks.server import jsonio
 from hooks import sandbox_sync, warmpool_sync
 from tests.factory import NOW
@@ -279,9 +279,7 @@ def main(argv: list[str]) -> int:
     results = run(args.quick, http_seconds)
     print(table(results))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        write_results(args.json, results)
     return 0
 
 

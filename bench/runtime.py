@@ -20,12 +20,12 @@ the ratio of each to its floor's; the overhead (p50 minus the floor's p50) per c
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from bench import write_results
 from conformance.client import Client, joined
 from conformance.launch import Launched, launch, log_tail
 
@@ -193,9 +193,7 @@ def main(argv: list[str]) -> int:
     results = run(n)
     print(table(results))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        write_results(args.json, results)
     return 0
 
 

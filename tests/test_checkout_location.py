@@ -14,6 +14,17 @@ import pytest
 from tests.tooling import ROOT, tool
 
 
+def _private_clone(tmp_path: Path) -> Path:
+    """A copy of the checkout inside a mode-700 directory (a home or `mktemp -d`), spaces in both names."""
+    private = tmp_path / "private home"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    clone = private / "llm safe space"
+    clone.mkdir()
+    _copy_checkout(clone)
+    return clone
+
+
 def _copy_checkout(dest: Path) -> None:
     """The tracked files as they are in the work tree, and the installed squid (.tools/squid and
     its .tools/bin link): a clone plus what scripts/test installs, without the other tools."""
@@ -30,12 +41,7 @@ def _copy_checkout(dest: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="squid runs as nobody only when the suite runs as root")
 def test_squid_tests_pass_from_a_private_checkout_with_a_space_in_its_path(tmp_path: Path) -> None:
-    private = tmp_path / "private home"
-    private.mkdir(mode=0o700)
-    private.chmod(0o700)
-    clone = private / "llm safe space"
-    clone.mkdir()
-    _copy_checkout(clone)
+    clone = _private_clone(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "LLMSS_"))}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_egress_proxy_squid.py",
                            "-k", "no_rules_refuse_everything or listed_names_pass"],
@@ -48,12 +54,7 @@ def test_squid_tests_pass_from_a_private_checkout_with_a_space_in_its_path(tmp_p
 def test_runtime_tests_pass_from_a_private_checkout(tmp_path: Path) -> None:
     """uid 1000 cannot read a checkout under a mode-700 directory: the runtime tests start it from
     a world-readable copy of runtime/ (tests/runtime_util.source_path) and still pass, none skipped."""
-    private = tmp_path / "private home"
-    private.mkdir(mode=0o700)
-    private.chmod(0o700)
-    clone = private / "llm safe space"
-    clone.mkdir()
-    _copy_checkout(clone)
+    clone = _private_clone(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "LLMSS_", "PYTHONPATH"))}
     tests = ["tests/test_runtime_conformance.py::test_the_reference_runtime_keeps_every_rule",
              "tests/test_runtime_conformance.py::test_a_runtime_breaking_a_rule_fails_with_the_reason[sessions keep state]",
