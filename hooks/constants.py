@@ -22,6 +22,7 @@ def gvk_key(kind: str, api_version: str) -> str:
 
 
 GVK_POD: Final = gvk_key("Pod", "v1")
+GVK_NODE: Final = gvk_key("Node", "v1")
 GVK_SERVICE: Final = gvk_key("Service", "v1")
 GVK_SERVICE_ACCOUNT: Final = gvk_key("ServiceAccount", "v1")
 GVK_PVC: Final = gvk_key("PersistentVolumeClaim", "v1")
@@ -240,6 +241,10 @@ MAX_LABELS_TOTAL_BYTES: Final = 256 * 1024
 # RuntimeEnvironment and SandboxProfile validation (status-only hooks).
 
 CONDITION_AVAILABLE: Final = "Available"  # RuntimeEnvironment
+CONDITION_USER_NAMESPACES: Final = "UserNamespaces"  # RuntimeEnvironment (hooks/runtime_sync.py)
+REASON_SUPPORTED_BY_NODES: Final = "SupportedByNodes"
+REASON_NOT_SUPPORTED_BY_NODES: Final = "NotSupportedByNodes"
+REASON_NO_SCHEDULABLE_NODES: Final = "NoSchedulableNodes"
 CONDITION_VALIDATED: Final = "Validated"  # SandboxProfile (and Sandbox)
 CONDITION_READY: Final = "Ready"
 # Security features a RuntimeEnvironment may claim; anything else fails its validation.

@@ -9,6 +9,7 @@ a path writable that the profile lists as read-only. The runtime's minimum resou
 an explicit request below it is an error, a defaulted one is raised to it."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import re
@@ -83,6 +84,9 @@ class Effective:
     # The sandbox's own (a profile sets none): references only, the kubelet reads the Secrets.
     env: tuple[EnvVar, ...] = ()
     env_from: tuple[EnvFromSource, ...] = ()
+    # Whether the nodes sandboxes of this runtime can land on support user namespaces, as the
+    # RuntimeEnvironment's status reports (runtime_user_namespaces); "auto" needs it.
+    user_namespaces_supported: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +105,20 @@ def runtime_available(rte: Mapping[str, Any]) -> Optional[bool]:
     if not isinstance(status, MAPPING) or not isinstance(status.get("available"), bool):
         return None
     return bool(status["available"])
+
+
+def runtime_user_namespaces(rte: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a RuntimeEnvironment's status says its nodes support user namespaces
+    (hooks/runtime_sync.py). A status without the field (written by an earlier version, or not yet)
+    reads as supported, so an upgrade changes no pod until the runtime's own sync has run."""
+    status = rte.get("status") if rte is not None else None
+    report = status.get("userNamespaces") if isinstance(status, MAPPING) else None
+    supported = report.get("supported") if isinstance(report, MAPPING) else None
+    return supported is not False
+
+
+def runtime_named(runtime_name: str, runtimes: Iterable[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    return next((r for r in runtimes if name(r) == runtime_name), None)
 
 
 def resolve_runtime(reference: str, runtimes: Iterable[Mapping[str, Any]]) -> tuple[str, RuntimeEnvironmentSpec]:
@@ -479,6 +497,9 @@ def _resolve(parent: Mapping[str, Any], namespace: str, runtimes: list[dict[str,
     try:
         runtime_name, runtime = _resolve_runtime(spec.runtime, runtimes)  # cached as a whole here
         profile = find_profile(spec, namespace, profiles)
-        return Resolved(spec, merge(spec, runtime_name, runtime, profile, retain_storage_class))
+        eff = merge(spec, runtime_name, runtime, profile, retain_storage_class)
+        if not runtime_user_namespaces(runtime_named(runtime_name, runtimes)):
+            eff = dataclasses.replace(eff, user_namespaces_supported=False)
+        return Resolved(spec, eff)
     except ResolutionError as exc:
         return _Refused(exc.reason, exc.message, exc.waiting)

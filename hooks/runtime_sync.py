@@ -15,7 +15,14 @@ The original also checked that the image exists in its registry; a pure hook can
 missing image surfaces as ImagePullBackOff on the sandbox pod instead.
 
 Determinism: Metacontroller re-syncs on every status change, so lastValidated moves only when the
-verdict (available, reason) changes; otherwise the observed value is carried over."""
+verdict (available, reason) changes; otherwise the observed value is carried over.
+
+User namespaces: the customize hook relates every Node, and status.userNamespaces says whether
+every node a sandbox can be scheduled on reports user-namespace support for the default runtime
+handler (node.status.runtimeHandlers[name=""].features.userNamespaces, which the kubelet takes from
+its container runtime: containerd >= 2.0 with runc >= 1.2). With LLMSS_USER_NAMESPACES=auto, pods
+ask for hostUsers: false only where that holds: a kubelet whose runtime lacks them refuses such a
+pod and it waits in ContainerCreating until the sandbox's startup timeout (docs/install.md)."""
 from __future__ import annotations
 
 import re
@@ -28,7 +35,7 @@ from . import constants as C
 from . import image_reference
 from .conditions import Condition, find_condition, generation, render
 from .config import DEFAULT_CONFIG, Config
-from .meta import fmt_time
+from .meta import fmt_time, name, objects
 from .quantity import parse_quantity
 from .response import parent_of
 from .validators import RuntimeEnvironmentSpec, SpecError, check_package, parse_spec
@@ -149,16 +156,68 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     parent = parent_of(request)
     previous = observed_status(parent)
     verdict = validate(parent.get("spec"), config)
+    support = user_namespace_support(request.get("related"))
     status: dict[str, Any] = {
         "available": verdict.available,
         "lastValidated": _last_validated(previous, verdict, now),
+        "userNamespaces": {"supported": support.supported},
         "conditions": render(
-            [Condition(C.CONDITION_AVAILABLE, "True" if verdict.available else "False", verdict.reason, verdict.message)],
+            [Condition(C.CONDITION_AVAILABLE, "True" if verdict.available else "False", verdict.reason, verdict.message),
+             Condition(C.CONDITION_USER_NAMESPACES, "True" if support.supported else "False", support.reason, support.message)],
             previous, now, generation(parent),
         ),
     }
     # No childResources: an empty list is exactly what Metacontroller observes.
     return {"status": status, "children": []}
+
+
+def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config: Config = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Every Node (user_namespace_support reads their taints and runtime handlers). Constant, as
+    Metacontroller's per-(UID, generation) cache of this answer wants."""
+    return {"relatedResources": [{"apiVersion": "v1", "resource": "nodes"}]}
+
+
+@dataclass(frozen=True)
+class UserNamespaceSupport:
+    supported: bool
+    reason: str
+    message: str
+
+
+def user_namespace_support(related: Any) -> UserNamespaceSupport:
+    """Whether every schedulable node (not cordoned, no NoSchedule/NoExecute taint: where a
+    sandbox pod, which tolerates no taint, can land) reports user namespaces for its default
+    runtime handler. Not supported without a schedulable node: nothing says a pod would start."""
+    nodes = sorted(objects(related, C.GVK_NODE), key=name)
+    schedulable = [n for n in nodes if _schedulable(n)]
+    if not schedulable:
+        return UserNamespaceSupport(False, C.REASON_NO_SCHEDULABLE_NODES,
+                                    f"no schedulable node seen ({len(nodes)} nodes, none untainted and uncordoned; "
+                                    "the controller needs list and watch on nodes): pods run without hostUsers: false")
+    lacking = [name(n) for n in schedulable if not _node_user_namespaces(n)]
+    if lacking:
+        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+        return UserNamespaceSupport(False, C.REASON_NOT_SUPPORTED_BY_NODES,
+                                    f"{len(lacking)} of {len(schedulable)} schedulable nodes do not report user-namespace support "
+                                    f"({shown}; needs containerd >= 2.0 and runc >= 1.2): pods run without hostUsers: false")
+    return UserNamespaceSupport(True, C.REASON_SUPPORTED_BY_NODES,
+                                f"all {len(schedulable)} schedulable nodes report user-namespace support: pods get hostUsers: false")
+
+
+def _schedulable(node: Mapping[str, Any]) -> bool:
+    spec = node.get("spec") if isinstance(node.get("spec"), Mapping) else {}
+    if spec.get("unschedulable") is True:
+        return False
+    taints = spec.get("taints") if isinstance(spec.get("taints"), list) else []
+    return not any(isinstance(t, Mapping) and t.get("effect") in ("NoSchedule", "NoExecute") for t in taints)
+
+
+def _node_user_namespaces(node: Mapping[str, Any]) -> bool:
+    status = node.get("status") if isinstance(node.get("status"), Mapping) else {}
+    handlers = status.get("runtimeHandlers") if isinstance(status.get("runtimeHandlers"), list) else []
+    default = next((h for h in handlers if isinstance(h, Mapping) and h.get("name", "") == ""), None)
+    features = default.get("features") if isinstance(default, Mapping) else None
+    return isinstance(features, Mapping) and features.get("userNamespaces") is True
 
 
 def observed_status(parent: Mapping[str, Any]) -> dict[str, Any]:

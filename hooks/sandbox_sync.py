@@ -544,6 +544,7 @@ def _shape(eff: Effective, names: Names, proxy_env: tuple[dict[str, str], ...]) 
         service_account=names.base,
         env=tuple(e.wire() for e in eff.env) + proxy_env,
         env_from=tuple(e.wire() for e in eff.env_from),
+        user_namespaces_supported=eff.user_namespaces_supported,
     )
 
 
@@ -616,7 +617,12 @@ def _warm_applied(parent: Mapping[str, Any], wp: Mapping[str, Any], eff: Effecti
 
 def _valid_message(eff: Effective) -> str:
     text = f"runtime {eff.runtime_name}, security level {eff.security_level}"
-    return text + (f", profile {eff.profile_name}" if eff.profile_name else "")
+    text += f", profile {eff.profile_name}" if eff.profile_name else ""
+    if not eff.user_namespaces_supported and eff.security_level != "high":
+        # Said at once: the alternative, hostUsers: false on such nodes, waits in ContainerCreating.
+        text += (f"; no user namespace of its own: the nodes of runtime {eff.runtime_name} do not support them "
+                 f"(kubectl get runtimeenvironment {eff.runtime_name} -o yaml, condition UserNamespaces)")
+    return text
 
 
 def _warm_condition(decision: warm.WarmDecision) -> Condition:

@@ -496,6 +496,8 @@ class WarmPodSpec(Model):
     preload_scripts: list[PreloadScript] = Field(default_factory=list, max_length=16)
     env: Optional[list[EnvVar]] = Field(default=None, max_length=C.ENV_MAX_ITEMS)
     env_from: Optional[list[EnvFromSource]] = Field(default=None, max_length=C.ENV_FROM_MAX_ITEMS)
+    # False only: the runtime's nodes lack user namespaces (absent keeps older WarmPods unchanged).
+    user_namespaces: Optional[bool] = None
     assignment: Optional[Assignment] = None
 
     _env = field_validator("env")(check_env)

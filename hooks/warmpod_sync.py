@@ -167,6 +167,7 @@ def _shape(spec: WarmPodSpec, proxy_env: tuple[dict[str, str], ...]) -> PodShape
         preload_scripts=tuple((p.name, p.script) for p in spec.preload_scripts),
         env=tuple(e.wire() for e in spec.env or ()) + proxy_env,
         env_from=tuple(e.wire() for e in spec.env_from or ()),
+        user_namespaces_supported=spec.user_namespaces is not False,
     )
 
 

@@ -46,7 +46,7 @@ from .conditions import Condition
 from .config import DEFAULT_CONFIG, Config
 from .meta import MAPPING, created, dns_label, fmt_time, is_deleting, label_value, name, namespace, parse_time, uid
 from .request import SyncRequest
-from .resolve import ResolutionError, check_security_features, merge, resolve_runtime
+from .resolve import ResolutionError, check_security_features, merge, resolve_runtime, runtime_named, runtime_user_namespaces
 from .response import as_desired, composite_response, finalize_response, parent_of
 from .validators import RuntimeEnvironmentSpec, SandboxSpec, SpecError, WarmPodSpec, WarmPoolSpec, parse_spec, validate_cached
 
@@ -187,7 +187,8 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         spec, runtime_name, runtime = _resolve(req)
     except _Unusable as exc:
         return _unusable(req, live, kept_assigned, exc.reason, exc.message, exc.waiting, now)
-    template = _template(req.name, runtime_name, runtime.image, spec)
+    user_namespaces = runtime_user_namespaces(runtime_named(runtime_name, req.related_of(C.GVK_RUNTIME)))
+    template = _template(req.name, runtime_name, runtime.image, spec, user_namespaces)
     # What sandboxes see of this pool: its offer (a child, so they need not watch the pool).
     offer = warm.make_offer(req.name, runtime_name, spec)
     idle = _sort_idle(live, template, spec.ttl, now)  # 2.
@@ -357,9 +358,10 @@ def _pool_conditions(spec: WarmPoolSpec, runtime_name: str, image: str, status: 
     ]
 
 
-def _template(pool_name: str, runtime_name: str, image: str, spec: WarmPoolSpec) -> dict[str, Any]:
+def _template(pool_name: str, runtime_name: str, image: str, spec: WarmPoolSpec, user_namespaces: bool) -> dict[str, Any]:
     """The spec of a new WarmPod of this pool (everything explicit, so it equals what the API
-    server stores after defaulting)."""
+    server stores after defaulting). When the runtime's nodes lose or gain user namespace support,
+    idle pods no longer match and are replaced (assigned ones are kept)."""
     return {
         "poolRef": {"name": pool_name},
         "runtime": runtime_name,
@@ -370,6 +372,7 @@ def _template(pool_name: str, runtime_name: str, image: str, spec: WarmPoolSpec)
         # Only when set, so the WarmPods of pools without env are what they were before env existed.
         **({"env": [e.wire() for e in spec.env]} if spec.env else {}),
         **({"envFrom": [e.wire() for e in spec.env_from]} if spec.env_from else {}),
+        **({} if user_namespaces else {"userNamespaces": False}),
     }
 
 

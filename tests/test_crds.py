@@ -276,7 +276,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
         "restarts": ("integer", None), "replacePodToken": ("string", None), "egress": ("array", None),
     },
     "SandboxProfile": {"validated": ("boolean", None), "language": ("string", None)},
-    "RuntimeEnvironment": {"available": ("boolean", None), "lastValidated": ("string", "date-time")},
+    "RuntimeEnvironment": {"available": ("boolean", None), "lastValidated": ("string", "date-time"), "userNamespaces": ("object", None)},
     "WarmPool": {
         "availablePods": ("integer", "int32"), "assignedPods": ("integer", "int32"), "pendingPods": ("integer", "int32"),
         "lastScaleTime": ("string", "date-time"), "runtimeEnvironment": ("string", None), "image": ("string", None),

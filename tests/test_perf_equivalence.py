@@ -27,7 +27,7 @@ from tests.warm_factory import RTE, pool
 
 POOL = pool(resources={"cpu": "500m", "memory": "512Mi"}, preloadScripts=[{"name": "warm", "script": "python -c 1"}])
 SPEC = parse_spec(WarmPoolSpec, POOL)
-TEMPLATE = W._template("python", "python-3.11", RTE["spec"]["image"], SPEC)
+TEMPLATE = W._template("python", "python-3.11", RTE["spec"]["image"], SPEC, True)
 
 
 def variants() -> list[Any]:

@@ -18,8 +18,22 @@ from tests.golden import check_golden
 EARLIER = "2026-11-20T08:00:00Z"
 
 
+def node(name: str, user_namespaces: Optional[bool] = True, *, taint: Optional[str] = None, cordoned: bool = False) -> dict[str, Any]:
+    """A Node as the kubelet reports it: runtimeHandlers from its container runtime (containerd
+    1.x reports no userNamespaces feature: `user_namespaces=None`)."""
+    features = {"recursiveReadOnlyMounts": True, **({"userNamespaces": user_namespaces} if user_namespaces is not None else {})}
+    spec: dict[str, Any] = {**({"unschedulable": True} if cordoned else {}),
+                            **({"taints": [{"key": "k", "value": "v", "effect": taint}]} if taint else {})}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "uid": f"uid-{name}"}, "spec": spec,
+            "status": {"runtimeHandlers": [{"name": "", "features": features}, {"name": "runc", "features": features}]}}
+
+
+ONE_NODE = (node("node-a"),)
+
+
 def request(spec: Optional[dict[str, Any]] = None, status: Optional[dict[str, Any]] = None, *,
-            name: str = "python-3.11", replace: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+            name: str = "python-3.11", replace: Optional[dict[str, Any]] = None,
+            nodes: tuple[dict[str, Any], ...] = ONE_NODE) -> dict[str, Any]:
     parent = runtime(name, available=None)
     parent["spec"]["image"] = "ghcr.io/llmsafespace/runtime-python:3.11"
     for key, value in (spec or {}).items():  # None removes a field
@@ -34,13 +48,12 @@ def request(spec: Optional[dict[str, Any]] = None, status: Optional[dict[str, An
     return {
         "controller": {"apiVersion": "metacontroller.k8s.io/v1alpha1", "kind": "CompositeController",
                        "metadata": {"name": "llmsafespace-runtimeenvironment"}},
-        "parent": parent, "children": {}, "related": {}, "finalizing": False,
+        "parent": parent, "children": {}, "related": {"Node.v1": {n["metadata"]["name"]: n for n in nodes}}, "finalizing": False,
     }
 
 
-def condition(response: dict[str, Any]) -> dict[str, Any]:
-    (cond,) = response["status"]["conditions"]
-    assert cond["type"] == "Available"
+def condition(response: dict[str, Any], type_: str = "Available") -> dict[str, Any]:
+    (cond,) = [c for c in response["status"]["conditions"] if c["type"] == type_]
     return cond
 
 
@@ -185,7 +198,49 @@ def test_updated_condition_of_metacontroller_is_kept() -> None:
     status = previous(True, "ValidationSucceeded")
     status["conditions"].append({"type": "Updated", "status": "True", "reason": "OnLatestRevision", "lastTransitionTime": EARLIER})
     out = runtime_sync.sync(request(FULL, status), NOW)
-    assert [c["type"] for c in out["status"]["conditions"]] == ["Available", "Updated"]
+    assert [c["type"] for c in out["status"]["conditions"]] == ["Available", "Updated", "UserNamespaces"]
+
+
+# ---------------------------------------------------------------------------------------------
+# User namespaces: what the nodes report decides hostUsers (docs/install.md, "User namespaces")
+
+
+@pytest.mark.parametrize("nodes,supported,reason", [
+    (ONE_NODE, True, "SupportedByNodes"),
+    ((node("a"), node("b")), True, "SupportedByNodes"),
+    ((node("a"), node("b", None)), False, "NotSupportedByNodes"),  # containerd 1.x reports nothing
+    ((node("a"), node("b", False)), False, "NotSupportedByNodes"),
+    # Nodes no sandbox pod can land on do not count, either way.
+    ((node("a"), node("b", None, cordoned=True)), True, "SupportedByNodes"),
+    ((node("a"), node("b", None, taint="NoSchedule")), True, "SupportedByNodes"),
+    ((node("a"), node("b", None, taint="NoExecute")), True, "SupportedByNodes"),
+    ((node("a"), node("b", None, taint="PreferNoSchedule")), False, "NotSupportedByNodes"),
+    ((node("a", taint="NoSchedule"),), False, "NoSchedulableNodes"),
+    ((), False, "NoSchedulableNodes"),
+])
+def test_user_namespaces_follow_the_schedulable_nodes(nodes: tuple[dict[str, Any], ...], supported: bool, reason: str) -> None:
+    out = runtime_sync.sync(request(FULL, nodes=nodes), NOW)
+    assert out["status"]["userNamespaces"] == {"supported": supported}
+    cond = condition(out, "UserNamespaces")
+    assert (cond["status"], cond["reason"]) == ("True" if supported else "False", reason)
+    assert condition(out)["reason"] == "ValidationSucceeded"  # availability is another question
+
+
+def test_nodes_lacking_support_are_named() -> None:
+    nodes = (node("a"),) + tuple(node(f"old-{i}", None) for i in range(7))
+    message = condition(runtime_sync.sync(request(FULL, nodes=nodes), NOW), "UserNamespaces")["message"]
+    assert "7 of 8 schedulable nodes" in message and "old-0, old-1, old-2, old-3, old-4 and 2 more" in message
+    assert "containerd >= 2.0" in message
+
+
+def test_a_handler_without_the_default_name_does_not_count() -> None:
+    only_runc = node("a")
+    only_runc["status"]["runtimeHandlers"] = [h for h in only_runc["status"]["runtimeHandlers"] if h["name"] == "runc"]
+    assert runtime_sync.sync(request(FULL, nodes=(only_runc,)), NOW)["status"]["userNamespaces"] == {"supported": False}
+
+
+def test_customize_relates_every_node() -> None:
+    assert runtime_sync.customize(request(FULL)) == {"relatedResources": [{"apiVersion": "v1", "resource": "nodes"}]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +283,7 @@ GOLDEN: dict[str, tuple[Callable[[], dict[str, Any]], Config]] = {
     "compatibility-failed": (lambda: request({"packageManager": "npm", "resourceRequirements": {"minCpu": "2", "recommendedCpu": "1"}}), Config()),
     "security-failed": (lambda: request({"securityFeatures": ["gvisor", "magic-shield"]}), Config()),
     "became-unavailable": (lambda: request({"securityFeatures": ["magic-shield"]}, previous(True, "ValidationSucceeded")), Config()),
+    "userns-unsupported": (lambda: request(FULL, nodes=(node("node-a"), node("node-b", None))), Config()),
 }
 
 

@@ -102,3 +102,57 @@ def test_switching_the_mode_never_asks_to_change_a_running_pod() -> None:
     # The pool's refill is a new pod: it gets the new setting.
     new = [o for k, o in h.objects.items() if k[0] == "Pod" and k not in before]
     assert new and all(o["spec"]["hostUsers"] is False for o in new)
+
+
+# ---------------------------------------------------------------------------------------------
+# "auto" follows what the runtime reports of its nodes (hooks/runtime_sync.py)
+
+
+def _unsupported_runtime() -> dict[str, Any]:
+    from tests.factory import runtime
+    rte = runtime()
+    rte["status"]["userNamespaces"] = {"supported": False}
+    return rte
+
+
+def test_auto_leaves_out_host_users_where_the_nodes_lack_support() -> None:
+    """A kubelet whose runtime lacks user namespaces refuses a pod with hostUsers: false and it
+    waits in ContainerCreating: with "auto" such a runtime's pods go without, and the sandbox says
+    so at once; "on" still asks (the operator's explicit choice)."""
+    parent = sandbox("u")
+    out = sandbox_sync.sync(creating(parent, _unsupported_runtime()), NOW, Config())
+    pod = next(c for c in out["children"] if c["kind"] == "Pod")
+    assert "hostUsers" not in pod["spec"]
+    assert_pod_hardened(pod)
+    validated = next(c for c in out["status"]["conditions"] if c["type"] == "Validated")
+    assert "no user namespace of its own" in validated["message"] and "UserNamespaces" in validated["message"]
+    forced = sandbox_sync.sync(creating(parent, _unsupported_runtime()), NOW, Config(user_namespaces="on"))
+    assert next(c for c in forced["children"] if c["kind"] == "Pod")["spec"]["hostUsers"] is False
+
+
+def test_a_runtime_without_the_report_keeps_user_namespaces() -> None:
+    """Status written before this field existed (or before the runtime's first sync) changes no pod."""
+    out = sandbox_sync.sync(creating(sandbox("u")), NOW, Config())
+    assert next(c for c in out["children"] if c["kind"] == "Pod")["spec"]["hostUsers"] is False
+    validated = next(c for c in out["status"]["conditions"] if c["type"] == "Validated")
+    assert "user namespace" not in validated["message"]
+
+
+def test_warm_pods_follow_the_runtime_report() -> None:
+    """The pool writes userNamespaces: false into the WarmPods it creates; their pods go without.
+    A runtime without the report keeps the WarmPod spec as it was (no field)."""
+    from hooks import warmpool_sync
+    from tests.warm_factory import pool, pool_request
+
+    def new_warmpods(rte: dict[str, Any]) -> list[dict[str, Any]]:
+        out = warmpool_sync.sync(pool_request(pool(), related=[rte]), NOW, Config())
+        return [c for c in out["children"] if c["kind"] == C.KIND_WARMPOD]
+
+    from tests.factory import runtime
+    unsupported, plain = new_warmpods(_unsupported_runtime()), new_warmpods(runtime())
+    assert unsupported and all(w["spec"]["userNamespaces"] is False for w in unsupported)
+    assert plain and all("userNamespaces" not in w["spec"] for w in plain)
+    pod = next(c for c in warmpod_sync.sync(warmpod_request(warmpod_parent(spec_overrides={"userNamespaces": False})), NOW,
+                                            Config())["children"] if c["kind"] == "Pod")
+    assert "hostUsers" not in pod["spec"]
+    assert_pod_hardened(pod)

@@ -34,6 +34,9 @@ class PodShape:
     # spec's, then the egress proxy's variables with the proxy backend (hooks/egress_proxy.py).
     env: tuple[dict[str, Any], ...] = ()
     env_from: tuple[dict[str, Any], ...] = ()
+    # What the RuntimeEnvironment reports of its nodes (hooks/runtime_sync.py): with "auto", a pod
+    # asks for its own user namespace only where the nodes can give it one.
+    user_namespaces_supported: bool = True
 
 
 def seccomp_profile(shape: PodShape) -> dict[str, Any]:
@@ -62,13 +65,15 @@ def container_security_context(shape: PodShape) -> dict[str, Any]:
     return restricted_security_context(shape.run_as_user, shape.run_as_group, seccomp_profile(shape))
 
 
-def user_namespaces(security_level: str, config: Config) -> bool:
+def user_namespaces(security_level: str, config: Config, supported: bool = True) -> bool:
     """Whether pods of this level run in their own user namespace (hostUsers: false): "auto" for
-    every level without a runtime class (gVisor's runsc refuses hostUsers: false), "on" for every
-    level (a high-security runtime class that supports them, e.g. not gVisor), "off" for none."""
+    every level without a runtime class (gVisor's runsc refuses hostUsers: false) where the
+    runtime's nodes support them (`supported`: a kubelet whose runtime lacks them refuses the pod,
+    which would then wait in ContainerCreating until its startup timeout), "on" for every level
+    whatever the nodes report, "off" for none."""
     if config.user_namespaces == C.USER_NAMESPACES_ON:
         return True
-    return config.user_namespaces == C.USER_NAMESPACES_AUTO and security_level != "high"
+    return config.user_namespaces == C.USER_NAMESPACES_AUTO and security_level != "high" and supported
 
 
 def runtime_env(shape: PodShape, config: Config) -> list[dict[str, Any]]:
@@ -172,7 +177,7 @@ def build_pod(
         ]
     if shape.security_level == "high":
         spec["runtimeClassName"] = config.high_security_runtime_class
-    if user_namespaces(shape.security_level, config):
+    if user_namespaces(shape.security_level, config, shape.user_namespaces_supported):
         # The pod's root, and its uid 1000, are unprivileged ids on the node (docs/install.md,
         # "User namespaces"). hostUsers is a pointer: the API server keeps false as written.
         spec["hostUsers"] = False

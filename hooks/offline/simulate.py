@@ -58,12 +58,12 @@ KIND_OF = {
     "pods": "Pod", "services": "Service", "serviceaccounts": "ServiceAccount", "persistentvolumeclaims": "PersistentVolumeClaim",
     "networkpolicies": "NetworkPolicy", "sandboxes": C.KIND_SANDBOX, "warmpools": C.KIND_WARMPOOL, "warmpods": C.KIND_WARMPOD, "warmpooloffers": C.KIND_WARMPOOL_OFFER,
     "runtimeenvironments": C.KIND_RUNTIME, "sandboxprofiles": C.KIND_PROFILE,
-    "namespaces": "Namespace", "resourcequotas": "ResourceQuota", "limitranges": "LimitRange",
+    "namespaces": "Namespace", "resourcequotas": "ResourceQuota", "limitranges": "LimitRange", "nodes": "Node",
     # Egress backends' kinds (metacontroller/egress/): cilium, clusternetworkpolicy and the proxy's.
     "ciliumnetworkpolicies": "CiliumNetworkPolicy", "clusternetworkpolicies": "ClusterNetworkPolicy",
     "configmaps": "ConfigMap", "deployments": "Deployment",
 }
-CLUSTER_SCOPED = {C.KIND_RUNTIME, "Namespace", "ClusterNetworkPolicy"}
+CLUSTER_SCOPED = {C.KIND_RUNTIME, "Namespace", "ClusterNetworkPolicy", "Node"}
 LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
 SYSTEM_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "managedFields", "selfLink")
 Key = tuple[str, str, str]  # kind, namespace, name

@@ -24,6 +24,7 @@ ROUTES: dict[str, Route] = {
     "/sandbox/customize": Route("sandbox", "customize", sandbox_sync.customize),
     "/sandbox/sync": Route("sandbox", "sync", sandbox_sync.sync),
     "/sandbox/finalize": Route("sandbox", "finalize", sandbox_sync.finalize),
+    "/runtimeenvironment/customize": Route("runtimeenvironment", "customize", runtime_sync.customize),
     "/runtimeenvironment/sync": Route("runtimeenvironment", "sync", runtime_sync.sync),
     "/sandboxprofile/customize": Route("sandboxprofile", "customize", profile_sync.customize),
     "/sandboxprofile/sync": Route("sandboxprofile", "sync", profile_sync.sync),

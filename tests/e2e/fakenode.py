@@ -53,6 +53,13 @@ spec:
         operatingSystem: linux
         kubeletVersion: fake
         containerRuntimeVersion: kwok
+      # What a kubelet on containerd >= 2.0 with runc >= 1.2 reports: the RuntimeEnvironment hook
+      # reads it to decide hostUsers (hooks/runtime_sync.py).
+      runtimeHandlers:
+      - name: ""
+        features: {recursiveReadOnlyMounts: true, userNamespaces: true}
+      - name: runc
+        features: {recursiveReadOnlyMounts: true, userNamespaces: true}
       phase: Running
 """
 
