@@ -16,6 +16,7 @@ def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> N
         "sizes": {"n": 3, "burst": 6, "quiet": 3.0},
         "cold": e2e.run_latency(kube, 3, warm=False, timeout=60, wait_cleanup=False),
         "warm": e2e.run_latency(kube, 3, warm=True, timeout=60, wait_cleanup=False),
+        "latency_floor": e2e.run_latency_floor(kube, 3, timeout=60, wait_cleanup=False),
         "floor": e2e.run_floor(kube, 6, timeout=60, wait_cleanup=False),
     }
     e2e.wait_deleted(kube)
@@ -23,6 +24,8 @@ def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> N
     assert results["cold"]["complete"] and results["warm"]["complete"] and results["burst"]["complete"]
     assert results["warm"]["served_warm"] == 3
     assert 0 < results["cold"]["p50"] < 30 and 0 < results["warm"]["p50"] < 30
+    assert results["latency_floor"]["complete"] and 0 < results["latency_floor"]["p50"] < 30
+    assert all(len(results[k]["samples_ms"]) == 3 for k in ("cold", "warm", "latency_floor"))
     assert results["floor"]["per_s"] > 0 and results["burst"]["per_s"] > 0
     burst = results["burst"]
     assert burst["calls"].get("sandbox/sync", 0) >= 6, burst["calls"]
@@ -33,7 +36,8 @@ def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> N
     table = e2e.table(results)
     for heading in ("## 1. apply -> Running", "## 2+3. Burst and its floor", "## 4. Quiet period", "## Targets"):
         assert heading in table, heading
-    assert len(results["targets"]) == 4
+    assert len(results["targets"]) == 5
+    assert e2e.cdf_picture(results).count("<polyline") == 3
     assert "crashed" not in table
     results["crashes"] = [{"component": "metacontroller", "exit": 2, "known": None}]
     assert "WARNING: metacontroller crashed (exit 2) and was started again during the run (not a known defect)" in e2e.table(results)
