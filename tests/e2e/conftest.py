@@ -58,6 +58,36 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
+def real_node(control_plane: ControlPlane) -> Iterator[Any]:
+    """A real node (kubelet, containerd, runc, CNI; tests/e2e/realnode.py) beside the kwok ones,
+    started the first time a test asks for it and stopped before the control plane. Skips with
+    one line naming what is missing."""
+    from tests.e2e import realnode
+
+    reason = realnode.skip_reason(control_plane.bins)
+    if reason:
+        pytest.skip(reason)
+    node = realnode.RealNode(control_plane)
+    try:
+        node.start()
+    except realnode.NodeBusy as exc:
+        pytest.skip(f"no real node: {exc}")
+    try:
+        print(f"\n{node.summary()}")
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture()
+def on_real_node(real_node: Any, kube: Kube) -> Iterator[Any]:
+    """For the test's duration, new pods (our sandbox and warm pods tolerate no taint) land on
+    the real node: its taint off, the kwok nodes cordoned (RealNode.scheduling)."""
+    with real_node.scheduling():
+        yield real_node
+
+
+@pytest.fixture(scope="session")
 def kube(control_plane: ControlPlane) -> Kube:
     k = Kube.connect(control_plane)
     # The controllers run once Metacontroller discovered our CRDs and started each control loop.

@@ -588,6 +588,10 @@ class ControlPlane:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki.proxy_client_cert}", f"--proxy-client-key-file={pki.proxy_client_key}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            # A real node (tests/e2e/realnode.py): reached at its InternalIP (not its name through
+            # DNS), authenticated with a certificate of the cluster CA; harmless without one.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.admin_cert}", f"--kubelet-client-key={pki.admin_key}",
         ], lambda: http_ok(f"{self.server}/readyz", self.tls()), 120)
 
     def _start_controller_manager(self) -> None:
@@ -715,8 +719,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("command", choices=["up", "check"], help="up: start and install, wait for Ctrl-C; check: say what is missing")
     parser.add_argument("--workdir", type=Path, help="run directory (default: a new temporary one)")
     parser.add_argument("--no-chart", action="store_true", help="start the control plane only")
+    parser.add_argument("--real-node", action="store_true", help="also a real node: kubelet, containerd, runc (tests/e2e/realnode.py)")
     args = parser.parse_args(argv)
-    reason = skip_reason()
+    from tests.e2e import realnode
+
+    reason = skip_reason() or (realnode.skip_reason() if args.real_node else None)
     if args.command == "check" or reason:
         print(reason or f"all binaries found in {bin_dir()}")
         return 1 if reason else 0
@@ -725,6 +732,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{workdir} is not empty: every run starts a fresh cluster in an empty directory", file=sys.stderr)
         return 2
     cp = ControlPlane(workdir)
+    node: Optional[realnode.RealNode] = None
     stop = False
 
     def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
@@ -738,6 +746,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.no_chart:
             install_chart(cp)
         print(cp.summary())
+        if args.real_node:
+            node = realnode.RealNode(cp).start()
+            print(node.summary())
         print(f"export KUBECONFIG={cp.kubeconfig}\nhook server: {cp.hook_url} (token in {cp.token_file}: {cp.token})\n"
               "Ctrl-C stops everything.", flush=True)
         while not stop and all(p.alive() for p in cp.processes.values()):
@@ -746,6 +757,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if dead:
             print(f"exited: {', '.join(dead)}; see {cp.logs}", file=sys.stderr)
     finally:
+        if node is not None:
+            node.stop()
         cp.stop()
     return 0
 
