@@ -4,20 +4,21 @@ in-cluster ServiceAccounts) and the gateway (run code, sessions, files), which t
 bearer token and checks it with the API server (docs/gateway.md)."""
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Iterator, Mapping, Optional, Union
-from urllib.parse import quote
+import threading
+import time
+from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 
 import requests
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from .errors import Forbidden, NotFound, SandboxError, Unauthenticated, from_answer
+from ._core import (GROUP, PLURAL, VERSION, Call, Event, Events, Kube, Lines, Pause, Plan, Runner, Step, Watch, answer_error,
+                    gateway_request, kube_error, read_answer, stream_broken, unreachable)
+from .errors import SandboxError, Unauthenticated
 
-GROUP, VERSION, PLURAL = "llmsafespace.dev", "v1", "sandboxes"
+T = TypeVar("T")
 ENV_GATEWAY_URL = "LLMSS_GATEWAY_URL"
 ENV_GATEWAY_CA = "LLMSS_GATEWAY_CA_FILE"
 IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -102,66 +103,92 @@ class Connection:
     def delete_sandbox(self, namespace: str, name: str) -> None:
         self._kube(lambda: self.objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name), namespace, name)
 
-    def watch_sandbox(self, namespace: str, name: str, resource_version: str, seconds: int) -> Iterator[dict[str, Any]]:
-        """Events of one sandbox from `resource_version` on, for at most `seconds` (a server-side timeout)."""
-        watcher = k8s_watch.Watch()
+    def next_change(self, watch: Watch, interrupt: Optional["Interrupt"] = None) -> Optional[Event]:
+        """The sandbox's first ADDED, MODIFIED or DELETED event from `watch.version` on, within
+        `watch.seconds` (a server-side timeout); None when the watch ended, expired (410) or broke
+        first, or was interrupted: the caller reads the sandbox again."""
+        response: Any = None
         try:
-            yield from watcher.stream(self.objects.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
-                                      field_selector=f"metadata.name={name}", resource_version=resource_version,
-                                      timeout_seconds=max(1, seconds), _request_timeout=seconds + 10)
+            response = self._kube(lambda: self.objects.list_namespaced_custom_object(
+                GROUP, VERSION, watch.namespace, PLURAL, field_selector=f"metadata.name={watch.name}",
+                resource_version=watch.version, timeout_seconds=max(1, watch.seconds), watch=True,
+                _preload_content=False, _request_timeout=watch.seconds + 10), watch.namespace, watch.name)
+            if response.status >= 400:
+                raise kube_error(response.status, response.data, response.reason, watch.namespace, watch.name)
+            if interrupt is not None and not interrupt.attach(response):
+                return None
+            lines = Lines()
+            for chunk in response.stream(amt=None, decode_content=False):
+                for event in lines.feed(chunk):
+                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        return event  # type: ignore[no-any-return]
+                    if event.get("type") == "ERROR":
+                        return None
+            return None
+        except SandboxError:
+            raise
+        except Exception:  # noqa: BLE001 - a broken or expired watch: read again, watch again
+            return None
         finally:
-            watcher.stop()
+            if response is not None:
+                response.close()
+                response.release_conn()
 
-    def _kube(self, call: Any, namespace: str, name: str) -> Any:
+    def _kube(self, call: Callable[[], Any], namespace: str, name: str) -> Any:
         try:
             return call()
         except ApiException as exc:
-            message = _api_message(exc)
-            where = f"sandbox {namespace}/{name}" if name else f"sandboxes in {namespace}"
-            if exc.status == 404:
-                raise NotFound(f"{where}: not found ({message})", code="sandbox_not_found", status=404,
-                               sandbox={"namespace": namespace, "name": name}) from None
-            if exc.status in (401, 403):
-                cls = Unauthenticated if exc.status == 401 else Forbidden
-                raise cls(f"{where}: {message}", code="unauthenticated" if exc.status == 401 else "forbidden",
-                          status=exc.status) from None
-            raise SandboxError(f"{where}: the API server answered {exc.status}: {message}", code="api_error", status=exc.status) from None
+            raise kube_error(exc.status, exc.body, exc.reason, namespace, name) from None
+
+    # -- plans: each step done here, in the calling thread ----------------------------------------
+
+    def run(self, plan: Plan[T]) -> T:
+        """Carry a plan (llmsafespace._core) out, step by step."""
+        runner = Runner(plan)
+        while runner.running:
+            with runner as step:
+                runner.reply = self.perform(step)
+        return runner.result  # type: ignore[no-any-return]
+
+    def perform(self, step: Step) -> Any:
+        if isinstance(step, Kube):
+            return getattr(self, step.method)(*step.args)
+        if isinstance(step, Watch):
+            return self.next_change(step)
+        if isinstance(step, Pause):
+            return time.sleep(step.seconds)
+        with self._send(step, stream=False) as response:
+            return read_answer(step.read, response.content)
 
     # -- the gateway -----------------------------------------------------------------------------
 
-    def url(self, namespace: str, name: str, rest: str) -> str:
-        return f"{self.gateway_url}/v1/namespaces/{quote(namespace, safe='')}/sandboxes/{quote(name, safe='')}/{rest}"
+    def stream(self, call: Call, last: str) -> Iterator[Event]:
+        """A streamed gateway call (sent now; an error answer raises now): its events as they
+        arrive, the stream ending with a `last` event."""
+        return self._events(self._send(call, stream=True), Events(last))
 
-    def call(self, method: str, namespace: str, name: str, rest: str, *, params: Optional[Mapping[str, str]] = None,
-             body: Any = None, data: Optional[bytes] = None, stream: bool = False, wait: float = 0,
-             timeout: Optional[float] = None) -> requests.Response:
-        """One gateway call; an error answer raises the matching SandboxError (with the sandbox's reason)."""
-        headers = {"Authorization": self.bearer(), "Accept": "application/json, application/x-ndjson"}
-        if wait:
-            headers["X-LLMSS-Wait"] = str(int(wait))
-        if timeout is not None:
-            headers["X-LLMSS-Timeout"] = str(int(timeout))
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        elif data is not None:
-            headers["Content-Type"] = "application/octet-stream"
-        # connect within 10 s; between bytes, as long as the call may be silent: its wait, its own
-        # timeout (the runtime's default: 60 s) and a margin
-        read = (60.0 if timeout is None else timeout) + wait + 30
-        try:
-            response = self.http.request(method, self.url(namespace, name, rest), params=params, data=data, headers=headers,
-                                         stream=stream, timeout=(10, read), verify=self.verify, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise SandboxError(f"the gateway {self.gateway_url} did not answer ({type(exc).__name__})", code="gateway_unreachable") from None
-        if response.status_code >= 400:
+    @staticmethod
+    def _events(response: requests.Response, events: Events) -> Iterator[Event]:
+        with response:
             try:
-                answer = response.json()
-            except ValueError:
-                answer = None
-            finally:
-                response.close()
-            raise from_answer(response.status_code, answer)
+                for chunk in response.iter_content(chunk_size=None):
+                    yield from events.feed(chunk)
+            except requests.RequestException as exc:
+                raise stream_broken(exc) from None
+        yield from events.finish()
+
+    def _send(self, call: Call, *, stream: bool) -> requests.Response:
+        """One gateway call; an error answer raises the matching SandboxError (with the sandbox's reason)."""
+        request = gateway_request(self.gateway_url, self.bearer(), call)
+        try:
+            response = self.http.request(request.method, request.url, data=request.data, headers=request.headers, stream=stream,
+                                         timeout=(request.connect_timeout, request.read_timeout), verify=self.verify,
+                                         allow_redirects=False)
+        except requests.RequestException as exc:
+            raise unreachable(self.gateway_url, exc) from None
+        if response.status_code >= 400:
+            with response:
+                raise answer_error(response.status_code, response.content)
         return response
 
     def close(self) -> None:
@@ -169,8 +196,26 @@ class Connection:
         self.api_client.close()
 
 
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason)
+class Interrupt:
+    """Ends a watch that blocks another thread (how the async client cancels one, aio.py):
+    fire() shuts the watch's socket down, now or as soon as the watch is open."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fired = False
+        self._response: Any = None
+
+    def attach(self, response: Any) -> bool:
+        """False when fired already (the watch should end at once)."""
+        with self._lock:
+            self._response = response
+            return not self._fired
+
+    def fire(self) -> None:
+        with self._lock:
+            self._fired, response = True, self._response
+        if response is not None:
+            try:
+                response.shutdown()  # urllib3 >= 2.3: wakes the read blocked in the other thread
+            except (AttributeError, RuntimeError, ValueError, OSError):
+                pass
