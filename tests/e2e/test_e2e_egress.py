@@ -42,8 +42,15 @@ def egress_crds(kube: Kube) -> Iterator[None]:
         pytest.skip(reason)
     for name in ("cilium-ciliumnetworkpolicies.yaml", "network-policy-api-clusternetworkpolicies.yaml"):
         kube.kubectl("apply", "--server-side", "-f", str(bin_dir() / name))
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in CRD_NAMES))
+    # Polled, not `kubectl wait`: right after the create a CRD's status.conditions is null, and
+    # kubectl wait then fails (".status.conditions accessor error") instead of waiting.
+    kube.wait("upstream CRDs Established", lambda: all(_established(kube, n) for n in CRD_NAMES), timeout=60)
     yield
+
+
+def _established(kube: Kube, name: str) -> bool:
+    crd = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}") or {}
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in (crd.get("status") or {}).get("conditions") or [])
 
 
 def _parent(namespace: str, rte: str) -> dict[str, Any]:
