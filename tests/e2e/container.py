@@ -253,7 +253,10 @@ class ContainerRuntime:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-        _remove_cgroups(self.cgroup_parent)
+        from tests.e2e.realnode import remove_cgroup_root  # the node's (it imports this module)
+        left = remove_cgroup_root(self.cgroup_parent)
+        if left:
+            raise RuntimeError(f"cgroups left behind: {left}")
         if self.made_run_dir:
             try:
                 CONTAINERD_RUN_DIR.rmdir()
@@ -279,24 +282,6 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _remove_cgroups(parent: str) -> None:
-    """Our own cgroup tree in every hierarchy (v1 controllers and the cgroup2 one beside them),
-    deepest first; a cgroup still holding a process is left, and says so."""
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        root = hierarchy / parent
-        if not root.is_dir():
-            continue
-        for directory in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [root]:
-            for _ in range(50):
-                try:
-                    directory.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.1)  # the last process of a killed task leaves it a moment later
 
 
 def new_workdir() -> Path:
