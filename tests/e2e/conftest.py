@@ -69,7 +69,7 @@ def real_node(control_plane: ControlPlane) -> Iterator[Any]:
         pytest.skip(reason)
     node = realnode.RealNode(control_plane)
     try:
-        node.start()
+        node.start(wait=float(os.environ.get("LLMSS_REAL_NODE_WAIT", "0")))  # for another run's node to finish
     except realnode.NodeBusy as exc:
         pytest.skip(f"no real node: {exc}")
     try:

@@ -23,8 +23,13 @@ The machine's own state stays as it was:
   /var/lib/kubelet) are removed at stop.
 - the node's address is 10.251.0.1/32 on a bridge without ports (no dummy module here; kubelet
   refuses a loopback address); pods get 10.252.0.0/24 on another bridge holding the gateway
-  10.252.0.1, with no default route and no masquerade: no packet leaves the machine, and
-  net.ipv4.ip_forward stays 0 (bridged traffic, and DNAT to a pod on the same bridge, need none).
+  10.252.0.1, with no default route and no masquerade. net.ipv4.ip_forward stays 0. With
+  kube-proxy, a pod's packet to a ClusterIP goes to the gateway and is DNATed back onto the bridge:
+  this kernel drops such bridged-and-DNATed packets unless the bridge itself forwards
+  (net.ipv4.conf.llmss-pods.forwarding=1, a setting of our bridge that goes with it), so first a
+  table of our own (inet llmss-node) drops anything routed from the pod bridge to another
+  interface or the other way: no packet leaves the machine (a ClusterIP without endpoints, or one
+  whose endpoints are kwok's fake addresses, goes nowhere).
 - cgroups under /<cgroup root> of our own in every hierarchy (made beforehand in each v1
   controller, as the kubelet requires), removed at stop; the machine's cgroups are not touched.
 - the kubelet writes no sysctl (`protectKernelDefaults`), no iptables chain
@@ -70,6 +75,9 @@ CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_DNS = str(ipaddress.ip_network(SERVICE_CIDR)[10])
 PAUSE_IMAGE = "localhost/llmsafespace/pause:1"
 NODE_IMAGES = {**IMAGE_ARCHIVES, PAUSE_IMAGE: "pause.tar"}
+# Imported too when scripts/build-images made them (the tests that use one skip without it).
+GATEWAY_IMAGE = "localhost/llmsafespace/gateway:dev"
+OPTIONAL_IMAGES = {GATEWAY_IMAGE: "gateway.tar"}
 LOCK_FILE = Path("/run/lock/llmss-real-node.lock")
 CGROUP_FS = Path("/sys/fs/cgroup")
 # What the kubelet expects of these (protectKernelDefaults checks them); copies holding these
@@ -80,7 +88,10 @@ KERNEL_DEFAULTS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/
 # the private mount namespace (a tmpfs, or the run directory's copy for the kubelet root).
 TMPFS_COVERS = (CONTAINERD_RUN_DIR, Path("/var/lib/cni"))
 KUBELET_ROOT = Path("/var/lib/kubelet")
-NFT_TABLES = (("inet", "kube-network-policies"), ("ip", "kube-proxy"), ("ip6", "kube-proxy"))
+NFT_TABLES = (("inet", "kube-network-policies"), ("ip", "kube-proxy"), ("ip6", "kube-proxy"), ("inet", "llmss-node"))
+# Our own table: nothing routed between the pod bridge and any other interface (kube-proxy's DNAT
+# to a pod on the bridge needs forwarding on the bridge itself; this keeps everything else in).
+GUARD_TABLE = ("inet", "llmss-node")
 
 REQUIRED: dict[str, str] = {
     "kubelet": "Kubernetes node binaries, the API server's version (dl.k8s.io/release/<v>/bin/linux/amd64/kubelet)",
@@ -118,6 +129,24 @@ def skip_reason(directory: Optional[Path] = None) -> Optional[str]:
     if not (CGROUP_FS / "memory" / "cgroup.procs").exists() and not (CGROUP_FS / "cgroup.controllers").exists():
         return f"no real node: no cgroup hierarchy found under {CGROUP_FS}"
     return None
+
+
+def stateless_enforcement() -> Optional[str]:
+    """Why kube-network-policies cannot follow connections here, or None. It marks each accepted
+    connection with a conntrack label set in its nfqueue verdict, which needs the kernel's
+    CONFIG_NETFILTER_NETLINK_GLUE_CT; without it every packet is judged as a new connection, so
+    the answer to an allowed connection passes only when a policy also allows it on its own."""
+    import gzip
+
+    try:
+        with gzip.open("/proc/config.gz", "rt") as config:
+            text = config.read()
+    except OSError:
+        return None  # cannot tell: assume the usual kernel
+    if "CONFIG_NETFILTER_NETLINK_GLUE_CT=y" in text:
+        return None
+    return ("this kernel lacks CONFIG_NETFILTER_NETLINK_GLUE_CT: kube-network-policies' nfqueue verdicts cannot label "
+            "accepted connections, so it judges every answer packet as a new connection (stateless enforcement)")
 
 
 def optional_missing(directory: Optional[Path] = None) -> dict[str, str]:
@@ -264,6 +293,16 @@ def kube_proxy_config(kubeconfig: Path, healthz_port: int, metrics_port: int) ->
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
         "oomScoreAdj": 0,
     }
+
+
+def guard_rules() -> str:
+    """nft input for the guard table: what arrives on the pod bridge leaves only by it, and
+    nothing is routed onto it from elsewhere (bridged traffic, seen here through br_netfilter,
+    comes and goes by the bridge and passes)."""
+    family, name = GUARD_TABLE
+    return (f"table {family} {name} {{\n chain forward {{\n  type filter hook forward priority -10; policy accept;\n"
+            f'  iifname "{POD_BRIDGE}" oifname != "{POD_BRIDGE}" counter drop\n'
+            f'  oifname "{POD_BRIDGE}" iifname != "{POD_BRIDGE}" counter drop\n }}\n}}\n')
 
 
 def _kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> Path:
@@ -434,16 +473,16 @@ def remove_made(made: Made, keep_run: bool = False) -> list[str]:
                 pass
     if made.cgroup_root:
         left += remove_cgroup_root(made.cgroup_root)
+    for link in made.links:  # first: the pod bridge's forwarding goes with it, before the guard table
+        if link_exists(link):
+            _run("ip", "link", "delete", link, check=False)
+            if link_exists(link):
+                left.append(f"link {link}")
     for family, table in made.tables:
         if nft_table_exists(family, table):
             _run("nft", "delete", "table", family, table, check=False)
             if nft_table_exists(family, table):
                 left.append(f"nft table {family} {table}")
-    for link in made.links:
-        if link_exists(link):
-            _run("ip", "link", "delete", link, check=False)
-            if link_exists(link):
-                left.append(f"link {link}")
     for point in made.mount_points:
         try:
             Path(point).rmdir()
@@ -517,8 +556,9 @@ class RealNode:
         return pid
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> "RealNode":
-        self._acquire()
+    def start(self, wait: float = 0.0) -> "RealNode":
+        """Start everything; `wait` seconds for another run's node to finish first (its lock)."""
+        self._acquire(wait)
         try:
             self._start()
         except BaseException:
@@ -526,14 +566,27 @@ class RealNode:
             raise
         return self
 
-    def _acquire(self) -> None:
+    def _acquire(self, wait: float = 0.0) -> None:
         LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(LOCK_FILE, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise NodeBusy(f"another run's real node holds {LOCK_FILE}") from None
+        deadline = time.monotonic() + wait
+        while True:
+            handle = open(LOCK_FILE, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                if time.monotonic() >= deadline:
+                    raise NodeBusy(f"another run's real node holds {LOCK_FILE}" + (f" (waited {wait:.0f}s)" if wait else "")) from None
+                time.sleep(2)
+                continue
+            try:
+                current = os.stat(LOCK_FILE).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(handle.fileno()).st_ino:
+                handle.close()  # unlinked by its last holder meanwhile: lock the file that is there now
+                continue
+            break
         self._lock = handle
         handle.seek(0)
         previous = Made.from_json(handle.read())
@@ -564,6 +617,9 @@ class RealNode:
         for d in (layout.kubelet_root, layout.pod_logs, layout.cni_conf_dir, layout.ipam_dir, run / "var-log", run / "sysctl",
                   run / "certs", run / "volume-plugins"):
             d.mkdir(parents=True, exist_ok=True)
+        # containerd would make it 700: a pod in a user namespace could not reach its bundle's rootfs
+        # below state/ (runc: "remount-private dst=.../rootfs: permission denied").
+        (run / "containerd").mkdir(mode=0o711)
         self._record()
 
         self._network()
@@ -618,15 +674,16 @@ class RealNode:
 
     def _import_images(self) -> None:
         t0 = time.monotonic()
+        images = {**NODE_IMAGES, **{i: a for i, a in OPTIONAL_IMAGES.items() if (IMAGES_DIR / a).is_file()}}
         procs = [(image, subprocess.Popen([str(self.bins / "ctr"), "-a", str(self.socket), "-n", "k8s.io", "images", "import",
                                            str(IMAGES_DIR / archive)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-                 for image, archive in NODE_IMAGES.items()]
+                 for image, archive in images.items()]
         for image, proc in procs:
             output, _ = proc.communicate(timeout=300)
             if proc.returncode != 0:
                 raise RuntimeError(f"importing {image}: {output[-1500:]}")
         listed = self.ctr("images", "ls", "-q").stdout.split()
-        absent = [i for i in NODE_IMAGES if not any(line.endswith(i) or line == i for line in listed)]
+        absent = [i for i in images if not any(line.endswith(i) or line == i for line in listed)]
         if absent:
             raise RuntimeError(f"imported, yet containerd does not list {absent}: {listed}")
         self.started_at["images"] = time.monotonic() - t0
@@ -662,8 +719,21 @@ class RealNode:
         conditions = ((node or {}).get("status") or {}).get("conditions") or []
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
+    def _forward_on_the_bridge(self) -> None:
+        """The guard table first, then forwarding on the pod bridge only (see the module's doc)."""
+        family, name = GUARD_TABLE
+        self.made.tables.append([family, name])
+        self._record()
+        out = subprocess.run(["nft", "-f", "-"], input=guard_rules(), capture_output=True, text=True, timeout=30)
+        if out.returncode != 0 or not nft_table_exists(family, name):
+            raise RuntimeError(f"nft: the guard table was not made: {out.stderr.strip()}")
+        conf = Path("/proc/sys/net/ipv4/conf") / POD_BRIDGE
+        (conf / "send_redirects").write_text("0\n")
+        (conf / "forwarding").write_text("1\n")
+
     def _start_kube_proxy(self) -> None:
         assert self.layout is not None
+        self._forward_on_the_bridge()
         config = self.layout.run / "kube-proxy.json"
         config.write_text(json.dumps(kube_proxy_config(self.cp.kubeconfig, self.ports["proxy-healthz"], self.ports["proxy-metrics"])))
         self.made.tables += [["ip", "kube-proxy"], ["ip6", "kube-proxy"]]
@@ -750,6 +820,7 @@ class RealNode:
         kwok nodes take them again. The receiving side opens first and closes last: a pod is
         never without a node (that would be a FailedScheduling Warning event), and the
         RuntimeEnvironments never see no schedulable node."""
+        self.wait_idle()
         cordoned = []
         self._set_taint(False)
         try:
@@ -765,6 +836,17 @@ class RealNode:
                 self.cp.kubectl("patch", "node", name, "-p", json.dumps({"spec": {"unschedulable": None}}), check=False)
             time.sleep(settle if cordoned else 0)
             self._set_taint(True)
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Until no pod on the node is being deleted (earlier tests' namespaces go in the
+        background; their pods' requests still count against the node's 2 CPUs meanwhile)."""
+        def idle() -> bool:
+            pods = json.loads(self.cp.kubectl("get", "pods", "-A", "--field-selector", f"spec.nodeName={self.name}",
+                                              "-o", "json").stdout)["items"]
+            namespaces = json.loads(self.cp.kubectl("get", "namespaces", "-o", "json").stdout)["items"]
+            going = {n["metadata"]["name"] for n in namespaces if (n.get("status") or {}).get("phase") == "Terminating"}
+            return not any(p["metadata"].get("deletionTimestamp") or p["metadata"]["namespace"] in going for p in pods)
+        wait_until(idle, timeout, f"no pod terminating on {self.name}", interval=0.5)
 
     def _set_taint(self, on: bool) -> None:
         node = self.node()

@@ -56,6 +56,14 @@ def test_the_pod_network_has_no_way_off_the_machine(layout: realnode.Layout) -> 
     assert not net.overlaps(ipaddress.ip_network(SERVICE_CIDR)) and ipaddress.ip_address(realnode.NODE_IP) not in net
 
 
+def test_the_guard_table_keeps_routed_traffic_on_the_pod_bridge() -> None:
+    rules = realnode.guard_rules()
+    assert "table inet llmss-node" in rules and "hook forward" in rules and "policy accept" in rules
+    assert f'iifname "{realnode.POD_BRIDGE}" oifname != "{realnode.POD_BRIDGE}" counter drop' in rules
+    assert f'oifname "{realnode.POD_BRIDGE}" iifname != "{realnode.POD_BRIDGE}" counter drop' in rules
+    assert list(realnode.GUARD_TABLE) in [list(t) for t in realnode.NFT_TABLES]
+
+
 def test_kubelet_config_checks_host_settings_instead_of_writing_them(tmp_path: Path, layout: realnode.Layout) -> None:
     pki = make_pki(tmp_path / "pki")
     config = realnode.kubelet_config(layout, pki, (tmp_path / "s.crt", tmp_path / "s.key"), 10250, 10248)
