@@ -96,3 +96,20 @@ def test_the_image_layout_serves_with_the_charts_environment(tmp_path: Path) -> 
         finally:
             stop(proc)
         assert proc.stderr is not None and public in proc.stderr.read().decode()  # the key it signs with, logged at start
+
+
+def test_the_offline_build_takes_its_config_from_this_dockerfile() -> None:
+    """`scripts/build-images gateway` (the real node's image, built without Docker) reads USER,
+    WORKDIR, EXPOSE, ENV and ENTRYPOINT from this Dockerfile's final stage: one source for the
+    command the chart runs too."""
+    script = (ROOT / "scripts" / "build-images").read_text(encoding="utf-8")
+    reader = script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    out = subprocess.run([sys.executable, "-", str(DOCKERFILE)], input=reader, capture_output=True, text=True, check=True,
+                         timeout=60).stdout.splitlines()
+    (c,) = pod_of(on())["spec"]["containers"]
+    (entrypoint,) = final("ENTRYPOINT")
+    assert [a.split("=", 1)[1] for a in out if a.startswith("--config.entrypoint=")] == c["command"] == json.loads(entrypoint)
+    (user,) = final("USER")
+    assert {f"--config.user={user}", f"--config.workingdir={c['workingDir']}", "--config.exposedports=8080/tcp"} <= set(out)
+    env = dict(a.split("=", 1)[1].split("=", 1) for a in out if a.startswith("--config.env="))
+    assert env == {k: v for k, v in env_of_stage(FINAL).items() if k != "PATH"} and env["GUNICORN_CMD_ARGS"]
