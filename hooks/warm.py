@@ -137,6 +137,19 @@ WARM_DIFFERENCES = ("it runs under the namespace's default ServiceAccount (no to
                     "not the sandbox's own, which is created only for a cold start")
 
 
+def serving_selector(warmpod_uid: str) -> dict[str, str]:
+    """The labels that select the Pod of the WarmPod with this UID, and no other pod: its WarmPod
+    hook sets them when it creates the Pod (hooks/warmpod_sync.py). A sandbox served by it points
+    its Service and NetworkPolicies here, so no relabelling stands between assignment and serving.
+    Computed from the WarmPod's own UID, never taken from a field anyone could write."""
+    return {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: warmpod_uid}
+
+
+# The WarmPod hook's Assigned condition once its Pod carries the sandbox's UID label
+# (hooks/warmpod_sync.py; the only state before the upgrade to servingSelector).
+REASON_POD_LABELLED = "PodLabelled"
+
+
 def _bound(pool: str, wp: Mapping[str, Any]) -> WarmDecision:
     return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}; {WARM_DIFFERENCES}")
 

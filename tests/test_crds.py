@@ -283,7 +283,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
     },
     "WarmPod": {
         "phase": ("string", None), "podName": ("string", None), "podNamespace": ("string", None),
-        "lastHeartbeat": ("string", "date-time"),
+        "lastHeartbeat": ("string", "date-time"), "servingSelector": ("object", None),
     },
 }
 PHASES = {

@@ -283,8 +283,18 @@ def wpod_ready() -> dict[str, Any]:
 
 
 def wpod_relabel() -> dict[str, Any]:
-    """Just assigned: the pod still has the idle labels; the hook adds the sandbox's identity."""
+    """Just assigned: the pod still has the idle labels, its serving selector among them, so it
+    serves at once; the hook adds the sandbox's identity (for what identifies pods by it)."""
     return _with_pod(warmpod_parent(assigned_to=SANDBOX), labels_from=warmpod_parent(), **ready_pod_status())
+
+
+def wpod_relabel_old_pod() -> dict[str, Any]:
+    """Just assigned, and the pod was made before the warmpod-uid label existed: it gets that label
+    and the sandbox's identity in one in-place update, and is Assigned once it carries either."""
+    request = _with_pod(warmpod_parent(assigned_to=SANDBOX), labels_from=warmpod_parent(), **ready_pod_status())
+    for pod in request["children"][C.GVK_POD].values():
+        pod["metadata"]["labels"].pop(C.LABEL_WARMPOD_UID)
+    return request
 
 
 def wpod_assigned() -> dict[str, Any]:
@@ -339,8 +349,8 @@ def wpod_environment() -> dict[str, Any]:
     return warmpod_request(warmpod_parent(spec_overrides={"env": POOL_ENV, "envFrom": [{"secretRef": {"name": "agent-config"}}]}))
 
 
-WARMPOD_SYNC = [wpod_environment, wpod_new, wpod_starting, wpod_ready, wpod_relabel, wpod_assigned, wpod_label_conflict, wpod_pod_failed,
-                wpod_preload_high, wpod_long_name, wpod_invalid_spec]
+WARMPOD_SYNC = [wpod_environment, wpod_new, wpod_starting, wpod_ready, wpod_relabel, wpod_relabel_old_pod, wpod_assigned,
+                wpod_label_conflict, wpod_pod_failed, wpod_preload_high, wpod_long_name, wpod_invalid_spec]
 WARMPOD_FINALIZE = [wpod_finalize_pod, wpod_finalize_policy, wpod_finalize_done]
 WARMPOD_CASES: dict[str, Case] = {
     **{_case_name(f).removeprefix("wpod-"): (f, warmpod_sync.sync) for f in WARMPOD_SYNC},
