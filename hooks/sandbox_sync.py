@@ -380,7 +380,8 @@ def _serve_warm(plan: _Plan, decision: warm.WarmDecision) -> _Serving:
     wp, ns, previous = decision.warm_pod, plan.ns, plan.req.previous_status
     wp_status = wp.get("status") or {}
     status: dict[str, Any] = {
-        "warmPodRef": {"name": name(wp), "namespace": namespace(wp) or ns},
+        # With its UID: the label its pod carries (the gateway checks a warm pod by it).
+        "warmPodRef": {"name": name(wp), "namespace": namespace(wp) or ns, "uid": uid(wp)},
         "warmPodUsed": True,
         "podName": wp_status.get("podName"),
         "podNamespace": wp_status.get("podNamespace") or ns,
