@@ -23,9 +23,9 @@ fill /tmp caches). They need /bin/sh in the image. A failing script keeps the po
 (the kubelet restarts init containers with back-off), so the pool never hands it out.
 
 Assignment (written by the pool, immutable): the Pod also gets LABEL_SANDBOX_UID / LABEL_SANDBOX_ID,
-off the critical path: nothing the sandbox reports waits for them, but what identifies a sandbox's
-pod by label does (the gateway's identity check, the egress proxy's ingress, ClusterNetworkPolicy
-subjects). A Pod that already carries another sandbox's UID label is never relabelled: the label
+off the critical path: nothing the sandbox reports waits for them, but ClusterNetworkPolicy
+subjects identify a sandbox's pod by that label, and a sandbox adopting a Pod made before the
+warmpod-uid label existed selects it by it. A Pod that already carries another sandbox's UID label is never relabelled: the label
 is kept and the WarmPod reports Failed, so the pool drops it and no pod ever serves two sandboxes.
 
 status.phase: Pending (pod missing or starting; a Pod made before the warmpod-uid label existed:

@@ -49,13 +49,14 @@ WAIT_SECONDS = 20
 STEP_SECONDS = 2.0
 CONTROLLERS = load_controllers([C.KIND_SANDBOX, C.KIND_WARMPOOL, C.KIND_WARMPOD])
 # Bounds the scenarios must meet (rounds from the sandbox's creation to Running + Ready). The warm
-# path is five hook calls (sandbox, pool, warm pod, warm pod again once the pod is relabelled,
-# sandbox) which a round may or may not chain; a cold pod needs about three kubelet steps, each
-# taken with probability 0.7 per round.
+# path is two hops (the pool assigns on seeing the sandbox, the sandbox adopts) and the sandbox's
+# sync that sees its own Service and policies, which a round may or may not chain (it was five hook
+# calls and a bound of 8 before; docs/warm-pools.md, "The protocol"); a cold pod needs about three
+# kubelet steps, each taken with probability 0.7 per round.
 WAIT_ROUNDS = WAIT_SECONDS / STEP_SECONDS
 # cold: one round more than the other paths need to create children, because the Pod waits for its
 # ServiceAccount to be observed (on a real control plane that round is one watch event, ~10 ms).
-BOUNDS = {"warm": 8, "warm-refill": WAIT_ROUNDS + 2, "cold": 13, "cold-after-wait": WAIT_ROUNDS + 16}
+BOUNDS = {"warm": 5, "warm-refill": WAIT_ROUNDS + 2, "cold": 13, "cold-after-wait": WAIT_ROUNDS + 16}
 
 
 @dataclass
