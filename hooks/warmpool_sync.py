@@ -262,8 +262,9 @@ def _assign(idle: _Idle, sandboxes: Mapping[str, Mapping[str, Any]], holders: Ma
     Ready pods (expired ones first: they are the oldest). Compatible ones left without are demand
     (step 4)."""
     choices = _Choices(offers.observed, runtimes, config)
+    # Filtered before sorting: most sandboxes of a busy namespace have decided or ask for no pod.
     candidates = sorted(
-        (s for s in sandboxes.values() if _undecided(s) and uid(s) not in holders),
+        (s for s in sandboxes.values() if _undecided(s) and uid(s) not in holders and _chooses(s, pool_name, choices)),
         key=lambda s: (created(s) or _NEVER, name(s)),
     )
     ready = sorted(idle.expired + idle.available, key=lambda m: m.order)
@@ -272,8 +273,6 @@ def _assign(idle: _Idle, sandboxes: Mapping[str, Mapping[str, Any]], holders: Ma
     demand = 0
     verdicts: dict[bytes, Optional[str]] = {}  # sandboxes with the same spec get the same verdict
     for sandbox in candidates:
-        if not _chooses(sandbox, pool_name, choices):
-            continue
         # Checked again against what the pods are now: either side may have been edited since.
         why = _incompatible_cached(verdicts, sandbox, offers.own, runtimes, config)
         if why is not None:
@@ -290,6 +289,8 @@ def _chooses(sandbox: Mapping[str, Any], pool_name: str, choices: "_Choices") ->
     from the pool it recorded choosing too, hooks/warm.py), or it has recorded no choice yet and
     computes this pool. A sandbox recording another pool is left to that one, even when this
     pool's view of the offers says otherwise for a moment."""
+    if not warm.asks_for_warm_pod(sandbox):
+        return False
     spec = sandbox.get("spec") if isinstance(sandbox.get("spec"), MAPPING) else {}
     ref = spec.get("warmPoolRef") if isinstance(spec, MAPPING) else None
     if isinstance(ref, MAPPING) and ref.get("name") != pool_name:
