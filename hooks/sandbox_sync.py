@@ -519,15 +519,16 @@ def _check_selected(plan: _Plan, decision: warm.WarmDecision, desired: list[dict
     if serving.phase != C.PHASE_RUNNING:
         return serving
     accepted = decision.accepted if decision.mode == "warm" else (plan.selector,)
+    for_service = [_service_selector(dict(a), decision) for a in accepted]
+    # One pass over what is observed (a running sandbox's every sync comes here).
+    seen = {(o.get("kind"), name(o)): o for gvk in _SELECTING.values() for o in plan.req.children_of(gvk)}
     unselected = []
     for child in desired:
-        gvk = _SELECTING.get(child["kind"])
-        if gvk is None:
+        if child["kind"] not in _SELECTING:
             continue
-        observed = plan.req.child(gvk, child["metadata"]["name"])
+        observed = seen.get((child["kind"], child["metadata"]["name"]))
         have = _selector_of(observed) if observed is not None and not is_deleting(observed) else None
-        wanted = [_service_selector(dict(a), decision) if child["kind"] == "Service" else a for a in accepted]
-        if have is None or have not in wanted:
+        if have is None or have not in (for_service if child["kind"] == "Service" else accepted):
             unselected.append(f"{child['kind']} {child['metadata']['name']}")
     if not unselected:
         return serving
