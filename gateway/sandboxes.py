@@ -2,8 +2,10 @@
 
 The sandbox's status (written only by the controllers) names its pod: `status.podName` and
 `status.podNamespace` (its own pod, or the warm pod bound to it). The gateway reads that pod for
-its IP and UID (the signature's audience) and checks the pod carries the sandbox's UID label,
-so a stale status can never send one sandbox's call to another sandbox's pod."""
+its IP and UID (the signature's audience) and checks the pod carries the sandbox's UID label, or,
+for a warm-served sandbox, the UID label of the WarmPod its status names (a warm pod carries it
+from creation, and its WarmPod is bound to one sandbox for good), so a stale status can never send
+one sandbox's call to another sandbox's pod."""
 from __future__ import annotations
 
 import ipaddress
@@ -17,6 +19,7 @@ from .kube import ApiError, Kube
 
 ANNOTATION_LAST_ACTIVITY = "llmsafespace.dev/last-activity"
 LABEL_SANDBOX_UID = "llmsafespace.dev/sandbox-uid"
+LABEL_WARMPOD_UID = "llmsafespace.dev/warmpod-uid"
 RUNNING, SUSPENDED = "Running", "Suspended"
 ENDED_PHASES = ("Terminated", "Failed", "Terminating")
 
@@ -117,6 +120,22 @@ def parse_rfc3339(value: Any) -> Optional[float]:
         return None
 
 
+def carries_identity(sandbox: dict[str, Any], labels: dict[str, Any]) -> bool:
+    """The pod is this sandbox's: it carries the sandbox's UID label (its own pods, and a warm pod
+    once relabelled), or the sandbox runs on a warm pod (status.warmPodUsed) and the pod carries the
+    UID label of the WarmPod its status names. The sandbox's hook records a WarmPod only once that
+    WarmPod is assigned to the sandbox's UID, which never changes, so such a pod serves no other
+    sandbox; the label is on the pod from its creation, so the first call need not wait for the
+    relabel."""
+    uid = (sandbox.get("metadata") or {}).get("uid")
+    if uid and labels.get(LABEL_SANDBOX_UID) == uid:
+        return True
+    status = sandbox.get("status") or {}
+    ref = status.get("warmPodRef") if isinstance(status.get("warmPodRef"), dict) else {}
+    warm_uid = ref.get("uid")
+    return status.get("warmPodUsed") is True and isinstance(warm_uid, str) and bool(warm_uid) and labels.get(LABEL_WARMPOD_UID) == warm_uid
+
+
 @dataclass
 class Sandboxes:
     kube: Kube
@@ -147,8 +166,7 @@ class Sandboxes:
             if exc.status == 404:
                 raise Refusal(503, "runtime_unreachable", f"the sandbox's pod {pod_name} does not exist (yet)", s, 1) from None
             raise
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get(LABEL_SANDBOX_UID) != meta.get("uid"):
+        if not carries_identity(sandbox, (pod.get("metadata") or {}).get("labels") or {}):
             raise Refusal(503, "runtime_unreachable", f"pod {pod_name} does not (yet) carry this sandbox's identity", s, 1)
         ip = (pod.get("status") or {}).get("podIP")
         if not ip or (pod.get("status") or {}).get("phase") != "Running":

@@ -52,6 +52,10 @@ LABEL_SANDBOX_ID: Final = f"{GROUP}/sandbox-id"  # the sandbox's (possibly short
 LABEL_SANDBOX_UID: Final = f"{GROUP}/sandbox-uid"  # the identity selectors use
 LABEL_WARMPOOL: Final = f"{GROUP}/warmpool"
 LABEL_WARMPOD: Final = f"{GROUP}/warmpod"
+# On a warm Pod from its creation: its WarmPod's UID (set by the WarmPod hook from its own parent,
+# never changed). A sandbox served by the pod points its Service and NetworkPolicies at it, so
+# serving a sandbox needs no relabelling first (docs/warm-pools.md, "The protocol").
+LABEL_WARMPOD_UID: Final = f"{GROUP}/warmpod-uid"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "llmsafespace-hooks"
 LABEL_CONTROLLER_UID: Final = "controller-uid"  # added by Metacontroller (generateSelector)

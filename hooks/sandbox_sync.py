@@ -10,7 +10,7 @@ Safety rules (ARCHITECTURE.md): an invalid or unresolvable spec never deletes ex
 HTTP layer answers 5xx and Metacontroller retries; user labels never override controller labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -194,6 +194,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     suspension = suspend.decide(plan.spec, req.parent, req.previous_status, now)
     decision, serving = _pod_serving(plan, suspension)
     desired = _shared_children(plan, decision) + serving.children
+    serving = _check_selected(plan, decision, desired, serving)
     created = _check_created(plan, desired, serving)
     status = {**status, **_pool_status(decision), **serving.status, "phase": created.phase}
     conditions = [_validated(plan.eff), *_warm_conditions(decision), *serving.conditions, created.condition, created.ready,
@@ -214,7 +215,8 @@ def _pod_serving(plan: _Plan, suspension: suspend.Suspension) -> tuple[warm.Warm
     # and only for a cold start or a suspension) is observed: from then on the sandbox stays cold.
     started_cold = cold_pod is not None or req.child(C.GVK_SERVICE_ACCOUNT, plan.names.base) is not None
     decision = warm.decide(plan.spec, req.parent, plan.eff, req.related, started_cold, plan.now, plan.config,
-                           replace=bool(plan.token) and plan.token != plan.warm_token)
+                           replace=bool(plan.token) and plan.token != plan.warm_token,
+                           service_uid=_service_warm_uid(req, plan.names))
     return decision, _serve(plan, decision, cold_pod, started_cold)
 
 
@@ -326,8 +328,11 @@ def _serve_cold(plan: _Plan, decision: warm.WarmDecision, cold_pod: Optional[Map
     # creates the children of one answer in no particular order: the Pod is desired only once its
     # account is observed (the account's creation triggers the next sync). Until the pod is
     # observed the status is the same before and after the account exists: one status write fewer
-    # per sandbox (every write costs Metacontroller a GET and a PUT).
-    if started_cold and outcome.keep_pod:
+    # per sandbox (every write costs Metacontroller a GET and a PUT). Likewise a new pod waits for
+    # its default deny, and for every observed policy to select it (not a warm pod it ran on): it
+    # must never start outside its isolation, whatever order the writes land in or fail. (A pod
+    # that exists stays desired: leaving it out would delete it.)
+    if started_cold and outcome.keep_pod and (cold_pod is not None or _isolated(plan.req, plan.names, plan.selector)):
         children.append(pod)
     status: dict[str, Any] = {}
     if decision.mode == "cold":
@@ -375,7 +380,8 @@ def _serve_warm(plan: _Plan, decision: warm.WarmDecision) -> _Serving:
     wp, ns, previous = decision.warm_pod, plan.ns, plan.req.previous_status
     wp_status = wp.get("status") or {}
     status: dict[str, Any] = {
-        "warmPodRef": {"name": name(wp), "namespace": namespace(wp) or ns},
+        # With its UID: the label its pod carries (the gateway checks a warm pod by it).
+        "warmPodRef": {"name": name(wp), "namespace": namespace(wp) or ns, "uid": uid(wp)},
         "warmPodUsed": True,
         "podName": wp_status.get("podName"),
         "podNamespace": wp_status.get("podNamespace") or ns,
@@ -385,7 +391,7 @@ def _serve_warm(plan: _Plan, decision: warm.WarmDecision) -> _Serving:
     start = previous.get("startTime") if isinstance(ref, MAPPING) and ref.get("name") == name(wp) else None
     status["startTime"] = start if isinstance(start, str) else fmt_time(plan.now)
     applied = _warm_applied(plan.req.parent, wp, plan.eff, plan.req.related_of(C.GVK_RUNTIME), previous, plan.warm_token, status)
-    if wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED:
+    if warm.pod_ready(wp):
         ready = Condition("Ready", "True", "WarmPodReady", f"warm pod {name(wp)} is ready")
     else:  # a serving warm pod that is not ready for now: it stays this sandbox's pod
         ready = Condition("Ready", "False", "WarmPodNotReady", f"warm pod {name(wp)} is {wp_status.get('phase') or 'not ready'}")
@@ -393,29 +399,56 @@ def _serve_warm(plan: _Plan, decision: warm.WarmDecision) -> _Serving:
 
 
 def _shared_children(plan: _Plan, decision: warm.WarmDecision) -> list[dict[str, Any]]:
-    """The Service and the NetworkPolicies, whatever pod serves the sandbox."""
-    names, ns, labels, sel, eff = plan.names, plan.ns, plan.labels, plan.selector, plan.eff
-    # The Service also names the kind of pod that serves: in the moment a sandbox falls back to a
-    # cold start just as its pool binds a warm pod, both pods carry its UID, and traffic must go
-    # to the one it runs on. NetworkPolicies select both, so both stay isolated.
-    serving = C.COMPONENT_WARMPOD if decision.mode in ("warm", "waiting") else C.COMPONENT_SANDBOX
+    """The Service and the NetworkPolicies, selecting the pod that serves the sandbox. None while
+    it waits for a warm pod: no pod has its identity yet, and they are created pointing at the
+    pod that will serve it (a warm pod or its own), not created and then pointed elsewhere."""
+    if decision.mode == "waiting":
+        return []
+    names, ns, labels, eff = plan.names, plan.ns, plan.labels, plan.eff
+    sel = _policy_selector(plan, decision)
     desired: list[dict[str, Any]] = [
-        build_service(names.base, ns, labels, {**sel, C.LABEL_COMPONENT: serving}),
+        build_service(names.base, ns, labels, _service_selector(sel, decision)),
         *_isolation(names, ns, labels, sel, plan.config),
     ]
-    desired.extend(_egress_policies(plan))
+    desired.extend(_egress_policies(plan, sel))
     if eff.ingress or eff.ingress_rules:
         desired.append(np.ingress(names.policy("ingress"), ns, labels, sel, eff.ingress_rules, eff.ingress))
     return desired
 
 
-def _egress_policies(plan: _Plan) -> list[dict[str, Any]]:
+def _policy_selector(plan: _Plan, decision: warm.WarmDecision) -> dict[str, str]:
+    """What the NetworkPolicies select: the warm pod's serving selector (its warmpod-uid label, set
+    when the pod was created), else the sandbox's UID label, which its own pods carry."""
+    return dict(decision.selector) if decision.mode == "warm" and decision.selector else plan.selector
+
+
+def _service_selector(sel: dict[str, str], decision: warm.WarmDecision) -> dict[str, str]:
+    """The Service's selector. On the sandbox's UID label it also names the kind of pod that serves:
+    in the moment a sandbox falls back to a cold start just as its pool binds a warm pod, both pods
+    may carry its UID (the warm one once relabelled), and traffic must go to the one it runs on.
+    NetworkPolicies select both, so both stay isolated. A serving selector is one pod's already."""
+    if C.LABEL_WARMPOD_UID in sel:
+        return sel
+    return {**sel, C.LABEL_COMPONENT: C.COMPONENT_WARMPOD if decision.mode == "warm" else C.COMPONENT_SANDBOX}
+
+
+def _service_warm_uid(req: SyncRequest, names: Names) -> Optional[str]:
+    """The WarmPod UID the observed Service selects: only this sandbox writes its Service, so it
+    remembers an adoption even when the status in the cache is older (warm.adopted)."""
+    service = req.child(C.GVK_SERVICE, names.base)
+    spec = service.get("spec") if service is not None and isinstance(service.get("spec"), MAPPING) else {}
+    selected = spec.get("selector") if isinstance(spec, MAPPING) else None
+    value = selected.get(C.LABEL_WARMPOD_UID) if isinstance(selected, MAPPING) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _egress_policies(plan: _Plan, sel: dict[str, str]) -> list[dict[str, Any]]:
     """The egress rules as the backend enforces them. networkpolicy: every rule in a NetworkPolicy
     (a domain as the public IPv4 space). proxy: a domain as the namespace's egress proxy. cilium and clusternetworkpolicy: CIDR rules only, the
     domains by name elsewhere (a NetworkPolicy opening the public space would undo the names:
     policies add up). cilium's CiliumNetworkPolicy is a child of the sandbox; the
     ClusterNetworkPolicy comes from the tenant-namespace decorator (see _shared_status)."""
-    names, ns, labels, sel, eff, config = plan.names, plan.ns, plan.labels, plan.selector, plan.eff, plan.config
+    names, ns, labels, eff, config = plan.names, plan.ns, plan.labels, plan.eff, plan.config
     if config.egress_backend == C.EGRESS_BACKEND_NETWORKPOLICY:
         return [np.egress(names.policy("egress"), ns, labels, sel, eff.egress)] if eff.egress else []
     if config.egress_backend == C.EGRESS_BACKEND_PROXY:  # the domains through the namespace's proxy
@@ -429,10 +462,11 @@ def _egress_policies(plan: _Plan) -> list[dict[str, Any]]:
     return out
 
 
-def isolation_policies(parent: Mapping[str, Any], config: Config) -> list[dict[str, Any]]:
-    """Default deny, API access and DNS: they depend only on the sandbox's name, UID, labels and
-    the config, never on its spec, so they are desired even while the spec cannot be used."""
-    return _isolation(Names.of(parent), namespace(parent), child_labels(parent), selector(parent), config)
+def isolation_policies(parent: Mapping[str, Any], config: Config, sel: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
+    """Default deny, API access and DNS: they depend only on the sandbox's name, UID, labels, the
+    config and the pod they select (`sel`: a warm pod's serving selector; by default its own
+    pods'), never on its spec, so they are desired even while the spec cannot be used."""
+    return _isolation(Names.of(parent), namespace(parent), child_labels(parent), sel or selector(parent), config)
 
 
 def _isolation(names: Names, ns: str, labels: dict[str, str], sel: dict[str, str], config: Config) -> list[dict[str, Any]]:
@@ -455,6 +489,53 @@ def _check_created(plan: _Plan, desired: list[dict[str, Any]], serving: _Serving
     if since is not None and ("Pod", plan.names.base) in missing:
         phase, ready = _pod_not_created(condition, since, plan.spec.startup_timeout_seconds, plan.now) or (phase, ready)
     return _Creation(condition, phase, ready, resync)
+
+
+# What a child kind that selects pods is observed under.
+_SELECTING = {"Service": C.GVK_SERVICE, "NetworkPolicy": C.GVK_NETWORK_POLICY, "CiliumNetworkPolicy": C.GVK_CILIUM_NETWORK_POLICY}
+
+
+def _selector_of(child: Mapping[str, Any]) -> Any:
+    """The labels a Service or a (Cilium)NetworkPolicy selects pods by (None for other kinds)."""
+    spec = child.get("spec") if isinstance(child.get("spec"), MAPPING) else {}
+    if child.get("kind") == "Service":
+        return spec.get("selector")
+    inner = spec.get("endpointSelector" if child.get("kind") == "CiliumNetworkPolicy" else "podSelector")
+    return inner.get("matchLabels") if isinstance(inner, MAPPING) else None
+
+
+def _isolated(req: SyncRequest, names: Names, sel: Mapping[str, str]) -> bool:
+    """The sandbox's default deny is observed, and no observed NetworkPolicy of it selects other
+    pods than `sel` does."""
+    deny = req.child(C.GVK_NETWORK_POLICY, names.policy("default-deny"))
+    return deny is not None and not is_deleting(deny) and all(_selector_of(p) == sel for p in req.children_of(C.GVK_NETWORK_POLICY))
+
+
+def _check_selected(plan: _Plan, decision: warm.WarmDecision, desired: list[dict[str, Any]], serving: _Serving) -> _Serving:
+    """Running only once the Service and every policy, as observed, select the pod that serves:
+    Metacontroller writes the status even when a child's write failed, so a status computed from
+    the desired children alone could claim a pod is reachable and isolated when it is not. A warm
+    pod is accepted under each selector known to select it (warm.warm_selectors)."""
+    if serving.phase != C.PHASE_RUNNING:
+        return serving
+    accepted = decision.accepted if decision.mode == "warm" else (plan.selector,)
+    for_service = [_service_selector(dict(a), decision) for a in accepted]
+    # One pass over what is observed (a running sandbox's every sync comes here).
+    seen = {(o.get("kind"), name(o)): o for gvk in _SELECTING.values() for o in plan.req.children_of(gvk)}
+    unselected = []
+    for child in desired:
+        if child["kind"] not in _SELECTING:
+            continue
+        observed = seen.get((child["kind"], child["metadata"]["name"]))
+        have = _selector_of(observed) if observed is not None and not is_deleting(observed) else None
+        if have is None or have not in (for_service if child["kind"] == "Service" else accepted):
+            unselected.append(f"{child['kind']} {child['metadata']['name']}")
+    if not unselected:
+        return serving
+    pod = serving.status.get("podName") or plan.names.base
+    ready = Condition("Ready", "False", "PodNotSelected",
+                      f"pod {pod} is ready to serve; waiting for these to select it: {', '.join(unselected)}")
+    return replace(serving, phase=C.PHASE_CREATING, ready=ready)
 
 
 def _pool_status(decision: warm.WarmDecision) -> dict[str, Any]:
@@ -844,18 +925,20 @@ def _unusable(req: SyncRequest, reason: str, message: str, waiting: bool, now: d
     pods = req.children_of(C.GVK_POD)
     status: dict[str, Any] = {}
     validated = Condition("Validated", "Unknown" if waiting else "False", reason, message)
-    held = None if pods else warm.held_warm_pod(parent, req.related)
+    held = None if pods else warm.held_warm_pod(parent, req.related, _service_warm_uid(req, Names.of(parent)))
     if pods or held is not None:
         # A pod runs: its isolation is desired as built, so a deleted or never-created default
-        # deny comes back while the spec stays unusable (issue 13, item 4).
-        kept = _with(kept, isolation_policies(parent, config))
+        # deny comes back while the spec stays unusable (issue 13, item 4); on a warm pod, as
+        # its adoption pointed it.
+        bound = warm.pod_selector(held[1], req.uid)[0] if held is not None else None
+        kept = _with(kept, isolation_policies(parent, config, bound))
     if pods:
         phase, ready = _cold_phase(pods[0], now)
         status.update(_pod_status(pods[0]))
     elif held is not None:  # a warm pod still serves this sandbox: it runs, whatever the edit
         wp_status = held[1].get("status") or {}
         phase = C.PHASE_RUNNING
-        is_ready = wp_status.get("phase") == warm.WARM_PHASE_ASSIGNED
+        is_ready = warm.pod_ready(held[1])
         ready = Condition("Ready", "True" if is_ready else "False", "WarmPodReady" if is_ready else "WarmPodNotReady",
                           f"warm pod {name(held[1])} is {'ready' if is_ready else wp_status.get('phase') or 'not ready'}")
         status["podName"] = wp_status.get("podName")

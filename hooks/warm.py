@@ -1,8 +1,12 @@
-"""The Sandbox's side of the warm-pod protocol (ARCHITECTURE.md, "Warm pods without locks").
+"""The Sandbox's side of the warm-pod protocol (docs/warm-pools.md, "The protocol"), and what the
+sandbox and the pool share.
 
-The sandbox only ever *reads* warm pods: it picks the pool that may serve it (recorded in
-status.warmPool), waits a bounded time for that pool to bind a Ready WarmPod to its UID, then adopts
-it or falls back to a cold start. The WarmPool hook is the single writer of assignments."""
+The sandbox only ever *reads* warm pods. It computes the pool that may serve it (a Choice; every
+pool computes the same one from the same offers, so a pool assigns on seeing the new sandbox),
+adopts the WarmPod that pool bound to its UID once the WarmPod reports its pod ready, and points
+its Service and NetworkPolicies at the pod's serving selector, a label the pod carries from its
+creation; or it falls back to a cold start after a bounded wait. The WarmPool hook is the single
+writer of assignments."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +18,7 @@ from typing import Any, Optional
 import orjson
 
 from . import constants as C
+from .conditions import find_condition
 from .config import Config
 from .meta import MAPPING, add_seconds, annotations, created, is_deleting, name, namespace, objects, uid
 from .quantity import parse_quantity
@@ -21,7 +26,11 @@ from .resolve import Effective
 from .validators import EnvFromSource, EnvVar, SandboxSpec, SpecError, WarmPoolOfferSpec, WarmPoolSpec, parse_spec, validate_cached
 
 # Sandbox.status.warmPodUsed: True = served by a warm pod, False = cold start; absent = undecided.
+# WarmPod phases (written by hooks/warmpod_sync.py).
+WARM_PHASE_READY = "Ready"
 WARM_PHASE_ASSIGNED = "Assigned"
+WARM_PHASE_FAILED = "Failed"
+WARM_PHASE_TERMINATING = "Terminating"
 
 
 @dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
@@ -33,10 +42,22 @@ class WarmDecision:
     message: str = ""
     resync_after: Optional[float] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # mode "warm": what the sandbox's Service and NetworkPolicies select (the warm pod's serving
+    # selector, or its UID label for a WarmPod made before it), and every selector known to select
+    # the pod now (Running needs the observed ones among them).
+    selector: Optional[dict[str, str]] = None
+    accepted: tuple[dict[str, str], ...] = ()
 
 
 def requested(spec: SandboxSpec, parent: Mapping[str, Any]) -> bool:
     return spec.warm_pool_ref is not None or annotations(parent).get(C.ANNOTATION_USE_WARM_POD) == "true"
+
+
+def asks_for_warm_pod(sandbox: Mapping[str, Any]) -> bool:
+    """`requested` from the raw object (the pool reads sandboxes it need not validate)."""
+    spec = sandbox.get("spec") if isinstance(sandbox.get("spec"), MAPPING) else {}
+    return isinstance(spec, MAPPING) and isinstance(spec.get("warmPoolRef"), MAPPING) \
+        or annotations(sandbox).get(C.ANNOTATION_USE_WARM_POD) == "true"
 
 
 @dataclass(frozen=True)
@@ -137,35 +158,145 @@ WARM_DIFFERENCES = ("it runs under the namespace's default ServiceAccount (no to
                     "not the sandbox's own, which is created only for a cold start")
 
 
-def _bound(pool: str, wp: Mapping[str, Any]) -> WarmDecision:
-    return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}; {WARM_DIFFERENCES}")
+def serving_selector(warmpod_uid: str) -> dict[str, str]:
+    """The labels that select the Pod of the WarmPod with this UID, and no other pod: its WarmPod
+    hook sets them when it creates the Pod (hooks/warmpod_sync.py). A sandbox served by it points
+    its Service and NetworkPolicies here, so no relabelling stands between assignment and serving.
+    Computed from the WarmPod's own UID, never taken from a field anyone could write."""
+    return {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: warmpod_uid}
 
 
-def choose_pool(spec: SandboxSpec, parent: Mapping[str, Any], eff: Effective, related: Any) -> tuple[Optional[str], str]:
-    """The pool that may serve this sandbox (deterministic: the explicit reference, else the
-    first compatible pool by name), or (None, why not). Pools are known by their offers: a pool
+def sandbox_selector(sandbox_uid: str) -> dict[str, str]:
+    """The labels of a sandbox's own pods (and, once relabelled, of a warm pod bound to it)."""
+    return {C.LABEL_APP: C.APP_NAME, C.LABEL_SANDBOX_UID: sandbox_uid}
+
+
+# The WarmPod hook's Assigned condition once its Pod carries the sandbox's UID label
+# (hooks/warmpod_sync.py; the only state before the upgrade to servingSelector).
+REASON_POD_LABELLED = "PodLabelled"
+
+
+def _assignment(wp: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
+    assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
+    return assignment if isinstance(assignment, MAPPING) else None
+
+
+def _wp_status(wp: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = wp.get("status")
+    return status if isinstance(status, MAPPING) else {}
+
+
+def assigned_to(wp: Mapping[str, Any], parent: Mapping[str, Any]) -> bool:
+    """The pool bound this WarmPod to this sandbox's UID (its name is never enough: a re-created
+    sandbox of the same name is another sandbox)."""
+    assignment = _assignment(wp)
+    my_uid = uid(parent)
+    return bool(assignment is not None and my_uid and assignment.get("sandboxUid") == my_uid
+                and namespace(wp) in ("", namespace(parent)))
+
+
+def pool_of(wp: Mapping[str, Any]) -> Optional[str]:
+    """The WarmPool that controls this WarmPod (its controller owner reference), if any."""
+    for ref in wp.get("metadata", {}).get("ownerReferences") or []:
+        if isinstance(ref, MAPPING) and ref.get("controller") and ref.get("kind") == C.KIND_WARMPOOL and isinstance(ref.get("name"), str):
+            return str(ref["name"])
+    return None
+
+
+def warm_selectors(wp: Mapping[str, Any], sandbox_uid: str) -> tuple[dict[str, str], ...]:
+    """The selectors known to select this WarmPod's Pod now, best first: its serving selector once
+    the WarmPod reports its Pod carries it (status.servingSelector, compared with what the UID
+    gives, never copied), and the sandbox's UID label once the Pod carries that (the relabel, off
+    the critical path now; the only one for a WarmPod made before servingSelector existed)."""
+    status = _wp_status(wp)
+    out: list[dict[str, str]] = []
+    own = serving_selector(uid(wp)) if uid(wp) else None
+    if own is not None and status.get("servingSelector") == own:
+        out.append(own)
+    labelled = find_condition(status, "Assigned", "True")
+    if labelled is not None and labelled.get("reason") == REASON_POD_LABELLED:
+        out.append(sandbox_selector(sandbox_uid))
+    return tuple(out)
+
+
+def pod_ready(wp: Mapping[str, Any]) -> bool:
+    """The WarmPod's last word on its Pod: Ready (also as written before the assignment, which
+    changes nothing about the Pod) and neither failed nor going."""
+    status = _wp_status(wp)
+    return (status.get("phase") in (WARM_PHASE_READY, WARM_PHASE_ASSIGNED) and bool(status.get("podName"))
+            and find_condition(status, "Ready", "True") is not None)
+
+
+def adoptable(wp: Mapping[str, Any], sandbox_uid: str) -> bool:
+    """A bound WarmPod the sandbox may take now: its Pod is ready and a selector is known to
+    select it. The pool wrote the assignment; the WarmPod's status need not have caught up."""
+    return not is_deleting(wp) and pod_ready(wp) and bool(warm_selectors(wp, sandbox_uid))
+
+
+def pod_selector(wp: Mapping[str, Any], sandbox_uid: str) -> tuple[dict[str, str], tuple[dict[str, str], ...]]:
+    """(what a sandbox served by this WarmPod's pod points its Service and policies at, every
+    selector known to select the pod): the best of warm_selectors; with none reported (a
+    readiness blip of a WarmPod made before servingSelector) the sandbox's UID label, which
+    selected such a pod."""
+    accepted = warm_selectors(wp, sandbox_uid)
+    selector = accepted[0] if accepted else sandbox_selector(sandbox_uid)
+    return selector, accepted or (selector,)
+
+
+def _bound(pool: str, wp: Mapping[str, Any], parent: Mapping[str, Any]) -> WarmDecision:
+    selector, accepted = pod_selector(wp, uid(parent))
+    return WarmDecision("warm", pool, wp, "WarmPodBound", f"served by warm pod {name(wp)} of pool {pool}; {WARM_DIFFERENCES}",
+                        selector=selector, accepted=accepted)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The pool that may serve a sandbox: its warmPoolRef's, else the first compatible pool by name
+    (pool None: none, `why_not` says why). The sandbox computes it to know whose warm pod it may
+    adopt; every pool computes it too, from the same offers, so it can assign on seeing a new
+    sandbox without waiting for the sandbox to write its choice: both sides reach the same pool."""
+    pool: Optional[str]
+    why_not: str = ""
+
+
+def read_offers(related: Any, ns: str) -> tuple[list[Offer], list[str]]:
+    """The offers of a namespace's pools, by pool name, and the objects ignored (and why). A pool
     that cannot serve (invalid, runtime unresolved, deleting) makes none."""
     reasons, offers = [], []
     for obj in objects(related, C.GVK_WARMPOOL_OFFER):
-        if namespace(obj) not in ("", namespace(parent)) or is_deleting(obj):
+        if namespace(obj) not in ("", ns) or is_deleting(obj):
             continue
         try:
             offers.append(read_offer(obj))
         except SpecError as exc:
             reasons.append(f"{name(obj)}: ignored ({exc})")
     offers.sort(key=lambda o: o.pool)
+    return offers, reasons
+
+
+def choose(spec: SandboxSpec, eff: Effective, offers: Sequence[Offer], ignored: Sequence[str] = ()) -> Choice:
+    """The Choice from a namespace's offers (read_offers): deterministic, and nothing a tenant
+    names other than its own warmPoolRef enters it."""
+    reasons = list(ignored)
     if spec.warm_pool_ref is not None:
         offers = [o for o in offers if o.pool == spec.warm_pool_ref.name]
         if not offers:
-            return None, f"WarmPool {spec.warm_pool_ref.name!r} not found or not ready to serve"
+            return Choice(None, f"WarmPool {spec.warm_pool_ref.name!r} not found or not ready to serve")
     for offer in offers:
         why = pool_shape_fits(offer, eff)
         if why is None:
-            return offer.pool, ""
+            return Choice(offer.pool)
         reasons.append(f"{offer.pool}: {why}")
     if not reasons:
-        return None, "no WarmPool ready to serve in this namespace"
-    return None, "no compatible WarmPool (" + "; ".join(reasons) + ")"
+        return Choice(None, "no WarmPool ready to serve in this namespace")
+    return Choice(None, "no compatible WarmPool (" + "; ".join(reasons) + ")")
+
+
+def choose_pool(spec: SandboxSpec, parent: Mapping[str, Any], eff: Effective, related: Any) -> Choice:
+    """The sandbox's Choice from the offers it relates to."""
+    offers, ignored = read_offers(related, namespace(parent))
+    return choose(spec, eff, offers, ignored)
 
 
 REASON_NO_COMPATIBLE_POOL = "NoCompatiblePool"
@@ -186,47 +317,49 @@ def owned_by_pool(warm_pod: Mapping[str, Any], pool: str) -> bool:
     return False
 
 
-def bound_warm_pod(parent: Mapping[str, Any], related: Any, pool: str) -> Optional[Mapping[str, Any]]:
-    """The WarmPod the pool bound to this sandbox's UID, if any (oldest first if, against the
-    protocol, there were several)."""
-    my_uid = uid(parent)
+def bound_warm_pod(parent: Mapping[str, Any], related: Any, pools: Sequence[str]) -> Optional[Mapping[str, Any]]:
+    """The WarmPod bound to this sandbox's UID by one of `pools` (the one it chose), not being
+    deleted: first by name if, after a stale cache, a pool bound several (the pool keeps that one
+    too). A pool it did not choose may have assigned one in a race (views of the offers differ for
+    a moment): the sandbox leaves it, and that pool releases it once the sandbox has decided."""
     for wp in objects(related, C.GVK_WARMPOD):
-        spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
-        assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
-        if (
-            isinstance(assignment, MAPPING)
-            and my_uid
-            and assignment.get("sandboxUid") == my_uid
-            and namespace(wp) in ("", namespace(parent))
-            and owned_by_pool(wp, pool)
-            and not is_deleting(wp)
-        ):
+        if assigned_to(wp, parent) and pool_of(wp) in pools and not is_deleting(wp):
             return wp
     return None
 
 
-def held_warm_pod(parent: Mapping[str, Any], related: Any) -> Optional[tuple[str, Mapping[str, Any]]]:
-    """(pool, WarmPod) this sandbox already runs on, whichever pool it came from: bound to its UID,
-    not being deleted, not failed, and Assigned now or recorded as serving by an earlier sync
-    (status.warmPodUsed and warmPodRef). Such a pod stays the sandbox's pod, like a cold pod does:
-    a new or edited pool, a pool missing from the cache, a removed annotation or a readiness blip
-    of the pod must never make the sandbox start cold (the pool would then delete the pod it runs
-    on). Status only ever makes this stickier, so a stale status cannot do harm."""
-    my_uid = uid(parent)
+def _status_of(parent: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = parent.get("status")
+    return status if isinstance(status, MAPPING) else {}
+
+
+def _serving_name(parent: Mapping[str, Any]) -> Optional[str]:
+    """The WarmPod an earlier sync recorded serving this sandbox (status.warmPodUsed, warmPodRef)."""
     previous = parent.get("status") if isinstance(parent.get("status"), MAPPING) else {}
-    ref = previous.get("warmPodRef") if isinstance(previous, MAPPING) else None
-    serving = ref.get("name") if isinstance(ref, MAPPING) and previous.get("warmPodUsed") is True else None
+    ref = previous.get("warmPodRef") if isinstance(previous, MAPPING) and previous.get("warmPodUsed") is True else None
+    return ref.get("name") if isinstance(ref, MAPPING) and isinstance(ref.get("name"), str) else None
+
+
+def adopted(parent: Mapping[str, Any], wp: Mapping[str, Any], service_uid: Optional[str]) -> bool:
+    """Whether this sandbox took this WarmPod in an earlier sync: its status says so, or its own
+    Service selects the WarmPod's serving selector (`service_uid`: the warmpod-uid the observed
+    Service selects; only the sandbox writes its Service). Either memory suffices, so one stale
+    cache (parent or children) cannot make the sandbox forget its pod."""
+    return name(wp) == _serving_name(parent) or bool(service_uid and uid(wp) == service_uid)
+
+
+def held_warm_pod(parent: Mapping[str, Any], related: Any, service_uid: Optional[str] = None) -> Optional[tuple[str, Mapping[str, Any]]]:
+    """(pool, WarmPod) this sandbox already runs on, whichever pool it came from: bound to its UID,
+    adopted (see `adopted`), not being deleted and not failed. Such a pod stays the sandbox's pod,
+    like a cold pod does: a new or edited pool, a pool missing from the cache, a removed
+    annotation or a readiness blip of the pod must never make the sandbox start cold (the pool
+    would then delete the pod it runs on)."""
     for wp in objects(related, C.GVK_WARMPOD):
-        spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
-        assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
-        status = wp.get("status") if isinstance(wp.get("status"), MAPPING) else {}
-        pools = [r.get("name") for r in wp.get("metadata", {}).get("ownerReferences") or []
-                 if isinstance(r, MAPPING) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL and isinstance(r.get("name"), str)]
-        if not (isinstance(assignment, MAPPING) and my_uid and assignment.get("sandboxUid") == my_uid and pools
-                and namespace(wp) in ("", namespace(parent)) and not is_deleting(wp) and status.get("podName")):
-            continue
-        if status.get("phase") == WARM_PHASE_ASSIGNED or (name(wp) == serving and status.get("phase") not in ("Failed", "Terminating")):
-            return pools[0], wp
+        status = _wp_status(wp)
+        pool = pool_of(wp)
+        if (assigned_to(wp, parent) and pool is not None and not is_deleting(wp) and status.get("podName")
+                and status.get("phase") not in (WARM_PHASE_FAILED, WARM_PHASE_TERMINATING) and adopted(parent, wp, service_uid)):
+            return pool, wp
     return None
 
 
@@ -257,30 +390,28 @@ def _recorded_pool(parent: Mapping[str, Any]) -> Optional[str]:
     return pool if isinstance(pool, str) and pool else None
 
 
-def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool) -> Optional[tuple[Optional[str], str, str]]:
-    """(pool, WarmPod, what happened to it) when this sandbox's warm pod can no longer serve it:
-    bound to its UID and failed or going, or recorded as serving (status.warmPodUsed) and gone.
-    Called once held_warm_pod found nothing. After a cold start began, only the pod the status
-    says it ran on counts: the pool also deletes a warm pod it bound too late to a sandbox that
-    started cold, which is no failure."""
-    previous = parent.get("status") if isinstance(parent.get("status"), MAPPING) else {}
-    ref = previous.get("warmPodRef") if isinstance(previous, MAPPING) and previous.get("warmPodUsed") is True else None
-    serving = ref.get("name") if isinstance(ref, MAPPING) and isinstance(ref.get("name"), str) else None
-    mine = []
-    for wp in objects(related, C.GVK_WARMPOD):
-        spec = wp.get("spec") if isinstance(wp.get("spec"), MAPPING) else {}
-        assignment = spec.get("assignment") if isinstance(spec, MAPPING) else None
-        if isinstance(assignment, MAPPING) and uid(parent) and assignment.get("sandboxUid") == uid(parent) and namespace(wp) in ("", namespace(parent)):
-            mine.append(wp)
+def lost_warm_pod(parent: Mapping[str, Any], related: Any, started_cold: bool,
+                  service_uid: Optional[str] = None) -> Optional[tuple[Optional[str], str, str]]:
+    """(pool, WarmPod, what happened to it) when the warm pod this sandbox adopted (see `adopted`)
+    can no longer serve it: failed or going, or gone. Called once held_warm_pod found nothing. A
+    WarmPod bound but never adopted counts only when it failed (decide): a pool may release an
+    assignment the sandbox never took (it chose another pool), which is no failure. After a cold
+    start began, only the pod the status says it ran on counts: the pool also deletes a warm pod
+    it bound too late to a sandbox that started cold."""
+    serving = _serving_name(parent)
+    mine = [wp for wp in objects(related, C.GVK_WARMPOD) if assigned_to(wp, parent)]
     for wp in mine:
-        phase = (wp.get("status") or {}).get("phase") if isinstance(wp.get("status"), MAPPING) else None
-        if (is_deleting(wp) or phase in ("Failed", "Terminating")) and (not started_cold or name(wp) == serving):
-            pools = [r.get("name") for r in wp.get("metadata", {}).get("ownerReferences") or []
-                     if isinstance(r, MAPPING) and r.get("controller") and r.get("kind") == C.KIND_WARMPOOL]
-            return (str(pools[0]) if pools else None), name(wp), "is being deleted" if is_deleting(wp) else f"is {phase}"
+        phase = _wp_status(wp).get("phase")
+        if (adopted(parent, wp, service_uid) and (is_deleting(wp) or phase in (WARM_PHASE_FAILED, WARM_PHASE_TERMINATING))
+                and (not started_cold or name(wp) == serving)):
+            return pool_of(wp), name(wp), "is being deleted" if is_deleting(wp) else f"is {phase}"
+    previous = parent.get("status") if isinstance(parent.get("status"), MAPPING) else {}
+    pool = previous.get("warmPool") if isinstance(previous.get("warmPool"), str) else None
     if serving and serving not in {name(wp) for wp in mine}:
-        pool = previous.get("warmPool")
-        return (pool if isinstance(pool, str) else None), serving, "is gone"
+        return pool, serving, "is gone"
+    if service_uid and not started_cold and service_uid not in {uid(wp) for wp in mine}:
+        # Its Service still points at a warm pod whose WarmPod is gone (the status saying so may lag).
+        return pool, f"with UID {service_uid}", "is gone"
     return None
 
 
@@ -303,44 +434,70 @@ def decide(
     now: datetime,
     config: Config,
     replace: bool = False,
+    service_uid: Optional[str] = None,
 ) -> WarmDecision:
-    """`replace`: the sandbox requests a new pod (llmsafespace.dev/replace-pod) that its warm pod,
-    if it runs on one, was not bound under. A pool's pod has the pool's settings, so the new pod is
-    a cold-started one; the start is sticky (its ServiceAccount), so this happens once."""
+    """Which pod serves the sandbox, warm side. `replace`: the sandbox requests a new pod
+    (llmsafespace.dev/replace-pod) that its warm pod, if it runs on one, was not bound under. A
+    pool's pod has the pool's settings, so the new pod is a cold-started one; the start is sticky
+    (its ServiceAccount), so this happens once. `service_uid`: the warmpod-uid its observed
+    Service selects, the memory of an adoption that outlives a stale status (`adopted`)."""
     recorded = _cold_reason(parent)
     if recorded is not None and recorded[0] == REASON_SUSPENDED:
         # Resumed after a suspension: the warm pod it had was released, whether or not its pool
         # has deleted it yet; the sandbox never goes back to it.
         return WarmDecision("cold", _recorded_pool(parent), reason=REASON_SUSPENDED, message=recorded[1])
-    held = None if started_cold else held_warm_pod(parent, related)
+    held = None if started_cold else held_warm_pod(parent, related, service_uid)
     if held is not None:
-        pool, wp = held
-        recorded = _cold_reason(parent)
-        # Until its ServiceAccount is observed, status is the memory of a replacement under way:
-        # the warm pod, still Assigned until its pool releases it, is not taken back.
-        if replace or (recorded is not None and recorded[0] == REASON_REPLACE_REQUESTED):
-            return WarmDecision("cold", pool, reason=REASON_REPLACE_REQUESTED,
-                                message=f"a new pod was requested ({C.ANNOTATION_REPLACE_POD}): a cold-started pod replaces warm pod {name(wp)}")
-        return _bound(pool, wp)
+        return _keep_held(held, parent, recorded, replace)
     # A sandbox whose warm pod failed goes on cold at once: never back to waiting (Pending). A warm
     # pod its pool releases after a requested replacement did not fail.
-    lost = None if _cold_reason(parent) or replace else lost_warm_pod(parent, related, started_cold)
+    lost = None if recorded or replace else lost_warm_pod(parent, related, started_cold, service_uid)
     if lost is not None:
-        of_pool = f" of pool {lost[0]}" if lost[0] else ""
-        return WarmDecision("cold", lost[0], reason=REASON_WARM_POD_FAILED,
-                            message=f"warm pod {lost[1]}{of_pool} {lost[2]}; the sandbox goes on with a cold-started pod")
+        return _lost(*lost)
     if not requested(spec, parent):
         return WarmDecision("none")
-    pool, why_not = choose_pool(spec, parent, eff, related)
+    choice = choose_pool(spec, parent, eff, related)
     deadline = add_seconds(created(parent) or now, config.warm_pod_wait_seconds)
-    if started_cold:
-        return _stay_cold(parent, pool, why_not, now >= deadline, config)
-    if pool is None:
-        return WarmDecision("cold", None, reason=no_pool_reason(why_not), message=why_not)
-    wp = bound_warm_pod(parent, related, pool)
-    status = wp.get("status") if wp is not None and isinstance(wp.get("status"), MAPPING) else {}
-    if wp is not None and status.get("phase") == WARM_PHASE_ASSIGNED and status.get("podName"):
-        return _bound(pool, wp)
+    if started_cold or (recorded is not None and _status_of(parent).get("warmPodUsed") is False):
+        # Decided cold: by a cold start under way, or by what an earlier sync wrote (its account
+        # may not be observed yet, or its create failed). Its pool has let go of it since.
+        return _stay_cold(parent, choice.pool, choice.why_not, now >= deadline, config)
+    if choice.pool is None:
+        return WarmDecision("cold", None, reason=no_pool_reason(choice.why_not), message=choice.why_not)
+    return _adopt_or_wait(parent, related, choice.pool, spec.warm_pool_ref is None, deadline, now, config)
+
+
+def _keep_held(held: tuple[str, Mapping[str, Any]], parent: Mapping[str, Any], recorded: Optional[tuple[str, str]],
+               replace: bool) -> WarmDecision:
+    """A sandbox on its warm pod stays on it, unless it asked for a new pod."""
+    pool, wp = held
+    # Until its ServiceAccount is observed, status is the memory of a replacement under way:
+    # the warm pod, still bound until its pool releases it, is not taken back.
+    if replace or (recorded is not None and recorded[0] == REASON_REPLACE_REQUESTED):
+        return WarmDecision("cold", pool, reason=REASON_REPLACE_REQUESTED,
+                            message=f"a new pod was requested ({C.ANNOTATION_REPLACE_POD}): a cold-started pod replaces warm pod {name(wp)}")
+    return _bound(pool, wp, parent)
+
+
+def _lost(pool: Optional[str], warm_pod: str, what: str) -> WarmDecision:
+    of_pool = f" of pool {pool}" if pool else ""
+    return WarmDecision("cold", pool, reason=REASON_WARM_POD_FAILED,
+                        message=f"warm pod {warm_pod}{of_pool} {what}; the sandbox goes on with a cold-started pod")
+
+
+def _adopt_or_wait(parent: Mapping[str, Any], related: Any, pool: str, by_offers: bool, deadline: datetime, now: datetime,
+                   config: Config) -> WarmDecision:
+    """Adopt the WarmPod the chosen pool bound to this sandbox as soon as it can serve, else wait
+    until the deadline. `by_offers` (no warmPoolRef): the pool recorded by an earlier sync counts as
+    chosen too, since the offers in a cache may change between syncs and that pool bound the pod
+    for that choice (it keeps the pod until the sandbox decides); a warmPoolRef is the user's
+    word, and only the pool it names counts."""
+    recorded = _recorded_pool(parent) if by_offers else None
+    wp = bound_warm_pod(parent, related, (pool,) if recorded in (None, pool) else (pool, str(recorded)))
+    if wp is not None and _wp_status(wp).get("phase") == WARM_PHASE_FAILED:
+        return _lost(pool_of(wp), name(wp), "is Failed")
+    if wp is not None and adoptable(wp, uid(parent)):
+        return _bound(str(pool_of(wp)), wp, parent)
     if now < deadline:
         what = f"warm pod {name(wp)} is bound, waiting for it to be ready" if wp is not None else f"waiting for pool {pool} to bind a warm pod"
         return WarmDecision("waiting", pool, wp, "WaitingForWarmPod", what, resync_after=(deadline - now).total_seconds())

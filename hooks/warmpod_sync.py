@@ -8,9 +8,10 @@ only, never Pods):
     name: token automount is off anyway). Its spec is a pure function of the WarmPod's spec, which
     the pool never changes, so the only in-place change a Pod ever gets is its labels;
   * a default-deny NetworkPolicy selecting that Pod by its warmpod label. Nothing reaches an idle
-    warm pod and it reaches nothing. Once assigned, the Pod also carries the sandbox's identity
-    labels, so the sandbox's own NetworkPolicies (additive) open exactly what the sandbox may do and
-    its Service selects the Pod. The warm pod's own policy is a separate child rather than the
+    warm pod and it reaches nothing. The sandbox it serves points its own NetworkPolicies
+    (additive: they open exactly what the sandbox may do) and its Service at the Pod's serving
+    selector, the warmpod-uid label the Pod carries from its creation (status.servingSelector says
+    the observed Pod carries it). The warm pod's own policy is a separate child rather than the
     sandbox's, because the sandbox does not exist while the pod waits in the pool.
 
 Preload scripts (WarmPool spec.preloadScripts) run as init containers, in order, before the sandbox
@@ -21,13 +22,16 @@ download anything, only warm what the image already holds (import libraries, com
 fill /tmp caches). They need /bin/sh in the image. A failing script keeps the pod out of Ready
 (the kubelet restarts init containers with back-off), so the pool never hands it out.
 
-Assignment (written by the pool, immutable): the Pod gets LABEL_SANDBOX_UID / LABEL_SANDBOX_ID.
-A Pod that already carries another sandbox's UID label is never relabelled: the label is kept and
-the WarmPod reports Failed, so the pool drops it and no pod ever serves two sandboxes.
+Assignment (written by the pool, immutable): the Pod also gets LABEL_SANDBOX_UID / LABEL_SANDBOX_ID,
+off the critical path: nothing the sandbox reports waits for them, but ClusterNetworkPolicy
+subjects identify a sandbox's pod by that label, and a sandbox adopting a Pod made before the
+warmpod-uid label existed selects it by it. A Pod that already carries another sandbox's UID label is never relabelled: the label
+is kept and the WarmPod reports Failed, so the pool drops it and no pod ever serves two sandboxes.
 
-status.phase: Pending (pod missing, starting, or being relabelled), Ready (pod ready, unassigned),
-Assigned (assigned, the pod carries that sandbox's UID label and is ready), Failed (pod ended, or
-label conflict), Terminating (WarmPod being deleted)."""
+status.phase: Pending (pod missing or starting; a Pod made before the warmpod-uid label existed:
+also while it is relabelled after assignment), Ready (pod ready, unassigned), Assigned (assigned,
+the pod ready and selectable: it carries its serving selector or that sandbox's UID label),
+Failed (pod ended, or label conflict), Terminating (WarmPod being deleted)."""
 from __future__ import annotations
 
 import copy
@@ -44,7 +48,8 @@ from .builders import network_policy as np
 from .builders.pod import PodShape, build_pod
 from .conditions import Condition, find_condition
 from .config import DEFAULT_CONFIG, Config
-from .meta import MAPPING, dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time
+from .meta import MAPPING, dns_label, fmt_time, is_deleting, label_value, labels, name, namespace, parse_time, uid
+from .warm import REASON_POD_LABELLED, serving_selector
 from .request import SyncRequest
 from .response import as_desired, composite_response, finalize_response
 from .validators import SpecError, WarmPodSpec, parse_spec
@@ -83,6 +88,16 @@ def base_labels(parent: Mapping[str, Any], pool: str) -> dict[str, str]:
     }
 
 
+def pod_labels(parent: Mapping[str, Any], pool: str) -> dict[str, str]:
+    """The Pod's labels before any assignment: with its serving selector's, from the WarmPod's UID
+    (fixed for the Pod's life; a Pod made before the label existed gets it in place, a label
+    update the API server allows)."""
+    out = base_labels(parent, pool)
+    if uid(parent):
+        out.update(serving_selector(uid(parent)))
+    return out
+
+
 def _policy(parent: Mapping[str, Any], pool: str) -> dict[str, Any]:
     return np.default_deny(policy_name(parent), namespace(parent), base_labels(parent, pool), selector(parent))
 
@@ -118,7 +133,7 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         return composite_response(parent, previous, now, status, conditions, kept, None)
 
     pool = spec.pool_ref.name
-    pod_labels = base_labels(parent, pool)
+    desired_labels = pod_labels(parent, pool)
     annotations: dict[str, str] = {}
     if spec.preload_scripts:
         digest = hashlib.sha256(json.dumps([p.wire() for p in spec.preload_scripts], sort_keys=True).encode()).hexdigest()
@@ -130,21 +145,25 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     if conflict:
         # Never move a pod from one sandbox to another: keep what it carries.
         assert pod is not None
-        pod_labels[C.LABEL_SANDBOX_UID] = label_value(str(observed_uid))
+        desired_labels[C.LABEL_SANDBOX_UID] = label_value(str(observed_uid))
         observed_id = labels(pod).get(C.LABEL_SANDBOX_ID)
         if observed_id is not None:
-            pod_labels[C.LABEL_SANDBOX_ID] = label_value(observed_id)
+            desired_labels[C.LABEL_SANDBOX_ID] = label_value(observed_id)
     elif spec.assignment is not None:
         assert wanted_uid is not None
-        pod_labels[C.LABEL_SANDBOX_UID] = wanted_uid
-        pod_labels[C.LABEL_SANDBOX_ID] = label_value(spec.assignment.sandbox_name)
+        desired_labels[C.LABEL_SANDBOX_UID] = wanted_uid
+        desired_labels[C.LABEL_SANDBOX_ID] = label_value(spec.assignment.sandbox_name)
         annotations[C.ANNOTATION_SANDBOX] = f"{ns}/{spec.assignment.sandbox_name}"
 
     desired = [
-        _as_running(build_pod(pod_name(parent), ns, pod_labels, annotations, _shape(spec, egress_proxy.pod_env(ns, config)), config), pod),
+        _as_running(build_pod(pod_name(parent), ns, desired_labels, annotations, _shape(spec, egress_proxy.pod_env(ns, config)), config), pod),
         _policy(parent, pool),
     ]
-    phase, ready, bound = _phase(pod, spec, conflict, observed_uid, wanted_uid)
+    selectable = _selectable(parent, pod)
+    phase, ready, bound = _phase(pod, spec, conflict, observed_uid, wanted_uid, selectable)
+    if selectable:
+        # The observed Pod carries it: a sandbox may point its Service and policies here now.
+        status["servingSelector"] = serving_selector(uid(parent))
     status["phase"] = phase
     if pod is not None and phase in (PHASE_READY, PHASE_ASSIGNED):
         heartbeat = parse_time(_ready_since(pod))
@@ -211,8 +230,16 @@ def _ready_since(pod: Mapping[str, Any]) -> Any:
     return cond.get("lastTransitionTime") if cond is not None and cond.get("status") == "True" else None
 
 
-def _phase(pod: Optional[Mapping[str, Any]], spec: WarmPodSpec, conflict: bool,
-           observed_uid: Optional[str], wanted_uid: Optional[str]) -> tuple[str, Condition, Condition]:
+def _selectable(parent: Mapping[str, Any], pod: Optional[Mapping[str, Any]]) -> bool:
+    """The observed Pod (alive) carries this WarmPod's serving selector."""
+    if pod is None or is_deleting(pod) or not uid(parent):
+        return False
+    have = labels(pod)
+    return all(have.get(k) == v for k, v in serving_selector(uid(parent)).items())
+
+
+def _phase(pod: Optional[Mapping[str, Any]], spec: WarmPodSpec, conflict: bool, observed_uid: Optional[str],
+           wanted_uid: Optional[str], selectable: bool) -> tuple[str, Condition, Condition]:
     """(phase, Ready condition, Assigned condition) from the observed pod."""
     if spec.assignment is None:
         bound = Condition("Assigned", "False", "Unassigned", "waiting in the pool")
@@ -220,7 +247,11 @@ def _phase(pod: Optional[Mapping[str, Any]], spec: WarmPodSpec, conflict: bool,
         bound = Condition("Assigned", "False", "PodLabelConflict",
                           f"the pod already carries sandbox UID {observed_uid}, not {wanted_uid}; it is never relabelled")
     elif observed_uid == wanted_uid:
-        bound = Condition("Assigned", "True", "PodLabelled", f"serving sandbox {spec.assignment.sandbox_name}")
+        bound = Condition("Assigned", "True", REASON_POD_LABELLED, f"serving sandbox {spec.assignment.sandbox_name}")
+    elif selectable:
+        bound = Condition("Assigned", "True", "PodSelectable",
+                          f"serving sandbox {spec.assignment.sandbox_name} (selected by {C.LABEL_WARMPOD_UID}; "
+                          f"its identity labels are being added)")
     else:
         bound = Condition("Assigned", "False", "Relabelling", f"labelling the pod for sandbox {spec.assignment.sandbox_name}")
 

@@ -1,14 +1,17 @@
 """The WarmPool controller's hooks (CompositeController): customize, sync and finalize.
 
-Children: WarmPods named `<pool>-<k>`. Related: the Sandboxes of the pool's namespace and every
-RuntimeEnvironment. Pure functions of (pool, observed WarmPods, related objects, now, config).
+Children: WarmPods named `<pool>-<k>`, and its WarmPoolOffer. Related: the Sandboxes and the
+WarmPoolOffers of the pool's namespace and every RuntimeEnvironment. Pure functions of (pool,
+observed WarmPods, related objects, now, config).
 
-The pool is the single writer of warm-pod assignments (ARCHITECTURE.md, "Warm pods without
-locks"): it pairs waiting sandboxes (oldest first) with Ready, unassigned WarmPods (oldest first)
-and writes `spec.assignment` plus the sandbox's identity labels into the WarmPod. An assignment is
-copied unchanged forever (the CRD makes it immutable); a WarmPod that served a sandbox is never
-returned to the pool: once its sandbox is gone, deleting, fell back to a cold start, ended or moved
-to another pool, the WarmPod is omitted from the children and Metacontroller deletes it.
+The pool is the single writer of warm-pod assignments (docs/warm-pools.md, "The protocol"): it
+pairs the undecided sandboxes that choose it (warm.Choice, computed from their spec and the
+offers exactly as their own hook computes it, so a new sandbox is served on sight, before it
+wrote anything) oldest first with Ready, unassigned WarmPods (oldest first) and writes
+`spec.assignment` plus the sandbox's identity labels into the WarmPod. An assignment is copied
+unchanged forever (the CRD makes it immutable); a WarmPod that served a sandbox is never returned
+to the pool: once its sandbox is gone, deleting, fell back to a cold start, ended or runs on
+another pool's pod, the WarmPod is omitted from the children and Metacontroller deletes it.
 
 Sizing (the original design's section 2, made level-based):
   * unassigned = available (WarmPod phase Ready) + pending (anything else not assigned);
@@ -129,6 +132,10 @@ def customize(request: Mapping[str, Any], now: Optional[datetime] = None, config
     return {"relatedResources": [
         {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": namespace(parent)},
         {"apiVersion": C.API_VERSION, "resource": "runtimeenvironments"},
+        # Every pool's offer (its own among them): a new sandbox's choice (warm.Choice) depends on
+        # which pools sort before this one, and the pool computes it as the sandbox does, so it
+        # assigns on seeing the sandbox. Offers change only with a pool's shape.
+        {"apiVersion": C.API_VERSION, "resource": "warmpooloffers", "namespace": namespace(parent)},
     ]}
 
 
@@ -178,11 +185,12 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
         return _finalize(req, now)
     members = [_member(o) for o in req.children_of(C.GVK_WARMPOD)]
     sandboxes = {uid(s): s for s in req.related_of(C.GVK_SANDBOX) if uid(s) and namespace(s) in ("", req.namespace)}
-    # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them, else dropped
-    # (also by a pool that cannot serve: a sandbox's deletion waits for its warm pod).
+    # 1. Assigned WarmPods: kept with their assignment while their sandbox uses them or may take
+    # them, else dropped (also by a pool that cannot serve: a sandbox's deletion waits for its
+    # warm pod).
     live = [m for m in members if not m.deleting]  # terminating ones are on their way out
     holders = _holders(live, sandboxes, req.name)
-    kept_assigned = [_the_adopted(held, sandboxes[sandbox_uid]) for sandbox_uid, held in holders.items()]
+    kept_assigned = [m for sandbox_uid, held in holders.items() for m in _the_adopted(held, sandboxes[sandbox_uid])]
     try:
         spec, runtime_name, runtime = _resolve(req)
     except _Unusable as exc:
@@ -192,7 +200,8 @@ def sync(request: Mapping[str, Any], now: datetime, config: Config = DEFAULT_CON
     # What sandboxes see of this pool: its offer (a child, so they need not watch the pool).
     offer = warm.make_offer(req.name, runtime_name, spec)
     idle = _sort_idle(live, template, spec.ttl, now)  # 2.
-    assignment = _assign(idle, sandboxes, holders, req.name, offer, req.related_of(C.GVK_RUNTIME), config)  # 3.
+    offers, _ = warm.read_offers(req.related, req.namespace)  # what the sandboxes choose from
+    assignment = _assign(idle, sandboxes, holders, req.name, _Offers(offer, offers), req.related_of(C.GVK_RUNTIME), config)  # 3.
     idle = _without_assigned(idle, assignment)
     assigned_count = len(kept_assigned) + len(assignment.new)
     sizing = _size(idle, spec, assigned_count, assignment.demand, req, now)  # 4.
@@ -242,12 +251,21 @@ def _sort_idle(live: list[Member], template: Mapping[str, Any], ttl: int, now: d
     return _Idle(available, expired, pending, recycled, ages)
 
 
+@dataclass  # per call, never edited; not frozen for speed (see conditions.Condition)
+class _Offers:
+    own: warm.Offer  # what this pool's pods are now (its spec, resolved)
+    observed: list[warm.Offer]  # the namespace's offers as sandboxes see them, this pool's among them
+
+
 def _assign(idle: _Idle, sandboxes: Mapping[str, Mapping[str, Any]], holders: Mapping[str, list[Member]], pool_name: str,
-            offer: warm.Offer, runtimes: list[dict[str, Any]], config: Config) -> _Assignment:
-    """3. Waiting sandboxes, oldest first, get the oldest Ready pods (expired ones first: they are
-    the oldest). Compatible sandboxes left waiting are demand (step 4)."""
-    waiting = sorted(
-        (s for s in sandboxes.values() if _waiting(s, pool_name) and uid(s) not in holders),
+            offers: _Offers, runtimes: list[dict[str, Any]], config: Config) -> _Assignment:
+    """3. The undecided sandboxes that choose this pool (_chooses), oldest first, get the oldest
+    Ready pods (expired ones first: they are the oldest). Compatible ones left without are demand
+    (step 4)."""
+    choices = _Choices(offers.observed, runtimes, config)
+    # Filtered before sorting: most sandboxes of a busy namespace have decided or ask for no pod.
+    candidates = sorted(
+        (s for s in sandboxes.values() if _undecided(s) and uid(s) not in holders and _chooses(s, pool_name, choices)),
         key=lambda s: (created(s) or _NEVER, name(s)),
     )
     ready = sorted(idle.expired + idle.available, key=lambda m: m.order)
@@ -255,8 +273,9 @@ def _assign(idle: _Idle, sandboxes: Mapping[str, Mapping[str, Any]], holders: Ma
     unserved: list[str] = []
     demand = 0
     verdicts: dict[bytes, Optional[str]] = {}  # sandboxes with the same spec get the same verdict
-    for sandbox in waiting:
-        why = _incompatible_cached(verdicts, sandbox, offer, runtimes, config)
+    for sandbox in candidates:
+        # Checked again against what the pods are now: either side may have been edited since.
+        why = _incompatible_cached(verdicts, sandbox, offers.own, runtimes, config)
         if why is not None:
             unserved.append(f"{name(sandbox)} ({why})")
         elif ready:
@@ -264,6 +283,57 @@ def _assign(idle: _Idle, sandboxes: Mapping[str, Mapping[str, Any]], holders: Ma
         else:
             demand += 1
     return _Assignment(new, unserved, demand)
+
+
+def _chooses(sandbox: Mapping[str, Any], pool_name: str, choices: "_Choices") -> bool:
+    """Whether the sandbox takes a pod of this pool: its status names the pool (the sandbox adopts
+    from the pool it recorded choosing too, hooks/warm.py), or it has recorded no choice yet and
+    computes this pool. A sandbox recording another pool is left to that one, even when this
+    pool's view of the offers says otherwise for a moment."""
+    if not warm.asks_for_warm_pod(sandbox):
+        return False
+    spec = sandbox.get("spec") if isinstance(sandbox.get("spec"), MAPPING) else {}
+    ref = spec.get("warmPoolRef") if isinstance(spec, MAPPING) else None
+    if isinstance(ref, MAPPING) and ref.get("name") != pool_name:
+        return False  # the user named another pool (also after an edit its status does not show yet)
+    recorded = _status(sandbox).get("warmPool")
+    if isinstance(recorded, str) and recorded:
+        return recorded == pool_name
+    return choices.of(sandbox) == pool_name
+
+
+class _Choices:
+    """warm.Choice of each sandbox as the pool computes it: the same function of the sandbox's
+    spec and the namespace's offers the sandbox's own hook evaluates, so the pool need not wait
+    for the sandbox to write its choice (status.warmPool) before assigning. Memoised per spec."""
+
+    def __init__(self, offers: list[warm.Offer], runtimes: list[dict[str, Any]], config: Config) -> None:
+        self.offers, self.runtimes, self.config = offers, runtimes, config
+        self.memo: dict[bytes, Optional[str]] = {}
+
+    def of(self, sandbox: Mapping[str, Any]) -> Optional[str]:
+        """The pool the sandbox chooses, or None (none fits, it asks for no warm pod, its spec
+        cannot be read, or it has a profile: profiles are not related objects of the pool, so only
+        the sandbox can compute its choice, and it is served once its status names a pool)."""
+        spec = sandbox.get("spec")
+        if not warm.asks_for_warm_pod(sandbox) or (isinstance(spec, MAPPING) and spec.get("profileRef")):
+            return None
+        try:
+            key = orjson.dumps(spec)
+        except TypeError:  # not JSON (never from Metacontroller): no memo
+            return self._compute(sandbox)
+        if key not in self.memo:
+            self.memo[key] = self._compute(sandbox)
+        return self.memo[key]
+
+    def _compute(self, sandbox: Mapping[str, Any]) -> Optional[str]:
+        try:
+            spec: SandboxSpec = parse_spec(SandboxSpec, dict(sandbox))
+            runtime_name, runtime = resolve_runtime(spec.runtime, self.runtimes)
+            eff = merge(spec, runtime_name, runtime, None, self.config.retain_storage_class)
+        except (SpecError, ResolutionError):
+            return None  # the sandbox cannot use its spec either: it chooses nothing
+        return warm.choose(spec, eff, self.offers).pool
 
 
 def _without_assigned(idle: _Idle, assignment: _Assignment) -> _Idle:
@@ -448,19 +518,24 @@ def _status(sandbox: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _still_used(sandbox: Optional[Mapping[str, Any]], pool_name: str) -> bool:
-    """Whether an assigned WarmPod stays: its sandbox exists, is not deleting, still counts on this
-    pool and did not fall back to a cold start or end. A sandbox reported Failed while it runs on
-    the warm pod (warmPodUsed true: e.g. an invalid spec edit) keeps it, as an invalid spec never
-    deletes a sandbox's pod."""
+    """Whether an assigned WarmPod stays: its sandbox exists, is not deleting, did not decide
+    against it (a cold start, or a warm pod of another pool) and did not end. Until the sandbox
+    decides, the pod stays whatever the pool now thinks the sandbox chooses: the sandbox may take
+    it in any sync, and only facts it wrote itself tell the pool it never will (a choice the pool
+    computes can change with the offers while the sandbox already runs on the pod). A sandbox
+    reported Failed while it runs on the warm pod (warmPodUsed true: e.g. an invalid spec edit)
+    keeps it, as an invalid spec never deletes a sandbox's pod."""
     if sandbox is None or is_deleting(sandbox):
         return False
     status = _status(sandbox)
     used = status.get("warmPodUsed")
-    if used is False or status.get("warmPool") != pool_name:
+    if used is False or (used is True and status.get("warmPool") != pool_name):
         return False
     phase = status.get("phase")
     if phase == C.PHASE_TERMINATED or (phase == C.PHASE_FAILED and used is not True):
         return False
+    if used is None and not warm.asks_for_warm_pod(sandbox):
+        return False  # it no longer asks for a warm pod: it will not take one
     # A suspended sandbox releases its warm pod (it also writes warmPodUsed false; either suffices).
     return phase not in _SUSPENDED
 
@@ -474,21 +549,27 @@ def _holders(live: list[Member], sandboxes: Mapping[str, Mapping[str, Any]], poo
     return holders
 
 
-def _the_adopted(held: list[Member], sandbox: Mapping[str, Any]) -> Member:
-    """One WarmPod per sandbox. Two can only happen after a stale cache; keep the one the sandbox
-    reports, else the one hooks/warm.py would pick (first by name)."""
-    ref = _status(sandbox).get("warmPodRef")
+def _the_adopted(held: list[Member], sandbox: Mapping[str, Any]) -> list[Member]:
+    """The WarmPods kept for one sandbox. Two can only happen after a stale cache. Once the
+    sandbox runs on one, keep the one it reports (else the one hooks/warm.py would pick, first by
+    name); before it decides keep them all, since it may be taking any of them (the pool keeps
+    what the sandbox could be running on, never guesses)."""
+    status = _status(sandbox)
+    if status.get("warmPodUsed") is not True:
+        return sorted(held, key=lambda m: m.name)
+    ref = status.get("warmPodRef")
     for m in held:
         if isinstance(ref, MAPPING) and ref.get("name") == m.name:
-            return m
-    return sorted(held, key=lambda m: m.name)[0]
+            return [m]
+    return sorted(held, key=lambda m: m.name)[:1]
 
 
-def _waiting(sandbox: Mapping[str, Any], pool_name: str) -> bool:
+def _undecided(sandbox: Mapping[str, Any]) -> bool:
+    """A sandbox that may still take a warm pod: no warmPodUsed yet, not deleting, not ended or
+    suspended."""
     status = _status(sandbox)
     return (
-        status.get("warmPool") == pool_name
-        and "warmPodUsed" not in status
+        "warmPodUsed" not in status
         and not is_deleting(sandbox)
         and status.get("phase") not in _ENDED + _SUSPENDED
         # Asked to suspend: never bind a pod it would release at once (its status may lag).

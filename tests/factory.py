@@ -132,9 +132,10 @@ def running_pod_status(ready: bool = True) -> dict[str, Any]:
 def settle(hook: Any, request: dict[str, Any], now: datetime = NOW, *, pod_status: Optional[dict[str, Any]] = None,
            rounds: int = 4) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Answer `request` with `hook` round after round, each time observing every desired child as
-    the API server would hold it (Pods with `pod_status`), until the desired children stop
-    changing. Returns (the observed children, the last answer): a parent's settled desired state.
-    Creation takes more than one round: a sandbox's Pod waits for its ServiceAccount."""
+    the API server would hold it (Pods with `pod_status`; other children updated in place to what
+    was desired, as Metacontroller applies them), until the desired children stop changing.
+    Returns (the observed children, the last answer): a parent's settled desired state. Creation
+    takes more than one round: a sandbox's Pod waits for its ServiceAccount."""
     parent = request["parent"]
     held: list[dict[str, Any]] = [o for g in request.get("children", {}).values() for o in g.values()]
     answer: dict[str, Any] = {}
@@ -143,10 +144,20 @@ def settle(hook: Any, request: dict[str, Any], now: datetime = NOW, *, pod_statu
         current["children"] = {k: {} for k in request.get("children", {})}
         current["children"].update(group(held))
         answer = hook(current, now)
-        idents = {(c["kind"], c["metadata"]["name"]) for c in answer["children"]}
-        if idents == {(c["kind"], c["metadata"]["name"]) for c in held}:
-            return held, answer
         by_ident = {(c["kind"], c["metadata"]["name"]): c for c in held}
-        held = [by_ident.get((c["kind"], c["metadata"]["name"])) or observed(c, parent, **(pod_status or {} if c["kind"] == "Pod" else {}))
-                for c in answer["children"]]
+        applied = {(c["kind"], c["metadata"]["name"]): _applied(by_ident.get((c["kind"], c["metadata"]["name"])), c, parent, pod_status)
+                   for c in answer["children"]}
+        if set(applied) == set(by_ident) and all(applied[k] is by_ident[k] for k in applied):
+            return held, answer  # nothing to create, update or delete
+        held = list(applied.values())
     raise AssertionError(f"desired children still changing after {rounds} rounds")
+
+
+def _applied(seen: Optional[dict[str, Any]], desired: dict[str, Any], parent: dict[str, Any],
+             pod_status: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """A desired child as the API server holds it once applied: a Pod as first observed (never
+    updated: its spec is immutable and it has a status), anything else as desired, where it was
+    observed with another spec (an in-place update)."""
+    if seen is not None and (desired["kind"] == "Pod" or seen.get("spec") == desired.get("spec")):
+        return seen
+    return observed(desired, parent, **(pod_status or {} if desired["kind"] == "Pod" else {}))

@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 from hooks import constants as C
 from hooks import sandbox_sync
+from hooks.builders import network_policy as np
 from hooks.builders.service_account import build_service_account
 from tests.factory import (
     fake_uid, observed, profile, running_pod_status, runtime, sandbox, settle, sync_request,
@@ -20,10 +21,13 @@ def _children_of(parent: dict[str, Any], **pod_status: Any) -> list[dict[str, An
 
 
 def account(parent: dict[str, Any]) -> list[dict[str, Any]]:
-    """The sandbox's ServiceAccount as observed after its first sync. Creation cases carry it: the
-    Pod (what their goldens and the security checks are about) is desired only once it exists."""
+    """The sandbox's ServiceAccount and default deny as observed after its first sync. Creation
+    cases carry them: the Pod (what their goldens and the security checks are about) is desired
+    only once both exist."""
     names = sandbox_sync.Names.of(parent)
-    return [observed(build_service_account(names.base, parent["metadata"]["namespace"], sandbox_sync.child_labels(parent)), parent)]
+    ns, labels = parent["metadata"]["namespace"], sandbox_sync.child_labels(parent)
+    deny = np.default_deny(names.policy("default-deny"), ns, labels, sandbox_sync.selector(parent))
+    return [observed(build_service_account(names.base, ns, labels), parent), observed(deny, parent)]
 
 
 def creating(parent: dict[str, Any], *related: dict[str, Any]) -> dict[str, Any]:
@@ -45,12 +49,27 @@ def warm_offer(name: str = "python-pool", **spec: Any) -> dict[str, Any]:
     }
 
 
+def warm_pod_status(name: str, wp_uid: str, phase: str, sandbox_name: str) -> dict[str, Any]:
+    """A bound WarmPod's status as its hook writes it: its pod (warm-<name>) carries its serving
+    selector; Ready as written before the assignment, Assigned once relabelled too."""
+    ready = phase in ("Ready", "Assigned")
+    conditions = [{"type": "Ready", "status": "True" if ready else "False", "reason": "PodReady" if ready else "PodStarting",
+                   "message": "x", "lastTransitionTime": "2026-11-22T10:00:30Z"}]
+    if phase == "Assigned":
+        conditions.append({"type": "Assigned", "status": "True", "reason": "PodLabelled", "message": f"serving sandbox {sandbox_name}",
+                           "lastTransitionTime": "2026-11-22T11:59:55Z"})
+    return {"phase": phase, "podName": f"warm-{name}", "podNamespace": "demo", "conditions": conditions,
+            "servingSelector": {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: wp_uid}}
+
+
 def _warm_pod(parent: dict[str, Any], pool: dict[str, Any], phase: str) -> dict[str, Any]:
+    """A WarmPod of `pool` bound to `parent` (see warm_pod_status)."""
     name = f"{pool['metadata']['name']}-0"
+    wp_uid = fake_uid("wpod", name)
     return {
         "apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOD,
         "metadata": {
-            "name": name, "namespace": "demo", "uid": fake_uid("wpod", name), "generation": 2,
+            "name": name, "namespace": "demo", "uid": wp_uid, "generation": 2,
             "creationTimestamp": "2026-11-22T10:00:05Z",
             "labels": {C.LABEL_SANDBOX_UID: parent["metadata"]["uid"], C.LABEL_WARMPOOL: pool["metadata"]["name"]},
             "ownerReferences": [{"apiVersion": C.API_VERSION, "kind": C.KIND_WARMPOOL, "name": pool["metadata"]["name"],
@@ -58,7 +77,7 @@ def _warm_pod(parent: dict[str, Any], pool: dict[str, Any], phase: str) -> dict[
         },
         "spec": {"poolRef": {"name": pool["metadata"]["name"]}, "runtime": "python:3.11", "image": RTE["spec"]["image"],
                  "assignment": {"sandboxName": parent["metadata"]["name"], "sandboxUid": parent["metadata"]["uid"]}},
-        "status": {"phase": phase, "podName": name, "podNamespace": "demo"},
+        "status": warm_pod_status(name, wp_uid, phase, parent["metadata"]["name"]),
     }
 
 
@@ -218,9 +237,32 @@ def warm_waiting() -> dict[str, Any]:
 
 
 def warm_bound() -> dict[str, Any]:
-    parent = sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, status={"warmPool": "python-pool"})
+    """The pool bound a warm pod on seeing the new sandbox (its status as written before the
+    assignment): the sandbox adopts it, pointing its new Service and policies at the pod."""
+    parent = sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"})
     pool = warm_offer()
-    return sync_request(parent, related=[RTE, pool, _warm_pod(parent, pool, "Assigned")])
+    return sync_request(parent, related=[RTE, pool, _warm_pod(parent, pool, "Ready")])
+
+
+def warm_running() -> dict[str, Any]:
+    """The next sync: its Service and policies are observed selecting the warm pod, so it is Running."""
+    request = warm_bound()
+    children, answer = settle(sandbox_sync.sync, request)
+    request["parent"]["status"] = answer["status"]
+    request["children"] = sync_request(request["parent"], children=children)["children"]
+    return request
+
+
+def warm_bound_before_upgrade() -> dict[str, Any]:
+    """A WarmPod made before servingSelector existed, relabelled with the sandbox's UID (Assigned
+    as hooks of that time wrote it): adopted on that label, as then."""
+    request = warm_bound()
+    wp = next(iter(request["related"][C.GVK_WARMPOD].values()))
+    wp["status"] = {"phase": "Assigned", "podName": wp["status"]["podName"], "podNamespace": "demo",
+                    "conditions": [*wp["status"]["conditions"],
+                                   {"type": "Assigned", "status": "True", "reason": "PodLabelled", "message": "serving sandbox quick",
+                                    "lastTransitionTime": "2026-11-22T11:59:55Z"}]}
+    return request
 
 
 def warm_timeout() -> dict[str, Any]:
@@ -329,6 +371,8 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "long-name-and-user-labels": long_name_and_user_labels,
     "warm-waiting": warm_waiting,
     "warm-bound": warm_bound,
+    "warm-running": warm_running,
+    "warm-bound-before-upgrade": warm_bound_before_upgrade,
     "warm-timeout": warm_timeout,
     "warm-incompatible": warm_incompatible,
     "suspending": suspending,

@@ -38,7 +38,7 @@ from hooks import constants as C
 from hooks import sandbox_sync
 from hooks.meta import fmt_time
 from tests.factory import NOW, fake_uid, group, observed, profile, runtime
-from tests.sandbox_cases import warm_offer
+from tests.sandbox_cases import warm_offer, warm_pod_status
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = os.environ.get("LLMSS_LONG") == "1"
@@ -383,7 +383,7 @@ def warm_pod(parent: dict[str, Any], pool: str, phase: str, name: Optional[str] 
         },
         "spec": {"poolRef": {"name": pool}, "runtime": "python:3.11", "image": RTE["spec"]["image"],
                  "assignment": {"sandboxName": parent["metadata"]["name"], "sandboxUid": uid_ or parent["metadata"]["uid"]}},
-        "status": {"phase": phase, "podName": name, "podNamespace": parent["metadata"]["namespace"]},
+        "status": warm_pod_status(name, fake_uid("wpod", name), phase, parent["metadata"]["name"]),
     }
 
 

@@ -43,19 +43,20 @@ def _running(request: dict[str, Any]) -> None:
 
 
 def _new(request: dict[str, Any]) -> None:
-    """The first sync of a sandbox: nothing but (what creation needs first) its ServiceAccount is
-    observed, and no status yet."""
+    """The first sync of a sandbox: nothing but what creation needs first (its ServiceAccount and
+    default deny, which its Pod waits for) is observed, and no status yet."""
     assert not request["parent"].get("status")
-    assert {kind for kind, _ in _observed(request)} <= {"ServiceAccount"}
+    assert {kind for kind, _ in _observed(request)} <= {"ServiceAccount", "NetworkPolicy"}
     assert sandbox_sync.sync(request, NOW)["status"]["phase"] in (C.PHASE_CREATING, C.PHASE_PENDING)
 
 
 def _warm_bound(request: dict[str, Any]) -> None:
-    """A WarmPod of the sandbox's pool is assigned to its UID, Assigned: the sync adopts it."""
+    """A WarmPod of the sandbox's pool is assigned to its UID, its pod ready and selectable (status
+    as written before the assignment, which the sandbox need not wait for): the sync adopts it."""
     uid = request["parent"]["metadata"]["uid"]
     warm_pods = list(request["related"][C.GVK_WARMPOD].values())
     assert [wp["spec"]["assignment"]["sandboxUid"] for wp in warm_pods] == [uid]
-    assert warm_pods[0]["status"]["phase"] == "Assigned"
+    assert warm_pods[0]["status"]["phase"] in ("Ready", "Assigned") and warm_pods[0]["status"]["servingSelector"]
     answer = sandbox_sync.sync(request, NOW)
     assert answer["status"]["warmPodUsed"] is True and answer["status"]["warmPodRef"]["name"] == warm_pods[0]["metadata"]["name"]
     assert not any(c["kind"] == "Pod" for c in answer["children"]), "served warm: no pod of its own"

@@ -11,10 +11,18 @@ concurrently, some deleted while still waiting. Checked after every round:
     assignment;
   * the hooks never ask for an update the API server would refuse (pod spec, assignment change).
 At the end: every sandbox reached Running (warm or cold), nothing leaks once all sandboxes are
-deleted, every pool is back to minSize idle pods. Rounds to Running are printed (pytest -s)."""
+deleted, every pool is back to minSize idle pods. Rounds to Running are printed (pytest -s).
+
+The warm protocol (last section) also runs under drawn fault rates: stale caches, late events,
+failed child writes (LLMSS_PROTOCOL_SEEDS scenarios, 120 by default). Every hook call is checked
+against what it saw: a sandbox adopts only from the pool it chose, a pool assigns only to a
+sandbox that chooses it, Running only when the Service and policies the API server holds select
+the pod, no own pod created outside its default deny nor dropped while live. Broken variants of
+the protocol must fail those checks."""
 from __future__ import annotations
 
 import copy
+import os
 import random
 import statistics
 from datetime import timedelta
@@ -25,7 +33,11 @@ import pytest
 from hypothesis import example, given
 
 from hooks import constants as C
+from hooks import sandbox_sync, warm, warmpool_sync
 from hooks.config import Config
+from hooks.meta import objects
+from hooks.resolve import ResolutionError, merge, resolve_runtime, resolve_sandbox
+from hooks.validators import SandboxSpec, SpecError, parse_spec
 from tests import strategies
 from tests.factory import NOW, runtime
 from hooks.meta import fmt_time
@@ -37,13 +49,14 @@ WAIT_SECONDS = 20
 STEP_SECONDS = 2.0
 CONTROLLERS = load_controllers([C.KIND_SANDBOX, C.KIND_WARMPOOL, C.KIND_WARMPOD])
 # Bounds the scenarios must meet (rounds from the sandbox's creation to Running + Ready). The warm
-# path is five hook calls (sandbox, pool, warm pod, warm pod again once the pod is relabelled,
-# sandbox) which a round may or may not chain; a cold pod needs about three kubelet steps, each
-# taken with probability 0.7 per round.
+# path is two hops (the pool assigns on seeing the sandbox, the sandbox adopts) and the sandbox's
+# sync that sees its own Service and policies, which a round may or may not chain (it was five hook
+# calls and a bound of 8 before; docs/warm-pools.md, "The protocol"); a cold pod needs about three
+# kubelet steps, each taken with probability 0.7 per round.
 WAIT_ROUNDS = WAIT_SECONDS / STEP_SECONDS
 # cold: one round more than the other paths need to create children, because the Pod waits for its
 # ServiceAccount to be observed (on a real control plane that round is one watch event, ~10 ms).
-BOUNDS = {"warm": 8, "warm-refill": WAIT_ROUNDS + 2, "cold": 13, "cold-after-wait": WAIT_ROUNDS + 16}
+BOUNDS = {"warm": 5, "warm-refill": WAIT_ROUNDS + 2, "cold": 13, "cold-after-wait": WAIT_ROUNDS + 16}
 
 
 @dataclass
@@ -739,3 +752,306 @@ def test_idle_timeout_racing_a_deletion(offset: int) -> None:
     _edit(h, "idle", annotations={C.ANNOTATION_LAST_ACTIVITY: fmt_time(h.clock)})
     _rounds_until(h, lambda: "idle" in _running(h))
     assert not h.violations
+
+
+# ---------------------------------------------------------------------------------------------
+# The warm protocol under randomised stale caches, reordered events and failed writes, and
+# deliberately broken variants of it that these checks must catch (docs/warm-pools.md, "The
+# protocol"). Each scenario draws its own fault rates; every hook call is checked against what
+# that call saw (ProtocolChecker), the API server's state after every round (Tracker).
+
+PROTOCOL_SEEDS = range(int(os.environ.get("LLMSS_PROTOCOL_SEEDS", "120")))
+PROTOCOL_KINDS = ("warm", "warm", "ref-a", "ref-b", "ref-edit", "plain", "incompatible")
+
+
+def _labels_select(selector: Any, labels: dict[str, str]) -> bool:
+    return isinstance(selector, dict) and bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _owned(obj: dict[str, Any], owner_uid: str) -> bool:
+    return any(r.get("uid") == owner_uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
+
+
+def _related(request: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [o for gvk, group in (request.get("related") or {}).items() if gvk.startswith(f"{kind}.") for o in group.values()]
+
+
+def _observed_children(request: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [o for gvk, group in (request.get("children") or {}).items() if gvk.startswith(f"{kind}.") for o in group.values()]
+
+
+def _sandbox_choice(request: dict[str, Any], config: Config) -> Optional[str]:
+    """The pool a sandbox's sync may adopt from, recomputed from what that sync saw (the hooks'
+    own Choice function, fed independently of the code under test's use of it)."""
+    parent = request["parent"]
+    try:
+        resolved = resolve_sandbox(parent, parent["metadata"]["namespace"], _related(request, C.KIND_RUNTIME),
+                                   _related(request, C.KIND_PROFILE), config.retain_storage_class)
+    except (SpecError, ResolutionError):
+        return None
+    if not warm.requested(resolved.spec, parent):
+        return None
+    return warm.choose_pool(resolved.spec, parent, resolved.eff, request["related"]).pool
+
+
+def _pool_may_assign(sandbox: dict[str, Any], pool: str, request: dict[str, Any], config: Config) -> bool:
+    """Whether the sandbox, as the pool's sync saw it, chooses this pool: its warmPoolRef names it,
+    or its status does, or (neither, no profile) its Choice from the pool's view of the offers."""
+    spec, status = sandbox.get("spec") or {}, sandbox.get("status") or {}
+    if (spec.get("warmPoolRef") or {}).get("name") not in (None, pool):
+        return False
+    if status.get("warmPool"):
+        return status["warmPool"] == pool
+    if spec.get("profileRef"):
+        return False
+    try:
+        parsed = parse_spec(SandboxSpec, dict(sandbox))
+        runtime_name, rte = resolve_runtime(parsed.runtime, _related(request, C.KIND_RUNTIME))
+        eff = merge(parsed, runtime_name, rte, None, config.retain_storage_class)
+    except (SpecError, ResolutionError):
+        return False
+    offers, _ = warm.read_offers(request["related"], sandbox["metadata"]["namespace"])
+    return warm.choose(parsed, eff, offers).pool == pool
+
+
+@dataclass
+class ProtocolChecker:
+    """The protocol's rules, checked on every hook call against what the call saw, and what it
+    claims against what the API server holds right after it was applied."""
+
+    config: Config
+    adoptions: int = 0
+    assignments: int = 0
+    running_checked: int = 0
+
+    def __call__(self, h: Harness, ctl: Any, exchange: Any) -> None:
+        request, response = exchange.request, exchange.response
+        if request.get("finalizing"):
+            return
+        where = f"seed {h.seed} round {h.round}"
+        if ctl.parent_kind == C.KIND_SANDBOX:
+            self._adoption(request, response, where)
+            self._running_is_true(h, request, response, where)
+            self._isolated_from_the_start(h, request, where)
+            self._pod_kept(request, response, where)
+        elif ctl.parent_kind == C.KIND_WARMPOOL:
+            self._assignments(request, response, where)
+
+    def _adoption(self, request: dict[str, Any], response: dict[str, Any], where: str) -> None:
+        """A sandbox takes a warm pod only if it is bound to its UID by the pool it chose (by
+        warmPoolRef, else by the offers it saw, or as its status recorded without warmPoolRef)."""
+        status, parent = response.get("status") or {}, request["parent"]
+        previous = parent.get("status") or {}
+        if status.get("warmPodUsed") is not True:
+            return
+        ref = (status.get("warmPodRef") or {}).get("name")
+        wp = next((w for w in _related(request, C.KIND_WARMPOD) if w["metadata"]["name"] == ref), None)
+        assert wp is not None, f"{where}: sandbox {parent['metadata']['name']} claims WarmPod {ref} it does not see"
+        assert (wp["spec"].get("assignment") or {}).get("sandboxUid") == parent["metadata"]["uid"], \
+            f"{where}: sandbox {parent['metadata']['name']} claims WarmPod {ref}, assigned to {wp['spec'].get('assignment')}"
+        service = next(iter(_observed_children(request, "Service")), None)
+        remembered = (previous.get("warmPodUsed") is True and (previous.get("warmPodRef") or {}).get("name") == ref) or (
+            service is not None and (service["spec"].get("selector") or {}).get(C.LABEL_WARMPOD_UID) == wp["metadata"]["uid"])
+        if remembered:
+            return  # it adopted this pod in an earlier sync (a pod it runs on is kept, whatever the offers say now)
+        self.adoptions += 1
+        allowed = {_sandbox_choice(request, self.config)}
+        if not (parent.get("spec") or {}).get("warmPoolRef") and previous.get("warmPool"):
+            allowed.add(previous["warmPool"])
+        assert warm.pool_of(wp) in allowed, \
+            f"{where}: sandbox {parent['metadata']['name']} adopted {ref} of pool {warm.pool_of(wp)}; it chose {sorted(map(str, allowed))}"
+
+    def _assignments(self, request: dict[str, Any], response: dict[str, Any], where: str) -> None:
+        """Every new assignment goes to an undecided sandbox that chooses this pool."""
+        pool = request["parent"]["metadata"]["name"]
+        seen = {o["metadata"]["name"]: o for o in _observed_children(request, C.KIND_WARMPOD)}
+        sandboxes = {s["metadata"]["uid"]: s for s in _related(request, C.KIND_SANDBOX)}
+        for child in response.get("children") or []:
+            assignment = (child.get("spec") or {}).get("assignment") if child["kind"] == C.KIND_WARMPOD else None
+            if not assignment or (seen.get(child["metadata"]["name"], {}).get("spec") or {}).get("assignment"):
+                continue
+            self.assignments += 1
+            sandbox = sandboxes.get(assignment["sandboxUid"])
+            assert sandbox is not None, f"{where}: pool {pool} assigned {child['metadata']['name']} to a sandbox it does not see"
+            assert "warmPodUsed" not in (sandbox.get("status") or {}) and not sandbox["metadata"].get("deletionTimestamp"), \
+                f"{where}: pool {pool} assigned {child['metadata']['name']} to decided or deleting sandbox {sandbox['metadata']['name']}"
+            assert _pool_may_assign(sandbox, pool, request, self.config), \
+                f"{where}: pool {pool} assigned {child['metadata']['name']} to {sandbox['metadata']['name']}, which chooses another pool"
+
+    def _running_is_true(self, h: Harness, request: dict[str, Any], response: dict[str, Any], where: str) -> None:
+        """Running only when the Service and every policy the API server holds select the pod
+        that serves (the one this sync named), whatever writes of this sync failed."""
+        status, parent = response.get("status") or {}, request["parent"]
+        if status.get("phase") != C.PHASE_RUNNING:
+            return
+        ns, sandbox_uid = parent["metadata"]["namespace"], parent["metadata"]["uid"]
+        if status.get("warmPodUsed") is True:
+            ref = (status.get("warmPodRef") or {}).get("name")
+            wp = next((w for w in _related(request, C.KIND_WARMPOD) if w["metadata"]["name"] == ref), None)
+            owner_uid = wp["metadata"]["uid"] if wp is not None else None
+            pod = next((o for k, o in h.objects.items() if k[0] == "Pod" and k[1] == ns and owner_uid and _owned(o, owner_uid)), None)
+        else:
+            seen = next((p for p in _observed_children(request, "Pod") if p["metadata"]["name"] == status.get("podName")), None)
+            pod = next((o for k, o in h.objects.items() if k[0] == "Pod" and seen and o["metadata"]["uid"] == seen["metadata"]["uid"]), None)
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return  # the pod it saw is going: what it claimed was true when it looked
+        self.running_checked += 1
+        labels = pod["metadata"].get("labels") or {}
+        service = h.objects.get(("Service", ns, status.get("serviceName", "")))
+        assert service is not None and _owned(service, sandbox_uid) and _labels_select(service["spec"].get("selector"), labels), \
+            f"{where}: sandbox {parent['metadata']['name']} Running, its Service does not select pod {pod['metadata']['name']}"
+        policies = [o for k, o in h.objects.items() if k[0] == "NetworkPolicy" and k[1] == ns and _owned(o, sandbox_uid)]
+        assert policies, f"{where}: sandbox {parent['metadata']['name']} Running without network policies"
+        for policy in policies:
+            assert _labels_select(policy["spec"]["podSelector"].get("matchLabels"), labels), \
+                f"{where}: sandbox {parent['metadata']['name']} Running, policy {policy['metadata']['name']} does not select {pod['metadata']['name']}"
+
+    def _pod_kept(self, request: dict[str, Any], response: dict[str, Any], where: str) -> None:
+        """A live pod of the sandbox's own is left out (so deleted) only when it ended, is replaced
+        on request or the sandbox is suspended: never because another child is not observed yet."""
+        desired = {c["metadata"]["name"] for c in response.get("children") or [] if c["kind"] == "Pod"}
+        ready = next((c for c in (response.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+        for pod in _observed_children(request, "Pod"):
+            if pod["metadata"]["name"] in desired or pod["metadata"].get("deletionTimestamp"):
+                continue
+            if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+                continue
+            assert ready.get("reason") in ("PodReplacing", "Suspending", "Suspended"), \
+                f"{where}: sandbox {request['parent']['metadata']['name']} deletes its live pod {pod['metadata']['name']} ({ready.get('reason')})"
+
+    def _isolated_from_the_start(self, h: Harness, request: dict[str, Any], where: str) -> None:
+        """A pod of the sandbox's own is created only under its default deny."""
+        parent = request["parent"]
+        ns, sandbox_uid = parent["metadata"]["namespace"], parent["metadata"]["uid"]
+        seen = {p["metadata"]["uid"] for p in _observed_children(request, "Pod")}
+        for key, pod in h.objects.items():
+            if key[0] != "Pod" or key[1] != ns or not _owned(pod, sandbox_uid) or pod["metadata"]["uid"] in seen:
+                continue
+            if pod["metadata"]["creationTimestamp"] != fmt_time(h.clock):
+                continue  # created before this sync, not by it
+            deny = h.objects.get(("NetworkPolicy", ns, f"{pod['metadata']['name']}-default-deny"))
+            assert deny is not None and _labels_select(deny["spec"]["podSelector"].get("matchLabels"), pod["metadata"].get("labels") or {}), \
+                f"{where}: pod {pod['metadata']['name']} created outside its sandbox's default deny"
+
+
+def _protocol_sandbox(name: str, kind: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "demo"}
+    spec: dict[str, Any] = {"runtime": "python-3.11"}
+    if kind != "plain":
+        meta["annotations"] = {C.ANNOTATION_USE_WARM_POD: "true"}
+    if kind == "ref-a":
+        spec["warmPoolRef"] = {"name": "python-a"}
+    elif kind in ("ref-b", "ref-edit"):
+        spec["warmPoolRef"] = {"name": "python-b"}
+    elif kind == "incompatible":
+        spec["resources"] = {"cpu": "2"}
+    return {"apiVersion": C.API_VERSION, "kind": C.KIND_SANDBOX, "metadata": meta, "spec": spec}
+
+
+@dataclass
+class ProtocolRun:
+    harness: Harness
+    checker: ProtocolChecker
+    tracker: Tracker
+
+
+def run_protocol_scenario(seed: int) -> ProtocolRun:
+    """Two compatible pools (python-a sorts first; created with the others or while sandboxes
+    arrive), sandboxes choosing by offers or by warmPoolRef (one edited while it waits), plain and
+    incompatible ones, created in bursts and deleted when Running or early; caches stale, events
+    late and child writes failing at rates drawn per scenario. Checked throughout; at the end,
+    with the faults off, nothing is left but the pools' idle pods."""
+    rng = random.Random(seed)
+    config = Config(warm_pod_wait_seconds=rng.choice([10, 20, 40]))
+    h = Harness(CONTROLLERS, config, NOW, seed, stale=rng.choice([0.0, 0.2, 0.4, 0.6]), step=STEP_SECONDS,
+                kubelet_speed=rng.uniform(0.5, 1.0), write_failures=rng.choice([0.0, 0.05, 0.15]), delay=rng.choice([0.0, 0.2, 0.4]))
+    checker, tracker = ProtocolChecker(config), Tracker()
+    h.exchange_observers.append(checker)
+    h.observers.append(tracker)
+    h.create(runtime())
+    pools = {"python-b": rng.randint(0, 2), "python-a": rng.randint(0, 2)}
+    a_at = rng.choice([0, 0, rng.randint(1, 12)])  # python-a may appear while sandboxes already wait
+    h.create(_pool("python-b", rng, minSize=pools["python-b"]))
+    kinds = [rng.choice(PROTOCOL_KINDS) for _ in range(rng.randint(3, 7))]
+    arrivals = sorted(rng.randint(0, 14) for _ in kinds)
+    edits: dict[str, int] = {}
+    made = 0
+    for r in range(70):
+        if r == a_at:
+            h.create(_pool("python-a", rng, minSize=pools["python-a"]))
+        while made < len(kinds) and arrivals[made] <= r:
+            name = f"sb-{made}"
+            h.create(_protocol_sandbox(name, kinds[made]))
+            if kinds[made] == "ref-edit":
+                edits[name] = r + rng.randint(0, 3)
+            made += 1
+        for name, at in list(edits.items()):
+            if at == r and (C.KIND_SANDBOX, "demo", name) in h.objects:
+                _edit(h, name, spec={"warmPoolRef": {"name": "python-a"}})
+                del edits[name]
+        h.run_round()
+        for key, sb in list(h.objects.items()):
+            if key[0] == C.KIND_SANDBOX and not sb["metadata"].get("deletionTimestamp"):
+                if sb["metadata"]["uid"] in tracker.running and rng.random() < 0.15 or rng.random() < 0.01:
+                    h.delete(key)
+    for key in [k for k in h.objects if k[0] == C.KIND_SANDBOX]:
+        h.delete(key)
+    h.write_failures, h.delay = 0.0, 0.0
+    h.run_until_quiet()
+    assert not h.violations, h.violations
+    _assert_no_leaks(h)
+    if a_at == 0 or a_at < 70:
+        _assert_pools_at_min(h, pools)
+    return ProtocolRun(h, checker, tracker)
+
+
+def test_the_warm_protocol_holds_under_stale_caches_reordered_events_and_failed_writes() -> None:
+    """Many seeded scenarios: no check fails, and they exercise what the checks are about."""
+    runs = [run_protocol_scenario(seed) for seed in PROTOCOL_SEEDS]
+    stats = [r.harness.stats for r in runs]
+    adoptions, assignments = sum(r.checker.adoptions for r in runs), sum(r.checker.assignments for r in runs)
+    print(f"\nwarm protocol: {len(runs)} scenarios, {assignments} assignments and {adoptions} adoptions checked, "
+          f"{sum(r.checker.running_checked for r in runs)} Running claims checked against the API server; "
+          f"{sum(s.stale_reads for s in stats)} stale reads, {sum(s.delayed for s in stats)} delayed syncs, "
+          f"{sum(s.failed_writes for s in stats)} failed writes, {sum(s.conflicts for s in stats)} conflicts")
+    assert adoptions > 2 * len(runs) and assignments >= adoptions
+    assert sum(s.failed_writes for s in stats) and sum(s.delayed for s in stats)
+    assert not any(r.tracker.flips for r in runs), "a sandbox switched between warm and cold"
+
+
+def _broken(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """Break one rule of the protocol."""
+    if variant == "adopts-without-checking-the-assigner":
+        # The sandbox takes any WarmPod bound to its UID, whichever pool bound it.
+        def any_pool(parent: Any, related: Any, pools: Any) -> Any:
+            return next((wp for wp in objects(related, C.GVK_WARMPOD) if warm.assigned_to(wp, parent)
+                         and not wp["metadata"].get("deletionTimestamp")), None)
+        monkeypatch.setattr(warm, "bound_warm_pod", any_pool)
+    elif variant == "assigns-to-a-sandbox-that-chose-another-pool":
+        # The pool serves every undecided sandbox asking for a warm pod that its pods fit.
+        monkeypatch.setattr(warmpool_sync, "_chooses", lambda sandbox, pool_name, choices: warm.asks_for_warm_pod(sandbox))
+    elif variant == "running-before-the-service-points-at-the-pod":
+        # Running as soon as the warm pod is adopted: the status follows what was desired.
+        monkeypatch.setattr(sandbox_sync, "_check_selected", lambda plan, decision, desired, serving: serving)
+    elif variant == "cold-pod-before-its-isolation":
+        # A cold pod as soon as its ServiceAccount exists, wherever its policies point.
+        monkeypatch.setattr(sandbox_sync, "_isolated", lambda req, names, sel: True)
+    else:
+        raise AssertionError(variant)
+
+
+BROKEN_VARIANTS = ("adopts-without-checking-the-assigner", "assigns-to-a-sandbox-that-chose-another-pool",
+                   "running-before-the-service-points-at-the-pod", "cold-pod-before-its-isolation")
+
+
+@pytest.mark.parametrize("variant", BROKEN_VARIANTS)
+def test_a_broken_protocol_fails_the_checks(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """Each variant breaks one rule; the same scenarios must catch it, within the first seeds."""
+    _broken(monkeypatch, variant)
+    for seed in PROTOCOL_SEEDS:
+        try:
+            run_protocol_scenario(seed)
+        except AssertionError as caught:
+            print(f"\n{variant}: caught at seed {seed}: {str(caught).splitlines()[0][:200]}")
+            return
+    raise AssertionError(f"{variant}: no scenario of {len(PROTOCOL_SEEDS)} caught it")

@@ -283,7 +283,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
     },
     "WarmPod": {
         "phase": ("string", None), "podName": ("string", None), "podNamespace": ("string", None),
-        "lastHeartbeat": ("string", "date-time"),
+        "lastHeartbeat": ("string", "date-time"), "servingSelector": ("object", None),
     },
 }
 PHASES = {
@@ -340,7 +340,7 @@ def test_status_schema(kind: str) -> None:
     if kind in PHASES:
         assert props["phase"]["enum"] == PHASES[kind]
     if kind == "Sandbox":
-        assert set(props["warmPodRef"]["properties"]) == {"name", "namespace"}
+        assert set(props["warmPodRef"]["properties"]) == {"name", "namespace", "uid"}
 
 
 GOLDEN_DIRS = {"Sandbox": "sandbox", "SandboxProfile": "sandboxprofile", "RuntimeEnvironment": "runtimeenvironment",

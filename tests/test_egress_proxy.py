@@ -145,6 +145,9 @@ def test_only_sandbox_pods_reach_the_proxy() -> None:
     assert policy["spec"]["podSelector"] == {"matchLabels": {C.LABEL_APP: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_EGRESS_PROXY}}
     assert policy["spec"]["ingress"] == [{
         "from": [{"podSelector": {"matchExpressions": [{"key": C.LABEL_SANDBOX_UID, "operator": "Exists"}],
+                                  "matchLabels": {C.LABEL_APP: C.APP_NAME}}},
+                 # warm pods, by the label they carry from creation (served before any relabel)
+                 {"podSelector": {"matchExpressions": [{"key": C.LABEL_WARMPOD_UID, "operator": "Exists"}],
                                   "matchLabels": {C.LABEL_APP: C.APP_NAME}}}],
         "ports": [{"port": C.EGRESS_PROXY_PORT, "protocol": "TCP"}],
     }]

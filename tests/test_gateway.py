@@ -311,3 +311,19 @@ def test_resume_needs_the_right_to_patch(api: FakeApiServer, key_file: Path) -> 
     error = response.get_json()["error"]
     assert response.status_code == 409 and error["code"] == "sandbox_suspended" and "patch" in error["message"]
     assert api.patches("sb") == []
+
+
+def test_a_warm_pod_is_the_sandboxs_by_the_uid_label_of_its_warmpod() -> None:
+    """A warm pod carries its WarmPod's UID label from creation; the sandbox's status names that
+    WarmPod once it runs on it (assigned to its UID for good). The first call need not wait for
+    the relabel with the sandbox's UID, and no other pod passes."""
+    from gateway.sandboxes import LABEL_SANDBOX_UID, LABEL_WARMPOD_UID, carries_identity
+    warm = {"metadata": {"uid": "sb-1"}, "status": {"warmPodUsed": True, "warmPodRef": {"name": "python-0", "uid": "wp-1"}}}
+    assert carries_identity(warm, {LABEL_WARMPOD_UID: "wp-1"})
+    assert carries_identity(warm, {LABEL_SANDBOX_UID: "sb-1"})  # relabelled, or its own pod
+    assert not carries_identity(warm, {LABEL_WARMPOD_UID: "wp-2"})  # another warm pod
+    assert not carries_identity(warm, {LABEL_SANDBOX_UID: "sb-2"})
+    left = {"metadata": {"uid": "sb-1"}, "status": {"warmPodUsed": False, "warmPodRef": {"name": "python-0", "uid": "wp-1"}}}
+    assert not carries_identity(left, {LABEL_WARMPOD_UID: "wp-1"})  # it went cold: that pod is released
+    unnamed = {"metadata": {"uid": "sb-1"}, "status": {"warmPodUsed": True, "warmPodRef": {"name": "python-0"}}}
+    assert not carries_identity(unnamed, {LABEL_WARMPOD_UID: ""}) and not carries_identity(unnamed, {})

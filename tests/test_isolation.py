@@ -355,7 +355,12 @@ class Topology:
         self.pods += [c for c in idle if c["kind"] == "Pod"]
         warm_request = sandbox_cases.warm_bound()
         parent = warm_request["parent"]
-        assigned = _children("/warmpod/sync", warmpod_request(warmpod_parent("python-1", assigned_to=parent)), self.config)
+        warm_pod = warmpod_parent("python-1", assigned_to=parent)
+        assigned = _children("/warmpod/sync", warmpod_request(warm_pod), self.config)
+        # The WarmPod the sandbox adopts is this one: its policies select this pod's serving selector.
+        bound = next(iter(warm_request["related"][C.GVK_WARMPOD].values()))
+        bound["metadata"]["uid"] = warm_pod["metadata"]["uid"]
+        bound["status"]["servingSelector"] = {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: warm_pod["metadata"]["uid"]}
         self.policies += [c for c in assigned if c["kind"] == "NetworkPolicy"]
         self.policies += [c for c in _children("/sandbox/sync", warm_request, self.config) if c["kind"] == "NetworkPolicy"]
         pod = next(c for c in assigned if c["kind"] == "Pod")

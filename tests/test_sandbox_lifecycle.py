@@ -218,7 +218,7 @@ def test_a_first_pod_carries_no_restart_annotation() -> None:
 def _warm_served(wp_phase: Optional[str]) -> dict[str, Any]:
     """A sandbox that ran on its warm pod (status says so) whose WarmPod is now in `wp_phase`
     (None: gone), well within the warm-pod wait window."""
-    request = cases.warm_bound()
+    request = cases.warm_running()
     first = sandbox_sync.sync(request, NOW)
     assert first["status"]["phase"] == "Running" and first["status"]["warmPodUsed"] is True
     parent = copy.deepcopy(request["parent"])
@@ -242,17 +242,29 @@ def test_a_sandbox_whose_warm_pod_failed_goes_on_cold_never_back_to_pending(wp_p
     warm = cond(out, "WarmPod")
     assert warm["reason"] == "WarmPodFailed" and "python-pool-0" in warm["message"], warm
     assert ("ServiceAccount", "sandbox-quick") in kinds(out), "the cold start begins at once"
+    # Its Service and policies are pointed back at its own pods, before any pod of its own exists.
+    own = {C.LABEL_APP: C.APP_NAME, C.LABEL_SANDBOX_UID: out_uid(out)}
+    assert all(c["spec"]["podSelector"]["matchLabels"] == own for c in out["children"] if c["kind"] == "NetworkPolicy")
     # Next sync: the account exists; the reason stays (recorded, or recomputed from a stale status
     # that still says warm), the pod is created as restart 1.
     for previous in (status, _warm_served(wp_phase)["parent"]["status"]):
         request = _warm_served(wp_phase)
         request["parent"]["status"] = previous
-        account = next(c for c in out["children"] if c["kind"] == "ServiceAccount")
-        request["children"][C.GVK_SERVICE_ACCOUNT] = {"demo/sandbox-quick": observed(account, request["parent"])}
+        request["children"] = sync_request(request["parent"], children=[observed(c, request["parent"]) for c in out["children"]])["children"]
         nxt = sandbox_sync.sync(request, NOW)
         assert nxt["status"]["phase"] == "Creating" and cond(nxt, "WarmPod")["reason"] == "WarmPodFailed"
         pod = next(c for c in nxt["children"] if c["kind"] == "Pod")
         assert pod["metadata"]["annotations"][C.ANNOTATION_POD_RESTARTS] == "1"
+    # Not while an observed policy still selects the warm pod (its update not applied yet): the
+    # new pod must never start outside its default deny.
+    stale = _warm_served(wp_phase)
+    stale["children"][C.GVK_SERVICE_ACCOUNT] = sync_request(stale["parent"], children=[
+        observed(c, stale["parent"]) for c in out["children"] if c["kind"] == "ServiceAccount"])["children"][C.GVK_SERVICE_ACCOUNT]
+    assert ("Pod", "sandbox-quick") not in kinds(sandbox_sync.sync(stale, NOW))
+
+
+def out_uid(out: dict[str, Any]) -> str:
+    return next(c for c in out["children"] if c["kind"] == "ServiceAccount")["metadata"]["labels"][C.LABEL_SANDBOX_UID]
 
 
 def test_a_warm_start_then_its_replacement_counts_one_start() -> None:
@@ -260,7 +272,7 @@ def test_a_warm_start_then_its_replacement_counts_one_start() -> None:
     server = InProcess()
     served = _warm_served("Failed")
     warm_status = served["parent"]["status"]
-    server.sync({**cases.warm_bound(), "parent": {**cases.warm_bound()["parent"], "status": {"warmPool": "python-pool"}}})
+    server.sync(cases.warm_bound())  # adopts: warmPodUsed first set
     cold = server.sync(served)
     assert warm_status["warmPodUsed"] is True and cold["status"]["warmPodUsed"] is False
     starts = "llmsafespace_warmpool_sandbox_starts_total"

@@ -316,14 +316,74 @@ def test_a_profile_not_yet_validated_is_waited_for() -> None:
 
 
 @pytest.mark.parametrize("build, serving", [
-    (cases.minimal, "sandbox"), (cases.warm_timeout, "sandbox"), (cases.warm_waiting, "warmpod"), (cases.warm_bound, "warmpod"),
+    (cases.minimal, "sandbox"), (cases.warm_timeout, "sandbox"), (cases.warm_bound_before_upgrade, "warmpod"),
 ])
 def test_service_selects_the_pod_that_serves(build: Any, serving: str) -> None:
+    """On the sandbox's UID label the Service also names the kind of pod: a warm pod bound just as
+    the sandbox fell back to a cold start may carry that label too."""
     out = sandbox_sync.sync(build(), NOW)
     service = next(c for c in out["children"] if c["kind"] == "Service")
     assert service["spec"]["selector"][C.LABEL_COMPONENT] == serving
     for policy in (c for c in out["children"] if c["kind"] == "NetworkPolicy"):
         assert C.LABEL_COMPONENT not in policy["spec"]["podSelector"]["matchLabels"]  # policies govern both
+
+
+def test_a_warm_pod_is_selected_by_its_serving_selector() -> None:
+    """The Service and every policy of a warm-served sandbox select the warm pod's serving selector
+    (its WarmPod's UID, a label fixed at the pod's creation): one pod, and no relabel waited for."""
+    request = cases.warm_bound()
+    wp = next(iter(request["related"][C.GVK_WARMPOD].values()))
+    wanted = {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: wp["metadata"]["uid"]}
+    out = sandbox_sync.sync(request, NOW)
+    assert next(c for c in out["children"] if c["kind"] == "Service")["spec"]["selector"] == wanted
+    assert all(c["spec"]["podSelector"]["matchLabels"] == wanted for c in out["children"] if c["kind"] == "NetworkPolicy")
+
+
+def test_a_forged_serving_selector_is_never_followed() -> None:
+    """servingSelector is compared with what the WarmPod's own UID gives, never copied: a status
+    naming another pod's labels selects nothing and the sandbox does not adopt on it."""
+    request = cases.warm_bound()
+    wp = next(iter(request["related"][C.GVK_WARMPOD].values()))
+    wp["status"]["servingSelector"] = {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: "someone-elses-warm-pod"}
+    out = sandbox_sync.sync(request, NOW)
+    assert out["status"]["phase"] == C.PHASE_PENDING and cond(out, "WarmPod")["reason"] == "WaitingForWarmPod"
+    assert out["children"] == []
+
+
+def test_waiting_for_a_warm_pod_creates_nothing_yet() -> None:
+    """No pod has the sandbox's identity while it waits: its Service and policies are created once
+    the pod that serves it is known, pointing at it (no create, then update)."""
+    out = sandbox_sync.sync(cases.warm_waiting(), NOW)
+    assert out["status"]["phase"] == C.PHASE_PENDING and out["children"] == []
+
+
+def test_a_new_pod_waits_for_its_default_deny_and_an_existing_one_is_kept() -> None:
+    """The Pod is desired once its ServiceAccount and its default deny are observed, the latter
+    selecting it: never created outside its isolation. A pod that exists stays desired whatever is
+    observed of its policies (leaving it out would delete it)."""
+    request = cases.minimal()
+    assert any(c["kind"] == "Pod" for c in sandbox_sync.sync(request, NOW)["children"])
+    request["children"][C.GVK_NETWORK_POLICY] = {}
+    assert not any(c["kind"] == "Pod" for c in sandbox_sync.sync(request, NOW)["children"])
+    running = cases.observed_running()
+    running["children"][C.GVK_NETWORK_POLICY] = {}
+    assert any(c["kind"] == "Pod" for c in sandbox_sync.sync(running, NOW)["children"])
+
+
+def test_running_only_once_the_service_and_policies_are_observed_selecting_the_pod() -> None:
+    """Metacontroller writes the status even when a child's write failed: Running is reported only
+    once the observed Service and policies select the warm pod, never from the desired ones."""
+    adopting = sandbox_sync.sync(cases.warm_bound(), NOW)
+    assert adopting["status"]["phase"] == C.PHASE_CREATING and adopting["status"]["warmPodUsed"] is True
+    assert cond(adopting, "Ready")["reason"] == "PodNotSelected"
+    running = cases.warm_running()
+    assert sandbox_sync.sync(running, NOW)["status"]["phase"] == C.PHASE_RUNNING
+    # One policy still selecting the sandbox's UID label (its update failed): not Running.
+    policies = running["children"][C.GVK_NETWORK_POLICY]
+    deny = next(p for k, p in policies.items() if k.endswith("-default-deny"))
+    deny["spec"]["podSelector"]["matchLabels"] = {C.LABEL_APP: C.APP_NAME, C.LABEL_SANDBOX_UID: running["parent"]["metadata"]["uid"]}
+    out = sandbox_sync.sync(running, NOW)
+    assert out["status"]["phase"] == C.PHASE_CREATING and "sandbox-quick-default-deny" in cond(out, "Ready")["message"]
 
 
 # --- Isolation of a running sandbox whatever its spec (issue 13, item 4) --------------------------

@@ -177,9 +177,9 @@ def test_a_warm_served_sandbox_suspends_by_releasing_its_warm_pod() -> None:
 
 def test_a_sandbox_asked_to_suspend_is_not_waiting_for_a_warm_pod() -> None:
     waiting = sandbox("quick", annotations={C.ANNOTATION_USE_WARM_POD: "true"}, status={"phase": "Pending", "warmPool": "python-pool"})
-    assert warmpool_sync._waiting(waiting, "python-pool")
+    assert warmpool_sync._undecided(waiting)
     asked = {**waiting, "spec": {**waiting["spec"], "operatingMode": "Suspended"}}
-    assert not warmpool_sync._waiting(asked, "python-pool")  # its status still says Pending
+    assert not warmpool_sync._undecided(asked)  # its status still says Pending
 
 
 def test_suspended_while_waiting_for_a_warm_pod() -> None:

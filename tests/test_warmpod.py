@@ -102,7 +102,7 @@ def test_policy_selects_the_pod() -> None:
 
 
 @pytest.mark.parametrize("case,phase", [
-    ("new", "Pending"), ("starting", "Pending"), ("ready", "Ready"), ("relabel", "Pending"),
+    ("new", "Pending"), ("starting", "Pending"), ("ready", "Ready"), ("relabel", "Assigned"), ("relabel-old-pod", "Pending"),
     ("assigned", "Assigned"), ("label-conflict", "Failed"), ("pod-failed", "Failed"),
     ("invalid-spec", "Failed"), ("finalize-pod", "Terminating"), ("finalize-policy", "Terminating"), ("finalize-done", "Terminating"),
 ])
@@ -120,8 +120,26 @@ def test_assignment_labels_the_pod_with_the_sandbox_identity() -> None:
     labels = child(out, "Pod")["metadata"]["labels"]
     assert labels[C.LABEL_SANDBOX_UID] == cases.SANDBOX["metadata"]["uid"]
     assert labels[C.LABEL_SANDBOX_ID] == "user"
-    assert labels[C.LABEL_APP] == C.APP_NAME  # the sandbox's Service selects {app, sandbox-uid}
-    assert cond(out, "Assigned")["reason"] == "Relabelling"
+    assert labels[C.LABEL_APP] == C.APP_NAME
+    # Serving already: the sandbox selects the pod by its serving selector, not by these labels.
+    assert cond(out, "Assigned")["reason"] == "PodSelectable" and cond(out, "Assigned")["status"] == "True"
+    old = run("relabel-old-pod")
+    assert child(old, "Pod")["metadata"]["labels"][C.LABEL_SANDBOX_UID] == cases.SANDBOX["metadata"]["uid"]
+    assert cond(old, "Assigned")["reason"] == "Relabelling" and "servingSelector" not in old["status"]
+
+
+def test_the_pod_carries_its_serving_selector_from_creation() -> None:
+    """The WarmPod's UID label is on the Pod from the first sync, and fixed: a sandbox served by it
+    points its Service and policies at it without waiting for a relabel. servingSelector reports
+    it once the observed Pod carries it."""
+    parent = cases.warmpod_parent()
+    wanted = {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: parent["metadata"]["uid"]}
+    for case in ("new", "ready", "relabel", "assigned"):
+        labels = child(run(case), "Pod")["metadata"]["labels"]
+        assert {k: labels.get(k) for k in wanted} == wanted, case
+    assert "servingSelector" not in run("new")["status"]  # no pod observed yet
+    for case in ("ready", "relabel", "assigned", "pod-failed"):
+        assert run(case)["status"]["servingSelector"] == wanted, case
 
 
 def test_a_pod_labelled_for_another_sandbox_is_never_relabelled() -> None:

@@ -308,6 +308,40 @@ def test_sandbox_with_a_profile_is_checked_on_what_it_says() -> None:
     assert assignments(out) == {"python-0": "profiled"}
 
 
+def test_a_new_sandbox_is_served_on_sight() -> None:
+    """The pool assigns from the sandbox's spec and annotation: no status.warmPool needed."""
+    out = run("assign-on-sight")
+    assert assignments(out) == {"python-0": "eager"}
+    assert out["status"]["assignedPods"] == 1
+
+
+def test_a_sandbox_that_chooses_another_pool_is_left_alone() -> None:
+    out = run("another-pool-first")
+    assert assignments(out) == {"python-0": "mine"}
+    assert out["status"]["pendingPods"] == 1  # the refill to minSize only: "anyone" is no demand
+
+
+def test_no_assignment_while_the_sandbox_says_it_chose_another_pool() -> None:
+    out = run("views-differ")
+    assert assignments(out) == {} and out["status"]["pendingPods"] == 0
+
+
+def test_a_bound_pod_stays_until_its_sandbox_decides() -> None:
+    assert assignments(run("undecided-keeps-its-pod")) == {"python-0": "undecided"}
+    # Decided elsewhere (a warm pod of alpha): released.
+    request = cases.undecided_keeps_its_pod()
+    sb = next(iter(request["related"][C.GVK_SANDBOX].values()))
+    sb["status"] = {"phase": C.PHASE_RUNNING, "warmPool": "alpha", "warmPodUsed": True, "warmPodRef": {"name": "alpha-0"}}
+    assert assignments(warmpool_sync.sync(request, NOW)) == {}
+    # No longer asking for a warm pod before it decided: it will not take one.
+    del sb["status"], sb["metadata"]["annotations"][C.ANNOTATION_USE_WARM_POD]
+    assert assignments(warmpool_sync.sync(request, NOW)) == {}
+
+
+def test_a_sandbox_with_a_profile_is_served_once_it_names_the_pool() -> None:
+    assert assignments(run("profile-waits-for-its-choice")) == {"python-0": "chose"}
+
+
 def test_sandbox_already_holding_a_pod_gets_no_second_one() -> None:
     p = pool(minSize=1, status={"lastScaleTime": "2026-11-22T11:00:00Z"})
     s = waiting_sandbox("holder")  # its bound pod is not Assigned yet: still "waiting" in status
@@ -444,10 +478,12 @@ def test_sync_of_a_deleting_pool_finalizes() -> None:
     assert warmpool_sync.sync(cases.finalize_done(), NOW)["finalized"] is True
 
 
-def test_customize_asks_for_sandboxes_of_the_namespace_and_all_runtimes() -> None:
+def test_customize_asks_for_sandboxes_and_offers_of_the_namespace_and_all_runtimes() -> None:
     rules = warmpool_sync.customize({"parent": pool()})["relatedResources"]
     assert {"apiVersion": C.API_VERSION, "resource": "sandboxes", "namespace": "demo"} in rules
     assert {"apiVersion": C.API_VERSION, "resource": "runtimeenvironments"} in rules
+    # The namespace's offers: which pool a new sandbox chooses depends on the pools that sort first.
+    assert {"apiVersion": C.API_VERSION, "resource": "warmpooloffers", "namespace": "demo"} in rules
 
 
 def test_condition_times_move_only_on_transitions() -> None:

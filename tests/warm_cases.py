@@ -10,7 +10,7 @@ from hooks import constants as C
 from hooks import warmpod_sync, warmpool_sync
 from tests.factory import NOW, runtime, sandbox
 from tests.warm_factory import (
-    RTE, ago, observed_child, pool, pool_request, ready_pod_status, waiting_sandbox, warm_pod, warmpod_parent,
+    RTE, ago, observed_child, own_offer, pool, pool_request, ready_pod_status, waiting_sandbox, warm_pod, warmpod_parent,
     warmpod_request,
 )
 
@@ -211,6 +211,56 @@ def environment() -> dict[str, Any]:
     return pool_request(p, [warm_pod(p, 0, spec_overrides={"env": POOL_ENV})], related=[RTE, same, bare])
 
 
+def new_sandbox(name: str, created: str = "2026-11-22T11:59:59Z", spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A sandbox asking for a warm pod as the pool first sees it: just created, no status yet."""
+    return sandbox(name, spec={"runtime": "python-3.11", **(spec or {})}, created=created,
+                   annotations={C.ANNOTATION_USE_WARM_POD: "true"})
+
+
+def assign_on_sight() -> dict[str, Any]:
+    """A new sandbox, before its own hook wrote anything: the pool computes its choice (this pool,
+    the only offer) from its spec and annotation and assigns at once."""
+    p = pool(minSize=1, status={"lastScaleTime": ago(3600)})
+    return pool_request(p, [warm_pod(p, 0)], related=[RTE, new_sandbox("eager")])
+
+
+def another_pool_first() -> dict[str, Any]:
+    """Pool alpha sorts first and fits too: a sandbox asking only for some warm pod chooses alpha,
+    so this pool leaves it (and counts no demand for it); the one naming this pool is served."""
+    p = pool(minSize=1, status={"lastScaleTime": ago(3600)})
+    offers = own_offer(pool("alpha", minSize=1)) + own_offer(p)
+    anyone = new_sandbox("anyone", created=ago(20))
+    mine = new_sandbox("mine", created=ago(10), spec={"warmPoolRef": {"name": "python"}})
+    return pool_request(p, [warm_pod(p, 0)], related=[RTE, anyone, mine], offers=offers)
+
+
+def views_differ() -> dict[str, Any]:
+    """The sandbox's status says it chose alpha, the pool's view of the offers says python: no
+    assignment until the views agree (the sandbox would not take the pod now)."""
+    p = pool(minSize=1, status={"lastScaleTime": ago(3600)})
+    other = waiting_sandbox("elsewhere", pool_name="alpha")
+    return pool_request(p, [warm_pod(p, 0)], related=[RTE, other])
+
+
+def undecided_keeps_its_pod() -> dict[str, Any]:
+    """python-0 was bound to a sandbox that has not decided yet; since then pool alpha appeared and
+    sorts first. The pod stays bound: the sandbox may be taking it right now, and only what the
+    sandbox writes (warmPodUsed) releases it."""
+    p = pool(minSize=1, status={"lastScaleTime": ago(3600)})
+    s = new_sandbox("undecided", created=ago(5))
+    offers = own_offer(pool("alpha", minSize=1)) + own_offer(p)
+    return pool_request(p, [warm_pod(p, 0, assigned_to=s), warm_pod(p, 1)], related=[RTE, s], offers=offers)
+
+
+def profile_waits_for_its_choice() -> dict[str, Any]:
+    """A sandbox with a profile is served once its status names the pool (profiles are not related
+    objects of the pool, so only the sandbox can compute its choice); a new one is not yet."""
+    p = pool(minSize=2, status={"lastScaleTime": ago(3600)})
+    fresh = new_sandbox("fresh", created=ago(20), spec={"profileRef": {"name": "data-science"}})
+    chose = waiting_sandbox("chose", created=ago(10), spec={"profileRef": {"name": "data-science"}})
+    return pool_request(p, [warm_pod(p, 0), warm_pod(p, 1)], related=[RTE, fresh, chose])
+
+
 def finalize_waiting() -> dict[str, Any]:
     p = pool(minSize=1, deleting=True, status={"lastScaleTime": ago(3600)})
     return pool_request(p, [warm_pod(p, 0), warm_pod(p, 1, phase="Assigned", assigned_to=running_warm("user", pod="python-1"))],
@@ -225,7 +275,8 @@ POOL_SYNC = [
     empty, refill, steady, autoscale_up, at_max, scale_down_waiting, scale_down_due, over_max, ttl_expired,
     assign_oldest_first, incompatible_sandbox, sandbox_deleted, sandbox_deleting_and_terminating, cold_fallback,
     running_keeps_pod, duplicate_assignment, outdated_spec, invalid_with_children, runtime_missing,
-    runtime_not_validated, custom_level, long_name, preload_and_high, environment,
+    runtime_not_validated, custom_level, long_name, preload_and_high, environment, assign_on_sight, another_pool_first,
+    views_differ, undecided_keeps_its_pod, profile_waits_for_its_choice,
 ]
 POOL_FINALIZE = [finalize_waiting, finalize_done]
 
@@ -283,8 +334,18 @@ def wpod_ready() -> dict[str, Any]:
 
 
 def wpod_relabel() -> dict[str, Any]:
-    """Just assigned: the pod still has the idle labels; the hook adds the sandbox's identity."""
+    """Just assigned: the pod still has the idle labels, its serving selector among them, so it
+    serves at once; the hook adds the sandbox's identity (for what identifies pods by it)."""
     return _with_pod(warmpod_parent(assigned_to=SANDBOX), labels_from=warmpod_parent(), **ready_pod_status())
+
+
+def wpod_relabel_old_pod() -> dict[str, Any]:
+    """Just assigned, and the pod was made before the warmpod-uid label existed: it gets that label
+    and the sandbox's identity in one in-place update, and is Assigned once it carries either."""
+    request = _with_pod(warmpod_parent(assigned_to=SANDBOX), labels_from=warmpod_parent(), **ready_pod_status())
+    for pod in request["children"][C.GVK_POD].values():
+        pod["metadata"]["labels"].pop(C.LABEL_WARMPOD_UID)
+    return request
 
 
 def wpod_assigned() -> dict[str, Any]:
@@ -339,8 +400,8 @@ def wpod_environment() -> dict[str, Any]:
     return warmpod_request(warmpod_parent(spec_overrides={"env": POOL_ENV, "envFrom": [{"secretRef": {"name": "agent-config"}}]}))
 
 
-WARMPOD_SYNC = [wpod_environment, wpod_new, wpod_starting, wpod_ready, wpod_relabel, wpod_assigned, wpod_label_conflict, wpod_pod_failed,
-                wpod_preload_high, wpod_long_name, wpod_invalid_spec]
+WARMPOD_SYNC = [wpod_environment, wpod_new, wpod_starting, wpod_ready, wpod_relabel, wpod_relabel_old_pod, wpod_assigned,
+                wpod_label_conflict, wpod_pod_failed, wpod_preload_high, wpod_long_name, wpod_invalid_spec]
 WARMPOD_FINALIZE = [wpod_finalize_pod, wpod_finalize_policy, wpod_finalize_done]
 WARMPOD_CASES: dict[str, Case] = {
     **{_case_name(f).removeprefix("wpod-"): (f, warmpod_sync.sync) for f in WARMPOD_SYNC},

@@ -14,7 +14,7 @@ from tests.factory import NOW, NS, fake_uid, observed, running_pod_status, runti
 
 RTE = runtime()  # python-3.11, available
 POOL_CHILD_KEYS = (C.GVK_WARMPOD, C.GVK_WARMPOOL_OFFER)
-POOL_RELATED_KEYS = (C.GVK_SANDBOX, C.GVK_RUNTIME)
+POOL_RELATED_KEYS = (C.GVK_SANDBOX, C.GVK_RUNTIME, C.GVK_WARMPOOL_OFFER)
 WARMPOD_CHILD_KEYS = (C.GVK_POD, C.GVK_NETWORK_POLICY)
 POOL_CREATED = "2026-11-22T10:00:00Z"
 
@@ -77,11 +77,27 @@ def waiting_sandbox(name: str, created: str = "2026-11-22T11:59:50Z", pool_name:
 
 
 def pool_request(parent: dict[str, Any], warm_pods: Iterable[dict[str, Any]] = (),
-                 related: Iterable[dict[str, Any]] = (RTE,), finalizing: bool = False) -> dict[str, Any]:
-    req = sync_request(parent, children=warm_pods, related=related, finalizing=finalizing,
+                 related: Iterable[dict[str, Any]] = (RTE,), finalizing: bool = False,
+                 offers: Optional[Iterable[dict[str, Any]]] = None) -> dict[str, Any]:
+    """A WarmPool request. `offers`: the WarmPoolOffers it relates to; by default its own, as its
+    hook makes it from the runtimes in `related` (none when it cannot serve)."""
+    related = list(related)
+    offered = list(offers) if offers is not None else own_offer(parent, related)
+    req = sync_request(parent, children=warm_pods, related=related + offered, finalizing=finalizing,
                        child_keys=POOL_CHILD_KEYS, related_keys=POOL_RELATED_KEYS)
     req["controller"]["metadata"]["name"] = "llmsafespace-warmpool"
     return req
+
+
+def own_offer(parent: dict[str, Any], related: Iterable[dict[str, Any]] = (RTE,)) -> list[dict[str, Any]]:
+    """The pool's WarmPoolOffer as the API server holds it after the pool's first sync (none when
+    the pool cannot serve): what sandboxes, and the pool itself, choose from."""
+    alive = {**parent, "metadata": {k: v for k, v in parent["metadata"].items() if k not in ("deletionTimestamp", "finalizers")}}
+    alive.pop("status", None)
+    req = sync_request(alive, related=[o for o in related if o.get("kind") == C.KIND_RUNTIME],
+                       child_keys=POOL_CHILD_KEYS, related_keys=POOL_RELATED_KEYS)
+    out = warmpool_sync.sync(req, NOW)
+    return [observed(c, parent) for c in out["children"] if c["kind"] == C.KIND_WARMPOOL_OFFER]
 
 
 def warmpod_parent(pool_name: str = "python", k: int = 0, assigned_to: Optional[dict[str, Any]] = None,

@@ -120,21 +120,21 @@ def service(ns: str) -> dict[str, Any]:
 
 
 def ingress_policy(ns: str) -> dict[str, Any]:
-    """Only pods serving a sandbox (cold or a bound warm pod: both carry the sandbox's UID label,
-    which users cannot set) reach the proxy, on its port."""
-    sandbox_pods = {
-        "podSelector": {
-            "matchExpressions": [{"key": C.LABEL_SANDBOX_UID, "operator": "Exists"}],
-            "matchLabels": {C.LABEL_APP: C.APP_NAME},
-        },
-    }
+    """Only pods serving a sandbox reach the proxy, on its port: a sandbox's own pods (its UID
+    label) and warm pods (their WarmPod's UID label, which a warm pod carries from its creation,
+    so a sandbox served by one reaches the proxy before the pod is relabelled with its UID).
+    Users set neither label. An idle warm pod is let in here but cannot leave: its own default
+    deny, and no sandbox's egress policy selects it yet."""
+    def pods_with(key: str) -> dict[str, Any]:
+        return {"podSelector": {"matchExpressions": [{"key": key, "operator": "Exists"}], "matchLabels": {C.LABEL_APP: C.APP_NAME}}}
     return {
         "apiVersion": np.API_VERSION,
         "kind": "NetworkPolicy",
         "metadata": _metadata(f"{C.EGRESS_PROXY_NAME}-ingress", ns),
         "spec": {
             "podSelector": {"matchLabels": selector()},
-            "ingress": [{"from": [sandbox_pods], "ports": [{"port": C.EGRESS_PROXY_PORT, "protocol": "TCP"}]}],
+            "ingress": [{"from": [pods_with(C.LABEL_SANDBOX_UID), pods_with(C.LABEL_WARMPOD_UID)],
+                         "ports": [{"port": C.EGRESS_PROXY_PORT, "protocol": "TCP"}]}],
             "policyTypes": ["Ingress"],
         },
     }

@@ -29,7 +29,12 @@ What it models (notes/metacontroller.md sections 1, 3, 4.1, 5):
     finalize calls until finalized (children of a finalized answer are not touched), then disappears; garbage collection deletes objects whose
     controller owner is gone (background propagation), `gc_lag` rounds after it went;
   * kubelet: Pods go Pending -> Running -> Ready, one step per round with probability `kubelet_speed`;
-    deleted Pods (graceful) disappear one round later.
+    deleted Pods (graceful) disappear one round later;
+  * optional faults (off by default): a child's create, update or delete fails with probability
+    `write_failures` (a transient API error: Metacontroller still writes the parent's status, as
+    it does, and retries the parent at once); a due sync waits for a later round with
+    probability `delay` (its event delivered late), so hooks of different controllers run in
+    other orders than the round's shuffle gives.
 
 Invariants are checked after every round (`check`); violations of the API server's rules by a
 hook (Forbidden pod updates, assignment changes based on a current view) are recorded in
@@ -205,12 +210,14 @@ class Stats:
     conflicts: int = 0
     already_exists: int = 0
     stale_reads: int = 0
+    failed_writes: int = 0  # child writes failed on purpose (`write_failures`)
+    delayed: int = 0  # syncs put off to a later round (`delay`)
 
 
 class Harness:
     def __init__(self, controllers: list[Controller], config: Config, start: datetime, seed: int,
                  stale: float = 0.0, step: float = 2.0, kubelet_speed: float = 0.7, gc_lag: int = 0,
-                 named_uids: bool = False) -> None:
+                 named_uids: bool = False, write_failures: float = 0.0, delay: float = 0.0) -> None:
         self.controllers = controllers
         self.config = config
         self.clock = start
@@ -223,6 +230,8 @@ class Harness:
         # re-reads the resource types it tracks every 30 s: children of a CRD installed after it
         # started waited that long on a real control plane).
         self.gc_lag = gc_lag
+        self.write_failures = write_failures
+        self.delay = delay
         self.orphaned_round: dict[str, int] = {}  # child uid -> round its owner was first seen gone
         self.round = 0
         self.objects: dict[Key, dict[str, Any]] = {}
@@ -243,6 +252,9 @@ class Harness:
         self.named_uids = named_uids
         self.incarnations: dict[Key, int] = {}
         self.exchanges: dict[str, Exchange] = {}  # parent uid -> its last hook call
+        # Called after each hook call has been applied (children written, status written): what the
+        # hook saw and answered next to what the API server now holds.
+        self.exchange_observers: list[Callable[["Harness", Controller, Exchange], None]] = []
 
     # -----------------------------------------------------------------------------------------
     # API server
@@ -378,6 +390,9 @@ class Harness:
         due = uid in self.deadline and self.deadline[uid] <= self.clock
         if self.seen.get(uid) == fingerprint and not due:
             return
+        if self.delay and self.rng.random() < self.delay:
+            self.stats.delayed += 1  # its event arrives in a later round; nothing recorded as seen
+            return
         self.seen[uid] = fingerprint
         self.deadline.pop(uid, None)
 
@@ -403,15 +418,18 @@ class Harness:
         self.stats.calls[ctl.name] = self.stats.calls.get(ctl.name, 0) + 1
         wire_request = jsonio.loads(jsonio.dumps(request))
         response = jsonio.loads(jsonio.dumps(hook(wire_request, self.clock, self.config)))
-        self.exchanges[uid] = Exchange(ctl.paths.get("finalize" if deleting else "sync", ""), self.clock, wire_request, response)
+        exchange = self.exchanges[uid] = Exchange(ctl.paths.get("finalize" if deleting else "sync", ""), self.clock, wire_request, response)
         if ctl.decorator:
             response = {**response, "children": response.get("attachments") or []}
+        failed = False
         if not (deleting and response.get("finalized")):
             # Metacontroller removes its finalizer first and then manages children only while
             # the finalizer holds the parent: what a finalized answer leaves goes to the GC.
-            self._apply(ctl, parent, children, response)
+            failed = self._apply(ctl, parent, children, response)
         if response.get("resyncAfterSeconds"):
             self.deadline[uid] = self.clock + timedelta(seconds=float(response["resyncAfterSeconds"]))
+        if failed:  # Metacontroller requeues a parent whose children it could not write
+            self.deadline[uid] = min(self.deadline.get(uid, self.clock), self.clock)
         if ctl.decorator:
             self._decorate(key, uid, response)
         else:
@@ -422,6 +440,8 @@ class Harness:
                 live = copy.deepcopy(live)
                 live["metadata"]["finalizers"] = [f for f in live["metadata"].get("finalizers") or [] if f != ctl.finalizer]
                 self._replace(key, live)
+        for observer in self.exchange_observers:
+            observer(self, ctl, exchange)
 
     def _write_status(self, key: Key, uid: str, parent: Mapping[str, Any], status: Any) -> None:
         live = self.objects.get(key)
@@ -454,8 +474,17 @@ class Harness:
         if new != live:
             self._replace(key, new)
 
+    def _fails(self) -> bool:
+        """Whether the next child write fails (a transient API error, `write_failures`)."""
+        if self.write_failures and self.rng.random() < self.write_failures:
+            self.stats.failed_writes += 1
+            return True
+        return False
+
     def _apply(self, ctl: Controller, parent: Mapping[str, Any], children: Mapping[str, Mapping[str, Any]],
-               response: Mapping[str, Any]) -> None:
+               response: Mapping[str, Any]) -> bool:
+        """Create, update and delete children as Metacontroller does; True when a write failed."""
+        failed = False
         desired = response.get("children")
         assert isinstance(desired, list), f"{ctl.name}: response without a children list"
         parent_ns = parent["metadata"].get("namespace")
@@ -486,14 +515,21 @@ class Harness:
                 if refusal:
                     self.violations.append(f"{ctl.name}: create refused: {refusal}")
                     continue
+                if self._fails():
+                    failed = True
+                    continue
                 created = self.create(child, owner=parent)
                 self.applied[created["metadata"]["uid"]] = child
             elif not seen["metadata"].get("deletionTimestamp") and ctl.strategy[kind] != "OnDelete":
                 assert ctl.strategy[kind] == "InPlace", f"{ctl.strategy[kind]} is not modelled"
-                self._update(key, seen, child)
+                failed = self._update(key, seen, child) or failed
         for ident, seen in observed.items():
             if ident not in wanted and not seen["metadata"].get("deletionTimestamp"):
+                if self._fails():
+                    failed = True
+                    continue
                 self.delete(ident, uid=seen["metadata"]["uid"])
+        return failed
 
     def _admission(self, obj: Mapping[str, Any]) -> Optional[str]:
         """Why the API server would refuse to create `obj`, if it would: a Pod naming a
@@ -506,33 +542,36 @@ class Harness:
                 return f"pods {obj['metadata']['name']!r} is forbidden: serviceaccount {account!r} not found"
         return None
 
-    def _update(self, key: Key, seen: dict[str, Any], child: dict[str, Any]) -> None:
+    def _update(self, key: Key, seen: dict[str, Any], child: dict[str, Any]) -> bool:
+        """An InPlace update (a PUT on the observed version); True when the write failed on purpose."""
         uid = seen["metadata"]["uid"]
         desired = {k: v for k, v in child.items() if k != "status"}
         desired["metadata"] = {k: v for k, v in child["metadata"].items() if k not in SYSTEM_METADATA}
         merged = three_way(_without_status(seen), self.applied.get(uid), desired)
         if merged == _without_status(seen):
             self.applied[uid] = desired
-            return
+            return False
         if stored_form(merged) == _without_status(seen):
             # Metacontroller compares what it would send with the object and PUTs; the API server
             # stores the same object again (no new resourceVersion). Every sync, forever.
             self.stats.noop_updates += 1
             self.applied[uid] = desired
-            return
+            return False
+        if self._fails():
+            return True
         live = self.objects.get(key)
         if live is None or live["metadata"]["uid"] != uid or live["metadata"]["resourceVersion"] != seen["metadata"]["resourceVersion"]:
             self.stats.conflicts += 1  # PUT with a stale resourceVersion
-            return
+            return False
         if key[0] == "Pod" and stored_form(merged).get("spec") != seen.get("spec"):
             self.violations.append(f"round {self.round}: Forbidden: update of pod {key[2]}'s spec")
-            return
+            return False
         if key[0] == C.KIND_WARMPOD:
             old = (seen.get("spec") or {}).get("assignment")
             if old is not None and (merged.get("spec") or {}).get("assignment") != old:
                 self.violations.append(f"round {self.round}: WarmPod {key[2]}: assignment {old} changed to "
                                        f"{(merged.get('spec') or {}).get('assignment')} on a current view")
-                return
+                return False
         new = stored_form(merged)
         if "status" in live:
             new["status"] = live["status"]
@@ -541,6 +580,7 @@ class Harness:
         self.applied[uid] = desired
         self.stats.updates += 1
         self._replace(key, new)
+        return False
 
     # -----------------------------------------------------------------------------------------
     # Kubelet and garbage collector

@@ -33,10 +33,20 @@ def test_a_warm_pod_serves_a_sandbox_and_is_never_reused(kube: Kube, namespace: 
     assert status["warmPodRef"]["name"] in idle and status["podName"] == idle[status["warmPodRef"]["name"]]
     assert condition(sb, "WarmPod")["reason"] == "WarmPodBound"
     assert kube.core("Pod", namespace, "sandbox-quick") is None, "started cold next to its warm pod"
-    # The warm pod now carries the sandbox's identity: its Service and policies select it.
+    # Running means its Service and policies select the warm pod, by the label the pod carries
+    # since its creation (its WarmPod's UID): no relabel was waited for.
     pod = kube.core("Pod", namespace, status["podName"])
-    assert pod is not None and pod["metadata"]["labels"][C.LABEL_SANDBOX_UID] == sb["metadata"]["uid"]
+    warm_pod = kube.custom("WarmPod", namespace, status["warmPodRef"]["name"])
+    assert pod is not None and warm_pod is not None
+    serving = {C.LABEL_APP: C.APP_NAME, C.LABEL_WARMPOD_UID: warm_pod["metadata"]["uid"]}
+    assert pod["metadata"]["labels"][C.LABEL_WARMPOD_UID] == warm_pod["metadata"]["uid"]
+    assert (kube.core("Service", namespace, "sandbox-quick") or {})["spec"]["selector"] == serving
+    for policy in kube.list("NetworkPolicy", namespace, f"{C.LABEL_SANDBOX_UID}={sb['metadata']['uid']}"):
+        assert policy["spec"]["podSelector"]["matchLabels"] == serving, policy["metadata"]["name"]
     kube.wait("the Service's endpoint is the warm pod", lambda: endpoint_ips(kube, namespace, "sandbox-quick") == {pod["status"]["podIP"]}, 30)
+    # The sandbox's identity labels follow, off the critical path (the gateway checks them).
+    kube.wait("the warm pod labelled with the sandbox's UID", lambda: ((kube.core("Pod", namespace, status["podName"]) or {})
+              .get("metadata", {}).get("labels") or {}).get(C.LABEL_SANDBOX_UID) == sb["metadata"]["uid"], 30)
     print(f"\nwarm start: apply -> Running in {elapsed:.2f}s")
 
     # The pool refills to its minimum of idle pods while one is assigned.
