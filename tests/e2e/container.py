@@ -47,11 +47,11 @@ DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
 # A user namespace like the kubelet's for hostUsers: false: 65536 ids from an unprivileged base.
 USERNS_BASE = 1_000_000 + (os.getpid() % 1000) * 65536
 CONTAINERD_RUN_DIR = Path("/run/containerd")
-# Plugins a ctr-only containerd does not need (CRI, NRI's socket in /var/run/nri, snapshotters
-# that probe the host).
+# Plugins a ctr-only containerd does not need (CRI, NRI's socket in /var/run/nri, the opt plugin
+# that makes /opt/containerd, snapshotters that probe the host).
 DISABLED_PLUGINS = (
     "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
-    "io.containerd.nri.v1.nri", "io.containerd.internal.v1.tracing", "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt", "io.containerd.internal.v1.tracing", "io.containerd.snapshotter.v1.btrfs",
     "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile",
     "io.containerd.snapshotter.v1.erofs", "io.containerd.differ.v1.erofs",
 )
@@ -147,7 +147,8 @@ class ContainerRuntime:
     def run(self, image: str, name: str, env: Optional[dict[str, str]] = None, args: Sequence[str] = (),
             writable: Sequence[str] = ("/tmp", "/workspace"), user_namespace: bool = True,
             memory_bytes: Optional[int] = None, timeout: float = 60) -> Container:
-        """Start `image` as our pods run it and return once its process exists."""
+        """Start `image` as our pods run it and return once its process exists. `args`, if any,
+        are the whole command line, entrypoint included (ctr's rule; a pod's `command`)."""
         log = self.workdir / f"{name}.log"
         flags = ["--read-only", "--user", "1000:1000", "--seccomp", *[f for c in DEFAULT_CAPS for f in ("--cap-drop", f"CAP_{c}")],
                  "--cgroup", f"{self.cgroup_parent}/{name}", "--log-uri", f"file://{log}"]

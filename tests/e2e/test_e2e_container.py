@@ -112,3 +112,19 @@ def test_a_container_over_its_memory_limit_is_oom_killed(containers: ContainerRu
     except OSError:
         pass  # the connection dies with the process
     assert containers.wait_exit(hungry, timeout=60) == 137
+
+
+def test_the_examples_preload_scripts_run_in_the_reference_image(containers: ContainerRuntime) -> None:
+    """Every preloadScript of examples/ runs as the warm pod's init container runs it (`/bin/sh -c`,
+    the pod's restrictions) and exits 0 in the image the example runtime names: the real node
+    found `python -c ...` failing (Debian's python3 package has no `python`), so every warm pod
+    of the example pool crash-looped in its init container."""
+    import yaml
+
+    scripts = [(doc["metadata"]["name"], p["name"], p["script"]) for path in sorted((ROOT / "examples").glob("*.yaml"))
+               for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "WarmPool"
+               for p in (doc.get("spec") or {}).get("preloadScripts") or []]
+    assert scripts, "no preload scripts in examples/"
+    for pool, name, script in scripts:
+        run = containers.run(RUNTIME_IMAGE, f"preload-{pool}-{name}", args=("/bin/sh", "-c", script))
+        assert containers.wait_exit(run, timeout=120) == 0, (pool, name, script, containers.log_tail(run.log.name))
