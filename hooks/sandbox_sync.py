@@ -867,6 +867,26 @@ def _pod_status(pod: Mapping[str, Any]) -> dict[str, Any]:
     start = (pod.get("status") or {}).get("startTime")
     if isinstance(start, str):
         out["startTime"] = start
+    out.update(container_restarts(pod))
+    return out
+
+
+def container_restarts(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The sandbox container's restarts in place, as the kubelet reports them: a container that
+    was OOM-killed or crashed once is restarted at once and Ready again within seconds, so without
+    this the status would keep no trace of it (found on the real node). Absent until the first."""
+    status = pod.get("status") if isinstance(pod.get("status"), MAPPING) else {}
+    cs = next((c for c in status.get("containerStatuses") or []
+               if isinstance(c, MAPPING) and c.get("name") == C.SANDBOX_CONTAINER), None)
+    count = cs.get("restartCount") if isinstance(cs, MAPPING) else None
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        return {}
+    out: dict[str, Any] = {"containerRestarts": count}
+    last = (cs.get("lastState") or {}).get("terminated") if isinstance(cs.get("lastState"), MAPPING) else None
+    if isinstance(last, MAPPING):
+        term = {k: last[k] for k, kind in (("reason", str), ("exitCode", int), ("finishedAt", str)) if isinstance(last.get(k), kind)}
+        if term:
+            out["lastTermination"] = term
     return out
 
 

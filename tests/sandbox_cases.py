@@ -168,6 +168,15 @@ def observed_failed() -> dict[str, Any]:
     return sync_request(parent, children=children, related=[RTE])
 
 
+def container_restarted() -> dict[str, Any]:
+    """Running again after one OOM kill the kubelet restarted in place (found on the real node)."""
+    parent = sandbox("restarted")
+    status = {**running_pod_status(), "containerStatuses": [{
+        "name": "sandbox", "ready": True, "restartCount": 1, "state": {"running": {"startedAt": "2026-11-22T11:59:59Z"}},
+        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "2026-11-22T11:59:58Z"}}}]}
+    return sync_request(parent, children=_children_of(parent, **status), related=[RTE])
+
+
 def finalize_terminating() -> dict[str, Any]:
     parent = sandbox("leaving", deleting=True, spec={"storage": {"persistent": True}})
     children = _children_of(parent, **running_pod_status())
@@ -361,6 +370,7 @@ SYNC_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "profile-applied": profile_applied,
     "observed-running": observed_running,
     "observed-failed": observed_failed,
+    "container-restarted": container_restarted,
     "replaced-on-request": replaced_on_request,
     "invalid-new": invalid_new,
     "invalid-with-children": invalid_with_children,

@@ -274,6 +274,7 @@ STATUS_FIELDS: dict[str, dict[str, tuple[str, Optional[str]]]] = {  # field: (ty
         "expiresAt": ("string", "date-time"), "runtimeEnvironment": ("string", None), "securityLevel": ("string", None), "profile": ("string", None),
         "warmPool": ("string", None), "warmPodRef": ("object", None), "warmPodUsed": ("boolean", None),
         "restarts": ("integer", None), "replacePodToken": ("string", None), "egress": ("array", None),
+        "containerRestarts": ("integer", "int32"), "lastTermination": ("object", None),
     },
     "SandboxProfile": {"validated": ("boolean", None), "language": ("string", None)},
     "RuntimeEnvironment": {"available": ("boolean", None), "lastValidated": ("string", "date-time"), "userNamespaces": ("object", None)},

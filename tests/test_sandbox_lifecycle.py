@@ -91,6 +91,28 @@ def test_a_pod_that_never_starts_fails_at_its_deadline_and_keeps_pod_and_volume(
     assert started["status"]["phase"] == "Running"
 
 
+def test_a_container_restarted_in_place_leaves_its_trace_in_status() -> None:
+    """Found on the real node: after one OOM kill the kubelet restarts the container at once and
+    the sandbox is Ready again within seconds; status.containerRestarts and lastTermination keep
+    what happened (the pod is not replaced: status.restarts stays absent)."""
+    restarted = {**running_pod_status(), "containerStatuses": [{
+        "name": "sandbox", "ready": True, "restartCount": 1, "state": {"running": {"startedAt": "2026-11-22T11:59:59Z"}},
+        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "2026-11-22T11:59:58Z",
+                                     "containerID": "containerd://x"}}}]}
+    out = sandbox_sync.sync(with_pod(sandbox("oom-once"), restarted), NOW)
+    assert out["status"]["phase"] == "Running" and cond(out, "Ready")["status"] == "True"
+    assert out["status"]["containerRestarts"] == 1
+    assert out["status"]["lastTermination"] == {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "2026-11-22T11:59:58Z"}
+    assert "restarts" not in out["status"]
+    never = sandbox_sync.sync(with_pod(sandbox("fine"), {**running_pod_status(), "containerStatuses": [
+        {"name": "sandbox", "ready": True, "restartCount": 0, "state": {"running": {}}}]}), NOW)
+    assert "containerRestarts" not in never["status"] and "lastTermination" not in never["status"]
+    # Another container's restarts (the egress proxy's sidecar, an init container) are not the sandbox's.
+    other = sandbox_sync.sync(with_pod(sandbox("other"), {**running_pod_status(), "containerStatuses": [
+        {"name": "sidecar", "ready": True, "restartCount": 4}]}), NOW)
+    assert "containerRestarts" not in other["status"]
+
+
 def test_a_running_pod_that_is_not_ready_says_what_the_kubelet_says() -> None:
     crashing = {**running_pod_status(ready=False), "containerStatuses": [{
         "name": "sandbox", "ready": False, "restartCount": 3,
