@@ -113,3 +113,13 @@ def test_the_offline_build_takes_its_config_from_this_dockerfile() -> None:
     assert {f"--config.user={user}", f"--config.workingdir={c['workingDir']}", "--config.exposedports=8080/tcp"} <= set(out)
     env = dict(a.split("=", 1)[1].split("=", 1) for a in out if a.startswith("--config.env="))
     assert env == {k: v for k, v in env_of_stage(FINAL).items() if k != "PATH"} and env["GUNICORN_CMD_ARGS"]
+
+
+def test_the_offline_image_is_labelled_with_the_digest_the_e2e_suite_checks() -> None:
+    """`scripts/build-images --source-digest` (the label it puts on gateway.tar) is what the e2e
+    suite compares with the checkout before it runs the image (a stale image is reported, not run)."""
+    from tests.e2e.gateway_node import source_digest
+
+    printed = subprocess.run([str(ROOT / "scripts" / "build-images"), "--source-digest"], capture_output=True, text=True,
+                             check=True, timeout=60).stdout.strip()
+    assert printed == source_digest() and printed.startswith("sha256:") and len(printed) == 71

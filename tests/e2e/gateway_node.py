@@ -22,10 +22,12 @@ share.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass
@@ -43,14 +45,43 @@ from tests.e2e.realnode import GATEWAY_IMAGE, LABEL_KEY, LABEL_VALUE, NODE_NAME,
 
 GATEWAY_ARCHIVE = OPTIONAL_IMAGES[GATEWAY_IMAGE]
 GATEWAY_SELECTOR = "app.kubernetes.io/component=gateway"
+SOURCE_LABEL = "dev.llmsafespace.gateway.source"  # scripts/build-images
 RELAY_SLICE = "kubernetes-e2e-relay"
 SLICE_MANAGER = "llmsafespace-e2e"
 
 
+def source_digest(root: Path = ROOT) -> str:
+    """What scripts/build-images labels the gateway image with (`--source-digest`): the sha256 of
+    "<sha256>  <path>" lines of gateway/'s Python files and requirements.txt, sorted by path."""
+    files = sorted(str(f.relative_to(root)) for f in (root / "gateway").rglob("*")
+                   if f.is_file() and (f.suffix == ".py" or f.name == "requirements.txt") and "__pycache__" not in f.parts)
+    lines = "".join(f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def image_labels(archive: Path) -> dict[str, str]:
+    """The labels of the one image of an OCI image layout tar (what scripts/build-images writes)."""
+    with tarfile.open(archive) as tar:
+        def blob(digest: str) -> Any:
+            member = tar.extractfile(f"./blobs/{digest.replace(':', '/')}")
+            assert member is not None
+            return json.load(member)
+        index_file = tar.extractfile("./index.json")
+        assert index_file is not None
+        manifest = blob(json.load(index_file)["manifests"][0]["digest"])
+        return dict((blob(manifest["config"]["digest"]).get("config") or {}).get("Labels") or {})
+
+
 def skip_reason(node: RealNode) -> Optional[str]:
     """Why the gateway cannot run on this real node, or None."""
-    if not (IMAGES_DIR / GATEWAY_ARCHIVE).is_file():
-        return f"no gateway image: {IMAGES_DIR} lacks {GATEWAY_ARCHIVE} (scripts/build-images {IMAGES_DIR} gateway)"
+    archive = IMAGES_DIR / GATEWAY_ARCHIVE
+    build = f"scripts/build-images {IMAGES_DIR} gateway"
+    if not archive.is_file():
+        return f"no gateway image: {IMAGES_DIR} lacks {GATEWAY_ARCHIVE} ({build})"
+    built_from = image_labels(archive).get(SOURCE_LABEL)
+    if built_from != source_digest():
+        return (f"{archive} was built from other gateway sources ({built_from or 'unlabelled'}) than this checkout's "
+                f"({source_digest()}): rebuild it ({build})")
     why = node.has("kube-proxy")
     if why:
         return f"the gateway pod reaches the API server through the kubernetes Service: {why}"
