@@ -15,6 +15,12 @@ helm), started on 127.0.0.1 for this run and stopped at its end. Sections:
    Metacontroller and of the hook server.
 4. A quiet period after the burst: hook calls and API writes to our kinds while nothing changes.
 5. Metacontroller's settings: the burst again under other --workers / --client-go-qps / -burst.
+6. Create -> first result on the real node (tests/e2e/realnode.py, when its binaries, root and the
+   images of scripts/build-images are there; skipped with the reason otherwise): the figure agent
+   developers compare (issue 23). With the gateway deployed there (tests/e2e/gateway_node.py), as
+   a user with `edit` in the namespace only, N times one after another: SDK Sandbox.create() ->
+   run("print(1)") -> its result, warm and cold; the floor is the same print(1) sent straight to a
+   running sandbox's runtime from the host, signed with the gateway's key, in the same run.
 
 Figures go to stdout as one table (docs/benchmark.md keeps the last run's); `run_*` functions also
 serve the e2e suite's smoke run on its own cluster."""
@@ -505,6 +511,135 @@ def run_variants(kube: Kube, count: int, timeout: float) -> list[dict[str, Any]]
 
 
 # ---------------------------------------------------------------------------------------------
+# The real node: create -> first result through the SDK and the gateway (issue 23, item 4)
+
+PRINT_1 = "print(1)"
+# What a sandbox gets when it asks for nothing (the CRD's default CPU): the interpreter's start,
+# which every print(1) pays, is CPU-bound, and SMALL's 100m would measure CFS throttling.
+FIRST_RESULT_RESOURCES = {"cpu": "500m", "memory": "256Mi", "ephemeralStorage": "512Mi"}
+
+
+def _sdk() -> Any:
+    """The SDK (sdk/llmsafespace), importable from this checkout as the tests import it."""
+    try:
+        import llmsafespace
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
+        import llmsafespace
+    return llmsafespace
+
+
+def run_first_result(kube: Kube, node: Any, gateway: Any, n: int, timeout: float = 120,
+                     wait_cleanup: bool = True) -> dict[str, Any]:
+    """On the real node with the gateway there (tests/e2e/gateway_node.GatewayOnNode), as a user
+    with `edit` in the namespace only (a ServiceAccount token): n times, one after another, the
+    SDK's Sandbox.create() (waits on a watch until it serves) then run("print(1)") until its result,
+    timed from before the create; warm (warm_pool=: a pool of 2, each create once a warm pod is
+    Ready, untimed) and cold (warm=False). Each sandbox is deleted and its pod gone before the next
+    (untimed), so none runs beside another. One untimed create first (the gateway's and the SDK's
+    connections, the kubelet's first pod of the runtime). The floor: the same call, POST /v1/exec
+    {"code": "print(1)"} until its exit line, sent from the host straight to a running sandbox's pod
+    IP, signed with the gateway's key (conformance.client), n times, in the same run."""
+    sdk = _sdk()
+    from conformance.client import Client
+    from tests.e2e.gateway_node import namespace_user
+
+    ns, runtime = prepare(kube, "first-result")
+    try:
+        with tempfile.TemporaryDirectory(prefix="llmss-bench-user-") as tmp, node.scheduling():
+            user = namespace_user(kube, ns, "bench", Path(tmp))
+            conn = sdk.Connection(gateway.url, kubeconfig=str(user.kubeconfig))
+            kube.create({"apiVersion": f"{GROUP}/{VERSION}", "kind": "WarmPool", "metadata": {"name": "pool", "namespace": ns},
+                         "spec": {"runtime": runtime, "minSize": 2, "maxSize": 4, "resources": FIRST_RESULT_RESOURCES}})
+
+            def available() -> int:
+                return int(((kube.custom("WarmPool", ns, "pool") or {}).get("status") or {}).get("availablePods") or 0)
+
+            def once(name: str, warm: bool) -> tuple[Optional[float], bool]:
+                if warm:
+                    kube.wait("a warm pod Ready", lambda: available() >= 1, timeout, interval=0.05,
+                              show=lambda: (kube.custom("WarmPool", ns, "pool") or {}).get("status"))
+                options: dict[str, Any] = {"warm_pool": "pool"} if warm else {"warm": False}
+                t0 = time.perf_counter()
+                sandbox = sdk.Sandbox.create(runtime, connection=conn, name=name, wait_timeout=timeout,
+                                             resources=FIRST_RESULT_RESOURCES, **options)
+                try:
+                    result = sandbox.run(PRINT_1)
+                    elapsed = time.perf_counter() - t0
+                    status = sandbox.obj.get("status") or {}
+                finally:
+                    sandbox.delete()
+                pod = status.get("podName")
+                if pod:
+                    kube.wait(f"pod {pod} gone", lambda: kube.core("Pod", ns, pod) is None, 90, interval=0.1)
+                ok = result.exit_code == 0 and result.stdout == "1\n"
+                return (elapsed if ok else None), status.get("warmPodUsed") is True
+
+            once("warm-up", True)
+            out: dict[str, Any] = {"n": n}
+            for path, warm in (("warm", True), ("cold", False)):
+                samples, used = [], 0
+                for i in range(n):
+                    seconds, was_warm = once(f"{path}-{i}", warm)
+                    used += was_warm
+                    if seconds is not None:
+                        samples.append(seconds)
+                out[path] = {"n": n, "complete": len(samples) == n, **_percentiles(samples or [float("nan")]),
+                             "samples_ms": _samples_ms(samples), "served_warm": used}
+
+            sandbox = sdk.Sandbox.create(runtime, connection=conn, name="floor", warm=False, wait_timeout=timeout,
+                                         resources=FIRST_RESULT_RESOURCES)
+            try:
+                pod = kube.core("Pod", ns, sandbox.obj["status"]["podName"])
+                assert pod is not None and gateway.key is not None
+                client = Client(f"http://{pod['status']['podIP']}:8080", gateway.key, pod["metadata"]["uid"], timeout=timeout)
+                client.exec({"code": PRINT_1, "language": "python"})  # the connection, untimed
+                samples = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    events = client.exec({"code": PRINT_1, "language": "python"})
+                    elapsed = time.perf_counter() - t0
+                    if "".join(e.get("data", "") for e in events if e.get("type") == "stdout") == "1\n":
+                        samples.append(elapsed)
+                client.close()
+            finally:
+                sandbox.delete()
+            out["floor"] = {"n": n, "complete": len(samples) == n, **_percentiles(samples or [float("nan")]),
+                            "samples_ms": _samples_ms(samples)}
+            out["node"] = node.name
+            return out
+    finally:
+        cleanup(kube, ns, runtime, wait_cleanup)
+
+
+def run_first_result_on_real_node(kube: Kube, n: int, workdir: Path, timeout: float = 120) -> dict[str, Any]:
+    """Section 6 on the run's own control plane: a real node started beside the kwok ones, the
+    gateway deployed on it, the figures, then both removed. Skipped, with the reason, where the
+    real node or the gateway image is missing."""
+    from tests.e2e import gateway_node, realnode
+
+    reason = realnode.skip_reason(kube.cp.bins)
+    if reason:
+        return {"skipped": reason}
+    node = realnode.RealNode(kube.cp)
+    try:
+        node.start(wait=float(os.environ.get("LLMSS_REAL_NODE_WAIT", "0")))
+    except realnode.NodeBusy as exc:
+        return {"skipped": str(exc)}
+    try:
+        reason = gateway_node.skip_reason(node)
+        if reason:
+            return {"skipped": reason}
+        gateway = gateway_node.GatewayOnNode(kube, node, workdir).start()
+        try:
+            return {**run_first_result(kube, node, gateway, n, timeout), "setup": {**node.started_at, **gateway.started_at}}
+        finally:
+            gateway.stop()
+    finally:
+        node.stop()
+
+
+# ---------------------------------------------------------------------------------------------
 # The run and its table
 
 
@@ -515,9 +650,10 @@ class Sizes:
     quiet: float = 60.0
     variants: int = 100  # the burst size for each Metacontroller setting; 0 skips the section
     timeout: float = 300.0
+    first_result: int = 50  # create -> first result on the real node, per path; 0 skips the section
 
 
-QUICK = Sizes(n=10, burst=20, quiet=5.0, variants=0, timeout=120.0)
+QUICK = Sizes(n=10, burst=20, quiet=5.0, variants=0, timeout=120.0, first_result=5)
 
 
 def run(sizes: Sizes, workdir: Path, progress: Callable[[dict[str, Any]], None] = lambda r: None,
@@ -544,6 +680,8 @@ def run(sizes: Sizes, workdir: Path, progress: Callable[[dict[str, Any]], None] 
             ("floor_again", lambda: run_floor(kube, sizes.burst, timeout=sizes.timeout)),
             ("replica_kill", lambda: run_replica_kill(kube, sizes.burst, timeout=sizes.timeout)),
             ("variants", lambda: run_variants(kube, sizes.variants, sizes.timeout) if sizes.variants else []),
+            ("first_result", lambda: run_first_result_on_real_node(kube, sizes.first_result, workdir)
+             if sizes.first_result else {"skipped": "--first-result 0"}),
         ]
         for name, section in sections:
             if only is not None and name.removesuffix("_again") not in only:
@@ -645,10 +783,33 @@ def table(r: dict[str, Any]) -> str:
     if quiet:
         lines += ["", f"## 4. Quiet period after the burst ({quiet['seconds']:g} s, every sandbox Running)",
                   f"hook calls: {quiet['hook_calls'] or 'none'}; API writes to our kinds: {quiet['api_writes'] or 'none'}"]
+    first = r.get("first_result") or {}
+    if first:
+        lines += ["", "## 6. Create -> first result of print(1) on the real node (SDK -> API server -> pod -> gateway -> runtime), ms"]
+        if first.get("skipped"):
+            lines.append(f"skipped: {first['skipped']}")
+        else:
+            lines += first_result_table(first)
     lines += ["", "## Targets"]
     for t in r.get("targets") or []:
         lines.append(f"- {'MET' if t['met'] else 'NOT MET':<7} {t['target']}: {t['value']}")
     return "\n".join(lines)
+
+
+def first_result_table(first: dict[str, Any]) -> list[str]:
+    """Section 6's rows: each path's percentiles and its ratio to the floor's."""
+    floor = first.get("floor") or {}
+    lines = ["| path | n | p50 | p90 | p99 | max | p50 / floor p50 | p99 / floor p99 | all answered | served warm |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for path, label in (("warm", "warm: create (pool) -> result"), ("cold", "cold: create -> result"),
+                        ("floor", "floor: signed call straight to the runtime")):
+        x = first.get(path)
+        if not x:
+            continue
+        ratios = (f"{x['p50'] / floor['p50']:.1f}x | {x['p99'] / floor['p99']:.1f}x" if floor and path != "floor" else " | ")
+        lines.append(f"| {label} | {x['n']} | {x['p50'] * 1000:.0f} | {x['p90'] * 1000:.0f} | {x['p99'] * 1000:.0f} "
+                     f"| {x['max'] * 1000:.0f} | {ratios} | {'yes' if x['complete'] else 'NO'} | {x.get('served_warm', '')} |")
+    return lines
 
 
 def cdf_picture(r: dict[str, Any]) -> str:
@@ -667,7 +828,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--burst", type=int, help="sandboxes in the burst (default 300)")
     parser.add_argument("--quiet", type=float, help="seconds of the quiet period (default 60)")
     parser.add_argument("--variants", type=int, help="burst size per Metacontroller setting; 0 skips (default 100)")
-    parser.add_argument("--only", help="comma-separated sections to run: cold,warm,latency_floor,floor,burst,replica_kill,variants (default all)")
+    parser.add_argument("--first-result", type=int, help="create -> first result samples per path on the real node; 0 skips (default 50)")
+    parser.add_argument("--only", help="comma-separated sections to run: cold,warm,latency_floor,floor,burst,replica_kill,variants,"
+                        "first_result (default all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--cdf", metavar="FILE", help="also draw the latency distributions (cold, warm, the floor) as SVG")
     args = parser.parse_args(argv)
@@ -676,11 +839,11 @@ def main(argv: list[str]) -> int:
         print(f"bench e2e: {reason}", file=sys.stderr)
         return 2
     sizes = QUICK if args.quick else Sizes()
-    for key in ("n", "burst", "quiet", "variants"):
+    for key in ("n", "burst", "quiet", "variants", "first_result"):
         if getattr(args, key) is not None:
             setattr(sizes, key, getattr(args, key))
     def progress(partial: dict[str, Any]) -> None:
-        done = [k for k in ("cold", "warm", "latency_floor", "floor", "burst", "replica_kill", "variants") if k in partial]
+        done = [k for k in ("cold", "warm", "latency_floor", "floor", "burst", "replica_kill", "variants", "first_result") if k in partial]
         print(f"bench e2e: {', '.join(done)} done", file=sys.stderr, flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(partial, indent=2, sort_keys=True, default=str) + "\n")
