@@ -31,11 +31,13 @@ def _fmt(x: float) -> str:
 
 
 def svg(curves: Mapping[str, Sequence[float]], title: str, unit: str = "ms", floors: Sequence[str] = ()) -> str:
-    """One step curve per named sample list (values in `unit`), x from 0 to a round maximum,
-    y the share of samples at or below x. Curves named in `floors` are dashed."""
+    """One step curve per named sample list (values in `unit`), x from 0 to a round value above
+    the largest p99, y the share of samples at or below x. Curves named in `floors` are dashed."""
     present = {name: sorted(v for v in values if math.isfinite(v)) for name, values in curves.items()}
     present = {name: values for name, values in present.items() if values}
-    x_max = _nice_max(max((v[-1] for v in present.values()), default=1.0))
+    # The axis ends above every curve's p99, not its slowest sample: one stall on a shared machine
+    # (seconds) would squash every curve into the left edge; the tail beyond runs along it.
+    x_max = _nice_max(max((v[int(0.99 * (len(v) - 1))] for v in present.values()), default=1.0))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def px(x: float) -> float:

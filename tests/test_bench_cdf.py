@@ -27,10 +27,14 @@ def test_one_monotone_step_curve_per_sample_list() -> None:
     assert "cold (n=4, p50 150)" in doc and "warm (n=3, p50 75)" in doc
 
 
-def test_the_axis_ends_at_a_round_value_above_the_slowest_sample() -> None:
+def test_the_axis_ends_at_a_round_value_above_the_largest_p99() -> None:
     assert [cdf._nice_max(v) for v in (0.3, 1, 7, 230, 501, 1000)] == [0.5, 1, 10, 500, 1000, 1000]
     doc = cdf.svg({"x": [230.0]}, "t")
     assert ">500<" in doc and ">400<" in doc  # ticks at fifths of 500
+    # One stall of 2 s among 199 samples near 10 ms does not set the scale; its step runs along the edge.
+    stalled = cdf.svg({"floor": [10.0] * 199 + [2000.0]}, "t")
+    assert ">10<" in stalled and ">2000<" not in stalled
+    assert max(x for curve in _curves(stalled) for x, _ in curve) == cdf.WIDTH - cdf.RIGHT
 
 
 def test_same_samples_same_bytes_and_empty_or_nan_curves_left_out() -> None:
