@@ -21,6 +21,9 @@ CODE = "import os, sys; print(sum(range(10)), os.getuid(), sys.version_info[:2])
 
 @pytest.fixture()
 def demo_on_real_node(kube: Kube, on_real_node: Any) -> Iterator[Any]:
+    # test_e2e_examples.py deletes the same namespaces in the background as it ends.
+    for ns in (DEMO, "team-a"):
+        kube.wait_gone("Namespace", None, ns, timeout=180)
     yield on_real_node
     delete_namespaces(kube, DEMO, "team-a")
     kube.kubectl("delete", "runtimeenvironment", "python-3.11", "--ignore-not-found", "--wait=false", check=False)
