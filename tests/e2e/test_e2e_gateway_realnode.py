@@ -264,6 +264,8 @@ def test_the_benchmark_first_result_section_runs(kube: Kube, gateway: GatewayOnN
         assert results[path]["complete"] and len(results[path]["samples_ms"]) == 2, results[path]
     assert results["warm"]["served_warm"] == 2 and results["cold"]["served_warm"] == 0, results
     assert 0 < results["floor"]["p50"] < results["warm"]["p50"] < 30, results
+    for path in ("warm", "cold"):  # the create alone, then the first call through the gateway
+        assert 0 < results[path]["create"]["p50"] < results[path]["p50"] and 0 < results[path]["call"]["p50"], results[path]
     table = e2e.table({"sizes": {"first_result": 2}, "first_result": results})
     assert "## 6. Create -> first result" in table and "| floor: signed call straight to the runtime | 2 |" in table
     print("\n## 6." + table.split("## 6.", 1)[1].split("\n\n", 1)[0])
