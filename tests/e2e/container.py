@@ -258,11 +258,30 @@ class ContainerRuntime:
         left = remove_cgroup_root(self.cgroup_parent)
         if left:
             raise RuntimeError(f"cgroups left behind: {left}")
-        if self.made_run_dir:
+        if self.made_run_dir and not _real_node_running():
             try:
                 CONTAINERD_RUN_DIR.rmdir()
             except OSError:
                 pass
+
+
+def _real_node_running() -> bool:
+    """Whether another run's real node (tests/e2e/realnode.py, holding its lock) may have its own
+    tmpfs on /run/containerd: removing the mount point here would detach that mount in the node's
+    namespace (found when two suites ran at once), so the empty directory is then left to it."""
+    import fcntl
+
+    from tests.e2e.realnode import LOCK_FILE  # it imports this module
+    try:
+        with open(LOCK_FILE, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def _pids_with(needle: str) -> list[int]:
