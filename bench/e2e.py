@@ -293,25 +293,30 @@ def run_latency(kube: Kube, n: int, warm: bool, timeout: float = 120, wait_clean
             kube.wait(f"pool of {n} ready", lambda: ((kube.custom("WarmPool", ns, "pool") or {}).get("status") or {}).get("availablePods") == n,
                       timeout + 4 * n, show=lambda: (kube.custom("WarmPool", ns, "pool") or {}).get("status"))
             extra = {"warmPoolRef": {"name": "pool"}}
-        created: dict[str, float] = {}
-        names = [f"sb-{i}" for i in range(n)]
-        complete = True
-        with Watch(kube, ns) as watch:
-            for name in names:
-                created[name] = time.monotonic()
-                kube.create(_sandbox(name, ns, runtime, **extra))
-                if not watch.wait_all([name], timeout):
-                    complete = False
-                    break
-            latencies = [watch.running[n_] - created[n_] for n_ in names if n_ in watch.running]
-        result: dict[str, Any] = {"n": n, "complete": complete, **_percentiles(latencies or [float("nan")]),
-                                  "samples_ms": _samples_ms(latencies)}
+        result = _one_after_another(Watch(kube, ns), [f"sb-{i}" for i in range(n)],
+                                    lambda name: kube.create(_sandbox(name, ns, runtime, **extra)), timeout)
         if warm:
             used = sum(1 for s in kube.customs("Sandbox", ns) if (s.get("status") or {}).get("warmPodUsed") is True)
             result["served_warm"] = used
         return result
     finally:
         cleanup(kube, ns, runtime, wait_cleanup)
+
+
+def _one_after_another(watch: Watch, names: list[str], create: Callable[[str], Any], timeout: float) -> dict[str, Any]:
+    """Each object created once the previous one is seen done by `watch`; each one's latency from
+    before its create to that watch event (section 1 and its floor time alike)."""
+    created: dict[str, float] = {}
+    complete = True
+    with watch:
+        for name in names:
+            created[name] = time.monotonic()
+            create(name)
+            if not watch.wait_all([name], timeout):
+                complete = False
+                break
+        latencies = [watch.running[x] - created[x] for x in names if x in watch.running]
+    return {"n": len(names), "complete": complete, **_percentiles(latencies or [float("nan")]), "samples_ms": _samples_ms(latencies)}
 
 
 def _samples_ms(latencies: list[float]) -> list[float]:
@@ -328,22 +333,16 @@ def run_latency_floor(kube: Kube, n: int, timeout: float = 120, wait_cleanup: bo
     try:
         kube.apply(FLOOR_CRD)
         kube.kubectl("wait", "--for=condition=Established", "crd/floorparents.bench.llmsafespace.dev", "--timeout=60s")
-        created: dict[str, float] = {}
-        names = [f"lf-{i}" for i in range(n)]
-        complete = True
-        with Watch(kube, ns, "bench.llmsafespace.dev/v1/namespaces/{ns}/floorparents",
-                   lambda o: (o.get("status") or {}).get("phase") == "Running") as watch:
-            for name in names:
-                created[name] = time.monotonic()
-                parent = kube.send("POST", base, {"apiVersion": "bench.llmsafespace.dev/v1", "kind": "FloorParent",
-                                                  "metadata": {"name": name}, "spec": {"runtime": "python"}})
-                parent["status"] = {"phase": "Running"}
-                kube.send("PUT", f"{base}/{name}/status", parent)
-                if not watch.wait_all([name], timeout):
-                    complete = False
-                    break
-            latencies = [watch.running[x] - created[x] for x in names if x in watch.running]
-        return {"n": n, "complete": complete, **_percentiles(latencies or [float("nan")]), "samples_ms": _samples_ms(latencies)}
+
+        def create_and_run(name: str) -> None:
+            parent = kube.send("POST", base, {"apiVersion": "bench.llmsafespace.dev/v1", "kind": "FloorParent",
+                                              "metadata": {"name": name}, "spec": {"runtime": "python"}})
+            parent["status"] = {"phase": "Running"}
+            kube.send("PUT", f"{base}/{name}/status", parent)
+
+        watch = Watch(kube, ns, "bench.llmsafespace.dev/v1/namespaces/{ns}/floorparents",
+                      lambda o: (o.get("status") or {}).get("phase") == "Running")
+        return _one_after_another(watch, [f"lf-{i}" for i in range(n)], create_and_run, timeout)
     finally:
         cleanup(kube, ns, runtime, wait_cleanup)
         kube.kubectl("delete", "crd", "floorparents.bench.llmsafespace.dev", "--ignore-not-found", check=False)
