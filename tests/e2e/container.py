@@ -80,11 +80,7 @@ class Container:
     log: Path
 
     def status(self, rt: "ContainerRuntime") -> str:
-        for line in rt.ctr("task", "ls").stdout.splitlines()[1:]:
-            parts = line.split()
-            if parts and parts[0] == self.id:
-                return parts[2]
-        return "GONE"
+        return rt.tasks().get(self.id, (0, "GONE"))[1]
 
 
 @dataclass
@@ -167,12 +163,13 @@ class ContainerRuntime:
         self.containers.append(container)
         return container
 
+    def tasks(self) -> dict[str, tuple[int, str]]:
+        return task_list(self.ctr("task", "ls").stdout)
+
     def _task_pid(self, name: str) -> int:
-        for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
-            parts = line.split()
-            if parts and parts[0] == name:
-                return int(parts[1])
-        raise RuntimeError(f"no task {name}")
+        if name not in (tasks := self.tasks()):
+            raise RuntimeError(f"no task {name}")
+        return tasks[name][0]
 
     def in_netns(self, container: Container, command: Sequence[str], timeout: float = 120,
                  env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
@@ -214,10 +211,8 @@ class ContainerRuntime:
         """The exit status once the task stopped, None if it still runs after `timeout`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
-                parts = line.split()
-                if parts and parts[0] == container.id and parts[2] == "STOPPED":
-                    return self._exit_status(container)
+            if container.status(self) == "STOPPED":
+                return self._exit_status(container)
             time.sleep(0.1)
         return None
 
@@ -263,6 +258,16 @@ class ContainerRuntime:
                 CONTAINERD_RUN_DIR.rmdir()
             except OSError:
                 pass
+
+
+def task_list(ctr_output: str) -> dict[str, tuple[int, str]]:
+    """`ctr task ls` read: container ID -> (host PID, status). The real node's tasks too."""
+    out: dict[str, tuple[int, str]] = {}
+    for line in ctr_output.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3:
+            out[parts[0]] = (int(parts[1]), parts[2])
+    return out
 
 
 def _real_node_running() -> bool:

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from tests.e2e.container import CONTAINERD_RUN_DIR, IMAGE_ARCHIVES, IMAGES_DIR, PROBE_IMAGE, RUNTIME_IMAGE, _pids_with
+from tests.e2e.container import CONTAINERD_RUN_DIR, IMAGE_ARCHIVES, IMAGES_DIR, PROBE_IMAGE, RUNTIME_IMAGE, _pids_with, task_list
 from tests.e2e.controlplane import (KWOK_NODE_ANNOTATION, SERVICE_CIDR, ControlPlane, NotReady, PKI, Process, bin_dir, free_port,
                                     wait_until)
 
@@ -541,12 +541,7 @@ class RealNode:
 
     def tasks(self) -> dict[str, tuple[int, str]]:
         """containerd's tasks on the node: container ID -> (host PID, status)."""
-        out: dict[str, tuple[int, str]] = {}
-        for line in self.ctr("tasks", "ls").stdout.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) >= 3:
-                out[parts[0]] = (int(parts[1]), parts[2])
-        return out
+        return task_list(self.ctr("tasks", "ls").stdout)
 
     def host_pid(self, container_id: str) -> int:
         """The machine's PID of a pod's container (its status' containerID)."""
